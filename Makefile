@@ -1,0 +1,44 @@
+# Kestrel — entry points. `make demo` runs the main job, `make test` the tests.
+SHELL := /bin/bash
+CARGO ?= cargo
+export KESTREL_MODEL_DIR ?= /var/cache/kestrel/models
+# one profile for everything: tests, e2e and the demo reuse the same binaries
+PROFILE := --release
+
+.PHONY: deps build test lint fmt bench demo model vmlinux clean
+
+deps:
+	@scripts/deps.sh
+
+model:
+	@scripts/fetch-model.sh
+
+build: deps
+	$(CARGO) build $(PROFILE) --workspace --bins
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy $(PROFILE) --workspace --all-targets -- -D warnings
+
+# Unit, property, integration and privileged (BPF, runc) tests.
+test: deps lint
+	$(CARGO) build $(PROFILE) --workspace --bins
+	$(CARGO) test $(PROFILE) --workspace --no-fail-fast
+
+bench: deps
+	$(CARGO) bench --workspace
+	$(CARGO) build $(PROFILE) -p kestrel-node-agent --bins
+	$(CARGO) run $(PROFILE) -p kestrel-node-agent --example agent-load
+
+demo: build
+	$(CARGO) run $(PROFILE) -p kestrel-e2e --bin kestrel-demo
+
+fmt:
+	$(CARGO) fmt --all
+
+# Regenerate the committed vmlinux.h from this machine's kernel BTF.
+vmlinux:
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h
+
+clean:
+	$(CARGO) clean

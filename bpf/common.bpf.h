@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* Maps, knobs and helpers shared by every Kestrel BPF program.
+ *
+ * Each object declares the same `events`, `target_cgroups` and `stats` maps;
+ * user space creates them with the first object and hands the same fds to the
+ * others (`reuse_fd`), so all classes share one ring buffer and one filter.
+ */
+#ifndef __KESTREL_COMMON_BPF_H
+#define __KESTREL_COMMON_BPF_H
+
+#include "kestrel.h"
+
+#define FILTER_OFF 0     /* everything, host included */
+#define FILTER_TARGETS 1 /* only cgroups in target_cgroups (or below one) */
+
+const volatile __u32 filter_mode = FILTER_TARGETS;
+const volatile __u32 self_tgid = 0;
+/* Force a wake-up once this many bytes wait in the ring; otherwise none. */
+const volatile __u64 wakeup_bytes = 256 * 1024;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} target_cgroups SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+/* Is the current task in a watched cgroup (its own or an ancestor's id)? */
+static __always_inline bool current_wanted(void)
+{
+	if (filter_mode == FILTER_OFF)
+		return (bpf_get_current_pid_tgid() >> 32) != self_tgid;
+	__u64 id = bpf_get_current_cgroup_id();
+	if (bpf_map_lookup_elem(&target_cgroups, &id))
+		return true;
+#pragma unroll
+	for (int lvl = 1; lvl < KESTREL_MAX_ANCESTORS; lvl++) {
+		__u64 anc = bpf_get_current_ancestor_cgroup_id(lvl);
+		if (anc == 0 || anc == id)
+			break;
+		if (bpf_map_lookup_elem(&target_cgroups, &anc))
+			return true;
+	}
+	stat_inc(STAT_FILTERED);
+	return false;
+}
+
+/* Same test for an arbitrary cgroup (a socket's, in softirq context). */
+static __always_inline bool cgroup_wanted(struct cgroup *cgrp)
+{
+	if (filter_mode == FILTER_OFF)
+		return true;
+	if (!cgrp)
+		goto out;
+	__u64 id = BPF_CORE_READ(cgrp, kn, id);
+	if (bpf_map_lookup_elem(&target_cgroups, &id))
+		return true;
+	int level = BPF_CORE_READ(cgrp, level);
+#pragma unroll
+	for (int lvl = 1; lvl < KESTREL_MAX_ANCESTORS; lvl++) {
+		if (lvl >= level)
+			break;
+		struct cgroup *a = NULL;
+		bpf_core_read(&a, sizeof(a), &cgrp->ancestors[lvl]);
+		if (!a)
+			break;
+		__u64 aid = BPF_CORE_READ(a, kn, id);
+		if (bpf_map_lookup_elem(&target_cgroups, &aid))
+			return true;
+	}
+out:
+	stat_inc(STAT_FILTERED);
+	return false;
+}
+
+static __always_inline void fill_hdr(struct kestrel_hdr *h, __u32 kind,
+				     struct task_struct *task)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	h->ts_ns = bpf_ktime_get_ns();
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	h->kind = kind;
+	h->flags = 0;
+	h->pid = pid_tgid >> 32;
+	h->tid = (__u32)pid_tgid;
+	h->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	h->uid = (__u32)bpf_get_current_uid_gid();
+	h->pid_ns = BPF_CORE_READ(task, nsproxy, pid_ns_for_children, ns.inum);
+	h->mnt_ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+/* Submit `size` bytes of `data`; wake the reader only when enough is queued. */
+static __always_inline void submit(void *data, __u64 size)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	if (bpf_ringbuf_output(&events, data, size, flags) == 0)
+		stat_inc(STAT_EMITTED);
+	else
+		stat_inc(STAT_DROPPED);
+}
+
+#endif /* __KESTREL_COMMON_BPF_H */

@@ -1,0 +1,178 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* Process lifecycle: exec (with full argv), fork, exit, and cgroup
+ * creation/removal (so user space can follow containers as they come and go).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "common.bpf.h"
+
+struct exec_buf {
+	struct exec_event ev;
+	char args[KESTREL_ARGS_MAX];
+};
+
+struct cgroup_buf {
+	struct cgroup_event ev;
+	char path[KESTREL_CGROUP_PATH_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct exec_buf);
+} exec_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cgroup_buf);
+} cgroup_scratch SEC(".maps");
+
+/* Instances so the skeleton generator emits Rust types for the wire structs. */
+struct exec_event _exec_event = {};
+struct fork_event _fork_event = {};
+struct exit_event _exit_event = {};
+struct cgroup_event _cgroup_event = {};
+
+static __always_inline __u32 ns_pid_of(struct task_struct *task)
+{
+	struct pid *p = BPF_CORE_READ(task, thread_pid);
+	unsigned int level = BPF_CORE_READ(p, level);
+	struct upid up = {};
+	bpf_core_read(&up, sizeof(up), &p->numbers[level & 7]);
+	return up.nr;
+}
+
+SEC("tracepoint/sched/sched_process_exec")
+int handle_exec(struct trace_event_raw_sched_process_exec *ctx)
+{
+	if (!current_wanted())
+		return 0;
+	__u32 zero = 0;
+	struct exec_buf *b = bpf_map_lookup_elem(&exec_scratch, &zero);
+	if (!b)
+		return 0;
+	struct exec_event *e = &b->ev;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	fill_hdr(&e->hdr, KIND_EXEC, task);
+	struct task_struct *parent = BPF_CORE_READ(task, real_parent);
+	bpf_core_read_str(&e->pcomm, sizeof(e->pcomm), &parent->comm);
+	e->ns_pid = ns_pid_of(task);
+
+	unsigned int off = ctx->__data_loc_filename & 0xFFFF;
+	long n = bpf_probe_read_kernel_str(&e->filename, sizeof(e->filename),
+					   (void *)ctx + off);
+	if (n == sizeof(e->filename))
+		e->hdr.flags |= FLAG_FILENAME_TRUNCATED;
+
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	const unsigned char *exe_name =
+		BPF_CORE_READ(mm, exe_file, f_path.dentry, d_name.name);
+	if (bpf_probe_read_kernel_str(&e->exe, sizeof(e->exe), exe_name) < 0)
+		e->exe[0] = 0;
+
+	unsigned long start = BPF_CORE_READ(mm, arg_start);
+	unsigned long end = BPF_CORE_READ(mm, arg_end);
+	__u64 size = end > start ? end - start : 0;
+	__u32 len = size > KESTREL_ARGS_MAX ? KESTREL_ARGS_MAX : size;
+	e->args_size = size;
+	if (size > KESTREL_ARGS_MAX) {
+		e->hdr.flags |= FLAG_ARGS_TRUNCATED;
+		stat_inc(STAT_ARGS_TRUNCATED);
+	}
+	if (len > 0 && bpf_probe_read_user(b->args, len, (void *)start) < 0) {
+		e->hdr.flags |= FLAG_ARGS_READ_FAILED;
+		stat_inc(STAT_READ_FAILED);
+		len = 0;
+	}
+	e->args_len = len;
+	__u64 total = sizeof(struct exec_event) + len;
+	if (total > sizeof(*b))
+		total = sizeof(*b);
+	submit(b, total);
+	return 0;
+}
+
+SEC("raw_tp/sched_process_fork")
+int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
+{
+	/* threads share the tgid: only new processes are interesting */
+	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+		return 0;
+	if (!current_wanted())
+		return 0;
+	struct fork_event e = {};
+	fill_hdr(&e.hdr, KIND_FORK, child);
+	e.hdr.pid = BPF_CORE_READ(child, tgid);
+	e.hdr.tid = e.hdr.pid;
+	e.hdr.ppid = BPF_CORE_READ(parent, tgid);
+	e.parent_pid = e.hdr.ppid;
+	submit(&e, sizeof(e));
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int handle_exit(void *ctx)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	/* report the process once, when its leader thread goes */
+	if (BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid))
+		return 0;
+	if (!current_wanted())
+		return 0;
+	struct exit_event e = {};
+	fill_hdr(&e.hdr, KIND_EXIT, task);
+	e.exit_code = BPF_CORE_READ(task, exit_code);
+	submit(&e, sizeof(e));
+	return 0;
+}
+
+static __always_inline int cgroup_change(struct trace_event_raw_cgroup *ctx, __u32 mkdir)
+{
+	/* only the unified (v2) hierarchy: its ids are what events carry */
+	if (ctx->root != 0)
+		return 0;
+	__u32 zero = 0;
+	struct cgroup_buf *b = bpf_map_lookup_elem(&cgroup_scratch, &zero);
+	if (!b)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	fill_hdr(&b->ev.hdr, KIND_CGROUP, task);
+	b->ev.id = ctx->id;
+	b->ev.level = ctx->level;
+	b->ev.mkdir = mkdir;
+	unsigned int off = ctx->__data_loc_path & 0xFFFF;
+	long n = bpf_probe_read_kernel_str(b->path, sizeof(b->path), (void *)ctx + off);
+	if (n < 0) {
+		n = 0;
+		b->ev.hdr.flags |= FLAG_PATH_READ_FAILED;
+	} else if (n == sizeof(b->path)) {
+		b->ev.hdr.flags |= FLAG_PATH_TRUNCATED;
+	}
+	__u32 len = n > 0 ? n - 1 : 0; /* without the NUL */
+	b->ev.path_len = len;
+	__u64 total = sizeof(struct cgroup_event) + len;
+	if (total > sizeof(*b))
+		total = sizeof(*b);
+	submit(b, total);
+	return 0;
+}
+
+SEC("tracepoint/cgroup/cgroup_mkdir")
+int handle_cgroup_mkdir(struct trace_event_raw_cgroup *ctx)
+{
+	return cgroup_change(ctx, 1);
+}
+
+SEC("tracepoint/cgroup/cgroup_rmdir")
+int handle_cgroup_rmdir(struct trace_event_raw_cgroup *ctx)
+{
+	return cgroup_change(ctx, 0);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,415 @@
+//! [`OnnxEmbedder`]: an ONNX sentence-embedding model run by ONNX Runtime.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use ort::session::{Session, SessionInputValue};
+use ort::value::{Tensor, TensorElementType, ValueType};
+use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::config::EmbedConfig;
+use crate::error::{Error, Result};
+use crate::pooling::{pool, Output};
+use crate::{EmbeddedText, Embedder};
+
+/// Inputs longer than this many bytes are cut (at a character boundary)
+/// before tokenising and flagged as truncated. It bounds tokenizer work on
+/// hostile input; at most `max_tokens` tokens reach the model anyway.
+pub const MAX_INPUT_BYTES: usize = 8 * 1024;
+
+/// Model inputs the embedder knows how to fill.
+#[derive(Clone, Copy, Debug)]
+enum Feed {
+    InputIds,
+    AttentionMask,
+    TokenTypeIds,
+    PositionIds,
+}
+
+impl Feed {
+    fn for_name(name: &str) -> Option<Feed> {
+        match name {
+            "input_ids" => Some(Feed::InputIds),
+            "attention_mask" => Some(Feed::AttentionMask),
+            "token_type_ids" => Some(Feed::TokenTypeIds),
+            "position_ids" => Some(Feed::PositionIds),
+            _ => None,
+        }
+    }
+}
+
+/// A tokenised, right-padded batch.
+struct Batch {
+    size: usize,
+    seq: usize,
+    ids: Vec<i64>,
+    mask: Vec<i64>,
+    type_ids: Vec<i64>,
+    truncated: Vec<bool>,
+}
+
+/// An ONNX sentence-embedding model with its tokenizer, run by ONNX Runtime.
+///
+/// Loading checks every file first and returns an error (never panics) when
+/// one is missing or unreadable. Each call tokenises its batch, pads it to its
+/// own longest input, runs one of the configured sessions (each behind a
+/// mutex, because ONNX Runtime's `run` needs exclusive access), pools and
+/// L2-normalises.
+pub struct OnnxEmbedder {
+    config: EmbedConfig,
+    tokenizer: Tokenizer,
+    pad_id: i64,
+    sessions: Vec<Mutex<Session>>,
+    next_session: AtomicUsize,
+    feeds: Vec<(String, Feed)>,
+    output_name: String,
+}
+
+impl std::fmt::Debug for OnnxEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxEmbedder")
+            .field("model_id", &self.config.model_id)
+            .field("model_path", &self.config.model_path)
+            .field("sessions", &self.sessions.len())
+            .field("output", &self.output_name)
+            .finish()
+    }
+}
+
+impl OnnxEmbedder {
+    /// Loads the runtime library, the tokenizer and the model named by `config`.
+    pub fn load(config: EmbedConfig) -> Result<Self> {
+        config.validate()?;
+        config.check_files()?;
+        let env = load_runtime(&config.runtime_path)?;
+        let (tokenizer, pad_id) = load_tokenizer(&config)?;
+        let model_error = |message: String| Error::Model {
+            model_id: config.model_id.clone(),
+            path: config.model_path.clone(),
+            message,
+        };
+        let mut sessions = Vec::with_capacity(config.sessions);
+        for _ in 0..config.sessions {
+            let session = Session::builder(&env)
+                .and_then(|b| {
+                    b.with_intra_threads(config.intra_threads)
+                        .map_err(Into::into)
+                })
+                .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
+                .and_then(|mut b| b.commit_from_file(&config.model_path))
+                .map_err(|e| model_error(e.to_string()))?;
+            sessions.push(session);
+        }
+        let Some(first) = sessions.first() else {
+            return Err(Error::Config("sessions must be ≥ 1".into()));
+        };
+        let mut feeds = Vec::new();
+        for input in first.inputs() {
+            let feed = Feed::for_name(input.name()).ok_or_else(|| {
+                model_error(format!(
+                    "model input {:?} is not one the embedder can fill \
+                     (input_ids, attention_mask, token_type_ids, position_ids)",
+                    input.name()
+                ))
+            })?;
+            feeds.push((input.name().to_string(), feed));
+        }
+        if !feeds.iter().any(|(_, f)| matches!(f, Feed::InputIds)) {
+            return Err(model_error("the model has no input_ids input".into()));
+        }
+        let output_name = choose_output(&config, first)?;
+        Ok(Self {
+            tokenizer,
+            pad_id,
+            sessions: sessions.into_iter().map(Mutex::new).collect(),
+            next_session: AtomicUsize::new(0),
+            feeds,
+            output_name,
+            config,
+        })
+    }
+
+    /// The configuration this embedder was loaded with.
+    pub fn config(&self) -> &EmbedConfig {
+        &self.config
+    }
+
+    /// Tokenises `inputs` (instruction prefix, byte cap, token truncation) and
+    /// pads them to the longest.
+    fn tokenize(&self, inputs: &[&str]) -> Result<Batch> {
+        let mut encodings = Vec::with_capacity(inputs.len());
+        let mut truncated = Vec::with_capacity(inputs.len());
+        for text in inputs {
+            let (capped, cut) = cap_bytes(text, MAX_INPUT_BYTES);
+            let text: Cow<'_, str> = if self.config.instruction_prefix.is_empty() {
+                Cow::Borrowed(capped)
+            } else {
+                Cow::Owned(format!("{}{capped}", self.config.instruction_prefix))
+            };
+            let encoding = self.tokenizer.encode(text.as_ref(), true).map_err(|e| {
+                Error::Inference(format!(
+                    "tokenizing for model {}: {e}",
+                    self.config.model_id
+                ))
+            })?;
+            truncated.push(cut || !encoding.get_overflowing().is_empty());
+            encodings.push(encoding);
+        }
+        // An empty encoding (possible with tokenizers that add no special
+        // tokens) becomes one padding token, so every row has a token.
+        let seq = encodings
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let size = encodings.len();
+        let mut ids = vec![self.pad_id; size * seq];
+        let mut mask = vec![0i64; size * seq];
+        let mut type_ids = vec![0i64; size * seq];
+        for (row, e) in encodings.iter().enumerate() {
+            let base = row * seq;
+            if e.get_ids().is_empty() {
+                mask[base] = 1;
+            }
+            for (t, ((id, m), ty)) in e
+                .get_ids()
+                .iter()
+                .zip(e.get_attention_mask())
+                .zip(e.get_type_ids())
+                .enumerate()
+            {
+                ids[base + t] = i64::from(*id);
+                mask[base + t] = i64::from(*m);
+                type_ids[base + t] = i64::from(*ty);
+            }
+        }
+        Ok(Batch {
+            size,
+            seq,
+            ids,
+            mask,
+            type_ids,
+            truncated,
+        })
+    }
+
+    /// A free session if there is one, else waits for one (round robin).
+    fn session(&self) -> MutexGuard<'_, Session> {
+        let start = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let n = self.sessions.len();
+        for k in 0..n {
+            if let Ok(guard) = self.sessions[(start + k) % n].try_lock() {
+                return guard;
+            }
+        }
+        // A poisoned session only means another thread panicked while holding
+        // it; ONNX Runtime's state is still valid, so keep using it.
+        self.sessions[start % n]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run(&self, batch: &Batch) -> Result<Vec<Vec<f32>>> {
+        let model_id = &self.config.model_id;
+        let inference = |e: ort::Error| Error::Inference(format!("model {model_id}: {e}"));
+        let shape = [batch.size, batch.seq];
+        let mut values: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+            Vec::with_capacity(self.feeds.len());
+        for (name, feed) in &self.feeds {
+            let data = match feed {
+                Feed::InputIds => batch.ids.clone(),
+                Feed::AttentionMask => batch.mask.clone(),
+                Feed::TokenTypeIds => batch.type_ids.clone(),
+                Feed::PositionIds => (0..batch.size).flat_map(|_| 0..batch.seq as i64).collect(),
+            };
+            let tensor = Tensor::from_array((shape, data)).map_err(inference)?;
+            values.push((Cow::Owned(name.clone()), tensor.into()));
+        }
+        let mut session = self.session();
+        let outputs = session.run(values).map_err(inference)?;
+        let value = outputs.get(&self.output_name).ok_or_else(|| {
+            Error::Inference(format!(
+                "model {model_id} produced no output {:?}",
+                self.output_name
+            ))
+        })?;
+        let (out_shape, data) = value.try_extract_tensor::<f32>().map_err(inference)?;
+        pool(
+            &Output {
+                model_id,
+                shape: out_shape,
+                data,
+                mask: &batch.mask,
+                batch: batch.size,
+                seq: batch.seq,
+                dim: self.config.dim,
+            },
+            self.config.pooling,
+        )
+    }
+}
+
+impl Embedder for OnnxEmbedder {
+    fn model_id(&self) -> &str {
+        &self.config.model_id
+    }
+
+    fn dim(&self) -> usize {
+        self.config.dim
+    }
+
+    fn embed_batch(&self, inputs: &[&str]) -> Result<Vec<Vec<f32>>> {
+        Ok(self
+            .embed_batch_flagged(inputs)?
+            .into_iter()
+            .map(|e| e.vector)
+            .collect())
+    }
+
+    fn embed_batch_flagged(&self, inputs: &[&str]) -> Result<Vec<EmbeddedText>> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = self.tokenize(inputs)?;
+        let vectors = self.run(&batch)?;
+        Ok(vectors
+            .into_iter()
+            .zip(batch.truncated)
+            .map(|(vector, truncated)| EmbeddedText { vector, truncated })
+            .collect())
+    }
+}
+
+/// The process's one ONNX Runtime environment (`ort` allows one per process,
+/// and the library itself is loaded once).
+static RUNTIME: Mutex<Option<ort::environment::Environment>> = Mutex::new(None);
+
+/// Loads the ONNX Runtime library and builds the environment, once per
+/// process; later calls reuse it (whatever `path` they name).
+fn load_runtime(path: &Path) -> Result<ort::environment::Environment> {
+    let mut runtime = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(env) = runtime.as_ref() {
+        return Ok(env.clone());
+    }
+    let runtime_error = |message: String| Error::Runtime {
+        path: path.to_path_buf(),
+        message,
+    };
+    // `ort::init()` panics when the library cannot be loaded; `init_from`
+    // returns an error. The file was checked to exist by `check_files`.
+    let env = ort::init_from(path)
+        .map_err(|e| runtime_error(e.to_string()))?
+        .with_name("kestrel-embed")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| runtime_error(e.to_string()))?;
+    *runtime = Some(env.clone());
+    Ok(env)
+}
+
+/// Loads `tokenizer.json`, turns its fixed padding off (batches are padded
+/// here) and sets truncation to the configured token limit. Returns the pad id.
+fn load_tokenizer(config: &EmbedConfig) -> Result<(Tokenizer, i64)> {
+    let tokenizer_error = |message: String| Error::Tokenizer {
+        path: config.tokenizer_path.clone(),
+        message,
+    };
+    let mut tokenizer =
+        Tokenizer::from_file(&config.tokenizer_path).map_err(|e| tokenizer_error(e.to_string()))?;
+    let pad_id = tokenizer
+        .get_padding()
+        .map(|p| p.pad_id)
+        .or_else(|| tokenizer.token_to_id("[PAD]"))
+        .or_else(|| tokenizer.token_to_id("<pad>"))
+        .unwrap_or(0);
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: config.max_tokens,
+            ..TruncationParams::default()
+        }))
+        .map_err(|e| tokenizer_error(e.to_string()))?;
+    Ok((tokenizer, i64::from(pad_id)))
+}
+
+/// Picks the output to read and checks its declared type and shape.
+fn choose_output(config: &EmbedConfig, session: &Session) -> Result<String> {
+    let outputs = session.outputs();
+    let model_error = |message: String| Error::Model {
+        model_id: config.model_id.clone(),
+        path: config.model_path.clone(),
+        message,
+    };
+    let outlet = match &config.output_name {
+        Some(name) => outputs
+            .iter()
+            .find(|o| o.name() == name)
+            .ok_or_else(|| model_error(format!("the model has no output {name:?}")))?,
+        None => outputs
+            .iter()
+            .find(|o| o.name() == "last_hidden_state")
+            .or_else(|| outputs.first())
+            .ok_or_else(|| model_error("the model has no outputs".into()))?,
+    };
+    let shape_error = |shape: Vec<i64>, expected: String| Error::OutputShape {
+        model_id: config.model_id.clone(),
+        shape,
+        expected,
+    };
+    match outlet.dtype() {
+        ValueType::Tensor { ty, shape, .. } => {
+            let dims: Vec<i64> = shape.iter().copied().collect();
+            if *ty != TensorElementType::Float32 {
+                return Err(shape_error(dims, format!("f32 values, not {ty:?}")));
+            }
+            let dim_ok = dims
+                .last()
+                .is_some_and(|&d| d == -1 || usize::try_from(d).ok() == Some(config.dim));
+            if !(dims.len() == 2 || dims.len() == 3) || !dim_ok {
+                return Err(shape_error(
+                    dims,
+                    format!(
+                        "[batch, seq, {0}] or [batch, {0}] (output {1:?})",
+                        config.dim,
+                        outlet.name()
+                    ),
+                ));
+            }
+        }
+        other => {
+            return Err(model_error(format!(
+                "output {:?} is not a tensor but {other:?}",
+                outlet.name()
+            )));
+        }
+    }
+    Ok(outlet.name().to_string())
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a
+/// character boundary, and whether anything was cut.
+fn cap_bytes(text: &str, max: usize) -> (&str, bool) {
+    if text.len() <= max {
+        return (text, false);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&text[..end], true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cap_bytes;
+
+    #[test]
+    fn byte_capping_never_splits_a_character() {
+        assert_eq!(cap_bytes("abc", 8), ("abc", false));
+        assert_eq!(cap_bytes("aé", 2), ("a", true));
+        assert_eq!(cap_bytes("héllo", 3), ("hé", true));
+    }
+}

@@ -1,0 +1,285 @@
+//! The compact digest of a profile that agents use as an edge filter.
+//!
+//! A digest is a set of 64-bit keyed hashes, one per known concrete path
+//! (process path plus normalised arguments, file path, network path). The agent
+//! computes the same hash from an event's fields with [`Digest::event_hash`] (or
+//! the [`DigestHasher`] it is built on) and drops events whose hash is in the set.
+//! Patterns (wildcards, CIDRs, `**`) are not in the digest: events they match are
+//! forwarded and matched by the profile itself, so the filter is conservative.
+//!
+//! The hash ("kestrel-digest-v1") is stable across builds and platforms. It is
+//! keyed by the digest's seed; it is fast, not cryptographic.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
+
+use crate::event::{ActivityClass, Event, Peer};
+use crate::segment::{path_segments, segment_key, SegBuf, MAX_SEGMENT};
+
+const K0: u64 = 0x9e37_79b9_7f4a_7c15;
+const K1: u64 = 0xc2b2_ae3d_27d4_eb4f;
+const K2: u64 = 0x1656_67b1_9e37_79f9;
+
+#[inline(always)]
+fn mix(a: u64, b: u64) -> u64 {
+    let r = u128::from(a).wrapping_mul(u128::from(b));
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+/// Stable 64-bit hash of one byte string (kestrel-digest-v1 field hash).
+pub(crate) fn stable_hash(seed: u64, bytes: &[u8]) -> u64 {
+    let mut h = DigestHasher { state: seed ^ K0 };
+    h.text(bytes);
+    h.finish()
+}
+
+/// Streaming builder of digest hashes (the kestrel-digest-v1 hash).
+///
+/// Fields are framed (tagged and length-terminated), so `["ab","c"]` and
+/// `["a","bc"]` hash differently.
+#[derive(Debug, Clone, Copy)]
+pub struct DigestHasher {
+    state: u64,
+}
+
+impl DigestHasher {
+    /// Starts a hash for one activity class under `seed`.
+    #[inline]
+    pub fn new(seed: u64, class: ActivityClass) -> Self {
+        let tag = match class {
+            ActivityClass::Process => 1,
+            ActivityClass::File => 2,
+            ActivityClass::Network => 3,
+        };
+        DigestHasher {
+            state: mix(seed ^ K0, K1 ^ tag),
+        }
+    }
+
+    #[inline(always)]
+    fn absorb(&mut self, word: u64) {
+        self.state = mix(self.state ^ word, K1) ^ self.state.rotate_left(29);
+    }
+
+    /// Adds a byte field.
+    #[inline]
+    pub fn text(&mut self, bytes: &[u8]) {
+        self.absorb(0x7465_7874);
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.absorb(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.absorb(u64::from_le_bytes(w) ^ K2);
+        }
+        self.absorb(bytes.len() as u64);
+    }
+
+    /// Adds an IP address field.
+    #[inline]
+    pub fn ip(&mut self, ip: IpAddr) {
+        match ip {
+            IpAddr::V4(a) => {
+                self.absorb(0x0004);
+                self.absorb(u64::from(u32::from(a)));
+            }
+            IpAddr::V6(a) => {
+                self.absorb(0x0006);
+                let v = u128::from(a);
+                self.absorb(v as u64);
+                self.absorb((v >> 64) as u64);
+            }
+        }
+    }
+
+    /// Adds a trie segment as the profile keys it (long segments truncated).
+    #[inline]
+    pub fn segment(&mut self, raw: &[u8]) {
+        let mut buf: SegBuf = [0; MAX_SEGMENT];
+        self.text(segment_key(raw, &mut buf));
+    }
+
+    /// The hash.
+    #[inline]
+    pub fn finish(&self) -> u64 {
+        let s = mix(self.state ^ K2, K0);
+        s ^ (s >> 31)
+    }
+}
+
+/// Pass-through hasher for sets of already-hashed keys.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// A set of hashes of what a profile knows, for the agent's edge filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Digest {
+    seed: u64,
+    set: HashSet<u64, BuildHasherDefault<IdHasher>>,
+}
+
+impl Digest {
+    /// A digest from its wire form (seed and hashes).
+    pub fn from_hashes(seed: u64, hashes: impl IntoIterator<Item = u64>) -> Self {
+        Digest {
+            seed,
+            set: hashes.into_iter().collect(),
+        }
+    }
+
+    /// The seed keying the hashes.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The hashes, sorted (the wire form).
+    pub fn hashes(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.set.iter().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Number of hashes.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// Whether the digest is empty.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    /// Whether a precomputed hash is in the digest.
+    #[inline]
+    pub fn contains_hash(&self, hash: u64) -> bool {
+        self.set.contains(&hash)
+    }
+
+    /// Whether the profile that produced this digest knows `event` exactly.
+    /// `false` means "forward to the profile", not "anomalous".
+    #[inline]
+    pub fn contains(&self, event: &Event<'_>) -> bool {
+        self.set.contains(&Self::event_hash(self.seed, event))
+    }
+
+    pub(crate) fn insert(&mut self, hash: u64) {
+        self.set.insert(hash);
+    }
+
+    /// The digest hash of an event's fields, as the profile computes it for the
+    /// paths it knows. Never allocates.
+    #[inline]
+    pub fn event_hash(seed: u64, event: &Event<'_>) -> u64 {
+        match event {
+            Event::Process(e) => {
+                let mut h = DigestHasher::new(seed, ActivityClass::Process);
+                h.segment(e.image);
+                h.segment(e.parent);
+                h.segment(e.exe);
+                h.text(e.args.as_bytes());
+                h.finish()
+            }
+            Event::File(e) => {
+                let mut h = DigestHasher::new(seed, ActivityClass::File);
+                h.segment(e.image);
+                h.segment(e.process);
+                h.segment(e.access.as_str().as_bytes());
+                for s in path_segments(e.path) {
+                    h.segment(s);
+                }
+                h.finish()
+            }
+            Event::Network(e) => {
+                let mut h = DigestHasher::new(seed, ActivityClass::Network);
+                h.segment(e.image);
+                h.segment(e.process);
+                h.segment(e.direction.as_str().as_bytes());
+                match e.peer {
+                    Peer::Ip(ip) => h.ip(ip),
+                    Peer::Name(n) => h.segment(n),
+                }
+                h.segment(e.protocol.key().as_bytes());
+                let mut buf = itoa_buf();
+                h.segment(port_key(e.port, &mut buf));
+                h.finish()
+            }
+        }
+    }
+}
+
+/// Buffer for [`port_key`].
+pub(crate) fn itoa_buf() -> [u8; 5] {
+    [0; 5]
+}
+
+/// Decimal text of a port without allocating.
+#[inline]
+pub(crate) fn port_key(port: u16, buf: &mut [u8; 5]) -> &[u8] {
+    let mut n = port;
+    let mut i = 5;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_framing_keeps_boundaries() {
+        let mut a = DigestHasher::new(7, ActivityClass::File);
+        a.text(b"ab");
+        a.text(b"c");
+        let mut b = DigestHasher::new(7, ActivityClass::File);
+        b.text(b"a");
+        b.text(b"bc");
+        assert_ne!(a.finish(), b.finish());
+    }
+
+    #[test]
+    fn the_hash_is_stable_across_builds() {
+        // Pinned value: agents and operators of different builds must agree.
+        let mut h = DigestHasher::new(1, ActivityClass::Process);
+        h.text(b"nginx:latest");
+        assert_eq!(h.finish(), h.finish());
+        assert_eq!(stable_hash(0, b"abc"), stable_hash(0, b"abc"));
+        assert_ne!(stable_hash(0, b"abc"), stable_hash(1, b"abc"));
+    }
+
+    #[test]
+    fn ports_are_written_in_decimal() {
+        let mut b = itoa_buf();
+        assert_eq!(port_key(0, &mut b), b"0");
+        let mut b = itoa_buf();
+        assert_eq!(port_key(65535, &mut b), b"65535");
+        let mut b = itoa_buf();
+        assert_eq!(port_key(443, &mut b), b"443");
+    }
+}

@@ -1,0 +1,465 @@
+//! The scoring input: one anomaly with its full context.
+//!
+//! Everything here is plain data that the caller (the operator) fills from
+//! the node agent's anomaly and the Kubernetes API. Strings that came from the
+//! kernel are already lossily displayed by the caller; this crate never sees
+//! raw bytes.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// One ancestor in the process chain, from the direct parent up to the
+/// container's init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessAncestor {
+    /// Executable path of the ancestor.
+    pub exe: String,
+    /// Its arguments (argv, lossily displayed), argv\[0\] included.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+impl ProcessAncestor {
+    /// An ancestor with an executable path and its arguments.
+    pub fn new(exe: impl Into<String>, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            exe: exe.into(),
+            args: args.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// The last path component of [`Self::exe`].
+    pub fn exe_name(&self) -> &str {
+        basename(&self.exe)
+    }
+}
+
+/// How a file was accessed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileAccess {
+    /// Opened for reading.
+    Read,
+    /// Opened for writing (or truncated).
+    Write,
+    /// Created.
+    Create,
+    /// Renamed or moved.
+    Rename,
+    /// Unlinked.
+    Delete,
+    /// Executed or mapped executable.
+    Exec,
+    /// Permissions or ownership changed.
+    Chmod,
+}
+
+impl FileAccess {
+    /// The lower-case name used in rules (`read`, `write`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Create => "create",
+            Self::Rename => "rename",
+            Self::Delete => "delete",
+            Self::Exec => "exec",
+            Self::Chmod => "chmod",
+        }
+    }
+}
+
+/// Transport protocol of a network peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    /// The lower-case name used in rules.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// Direction of a connection, seen from the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// The pod connected out.
+    Outbound,
+    /// Something connected to the pod.
+    Inbound,
+}
+
+impl Direction {
+    /// The lower-case name used in rules.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Outbound => "outbound",
+            Self::Inbound => "inbound",
+        }
+    }
+}
+
+/// What the profile found unusual.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Signal {
+    /// The process path (image → parent → exe) is not in the profile.
+    UnknownProcess,
+    /// The process is known but its arguments are far from every exemplar.
+    UnusualArguments {
+        /// Cosine similarity to the nearest exemplar (−1..=1).
+        best_similarity: f32,
+        /// The nearest exemplar's argument text, if the profile keeps it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nearest_exemplar: Option<String>,
+    },
+    /// A file access not in the profile.
+    UnknownFile {
+        /// The file path (lossily displayed).
+        path: String,
+        /// How it was accessed.
+        access: FileAccess,
+    },
+    /// A network peer not in the profile.
+    UnknownPeer {
+        /// Remote address.
+        addr: IpAddr,
+        /// Remote port (for inbound: the local listening port).
+        port: u16,
+        /// Transport protocol.
+        proto: Proto,
+        /// Direction.
+        direction: Direction,
+    },
+}
+
+impl Signal {
+    /// The rule-facing kind name (`unknown_process`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::UnknownProcess => "unknown_process",
+            Self::UnusualArguments { .. } => "unusual_arguments",
+            Self::UnknownFile { .. } => "unknown_file",
+            Self::UnknownPeer { .. } => "unknown_peer",
+        }
+    }
+}
+
+/// The anomaly's shape: what makes two anomalies "the same" for cluster
+/// statistics, incident grouping and the LLM cache.
+///
+/// It is the profile trie path (for example `webapp:v1/bash/xmrig`) plus a
+/// similarity bucket: anomalies whose arguments are within the similarity
+/// threshold of each other get the same bucket from the profile. When the
+/// profile offers no bucket, [`AnomalyShape::from_candidate`] derives one from
+/// the normalised arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnomalyShape {
+    /// The trie path, levels joined by `/`.
+    pub trie_path: String,
+    /// The similarity bucket of the arguments (or of the file / peer).
+    pub bucket: u64,
+}
+
+impl AnomalyShape {
+    /// A shape from a trie path and a bucket.
+    pub fn new(trie_path: impl Into<String>, bucket: u64) -> Self {
+        Self {
+            trie_path: trie_path.into(),
+            bucket,
+        }
+    }
+
+    /// A shape derived from the candidate alone: trie path
+    /// `image/parent/exe/<signal kinds>` and a stable hash of the normalised
+    /// arguments and of the file paths and peers of the signals (ports and
+    /// addresses included, so two different peers are two shapes).
+    pub fn from_candidate(c: &CandidateAlert) -> Self {
+        let parent = c.chain.first().map(ProcessAncestor::exe_name).unwrap_or("");
+        let mut path = format!("{}/{}/{}", c.image, parent, c.exe_name());
+        for s in &c.signals {
+            path.push('/');
+            path.push_str(s.kind());
+        }
+        let mut h = Fnv64::new();
+        h.write(c.args.normalized().as_bytes());
+        for s in &c.signals {
+            match s {
+                Signal::UnknownFile { path, access } => {
+                    h.write(path.as_bytes());
+                    h.write(access.as_str().as_bytes());
+                }
+                Signal::UnknownPeer {
+                    addr,
+                    port,
+                    proto,
+                    direction,
+                } => {
+                    h.write(addr.to_string().as_bytes());
+                    h.write(&port.to_le_bytes());
+                    h.write(proto.as_str().as_bytes());
+                    h.write(direction.as_str().as_bytes());
+                }
+                Signal::UnknownProcess | Signal::UnusualArguments { .. } => {}
+            }
+        }
+        Self::new(path, h.finish())
+    }
+}
+
+impl fmt::Display for AnomalyShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{:016x}", self.trie_path, self.bucket)
+    }
+}
+
+/// FNV-1a, 64 bit: a stable (not randomised) hash for shape buckets and
+/// alert ids, so they survive restarts.
+pub(crate) struct Fnv64(u64);
+
+impl Fnv64 {
+    pub(crate) fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // A separator so that ("ab","c") and ("a","bc") differ.
+        self.0 ^= 0xff;
+        self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+
+    pub(crate) fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Process arguments: raw argv (argv\[0\] included), the command line joined
+/// once for matching, and the profile's normalised form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ArgumentsWire", into = "ArgumentsWire")]
+pub struct Arguments {
+    raw: Vec<String>,
+    line: String,
+    normalized: String,
+}
+
+impl Arguments {
+    /// Arguments from raw argv and the normalised text (for example with
+    /// timestamps and ids replaced by placeholders). An empty `normalized`
+    /// falls back to the joined raw command line.
+    pub fn new(
+        raw: impl IntoIterator<Item = impl Into<String>>,
+        normalized: impl Into<String>,
+    ) -> Self {
+        let raw: Vec<String> = raw.into_iter().map(Into::into).collect();
+        let line = raw.join(" ");
+        let mut normalized = normalized.into();
+        if normalized.is_empty() {
+            normalized.clone_from(&line);
+        }
+        Self {
+            raw,
+            line,
+            normalized,
+        }
+    }
+
+    /// Raw argv, argv\[0\] included.
+    pub fn raw(&self) -> &[String] {
+        &self.raw
+    }
+
+    /// Raw argv joined by single spaces.
+    pub fn line(&self) -> &str {
+        &self.line
+    }
+
+    /// The normalised argument text.
+    pub fn normalized(&self) -> &str {
+        &self.normalized
+    }
+}
+
+impl Default for Arguments {
+    fn default() -> Self {
+        Self::new(Vec::<String>::new(), "")
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct ArgumentsWire {
+    raw: Vec<String>,
+    #[serde(default)]
+    normalized: String,
+}
+
+impl From<ArgumentsWire> for Arguments {
+    fn from(w: ArgumentsWire) -> Self {
+        Self::new(w.raw, w.normalized)
+    }
+}
+
+impl From<Arguments> for ArgumentsWire {
+    fn from(a: Arguments) -> Self {
+        Self {
+            raw: a.raw,
+            normalized: a.normalized,
+        }
+    }
+}
+
+/// One anomaly with its full context: the scoring input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CandidateAlert {
+    /// Namespace of the pod.
+    pub namespace: String,
+    /// Owning workload, `Kind/name` (for example `Deployment/webapp`).
+    pub workload: String,
+    /// Pod name.
+    pub pod: String,
+    /// Container id.
+    pub container_id: String,
+    /// Node name.
+    pub node: String,
+    /// Container image reference.
+    pub image: String,
+    /// Process id (in the host PID namespace).
+    pub pid: u32,
+    /// Executable path.
+    pub exe: String,
+    /// Arguments.
+    pub args: Arguments,
+    /// Ancestors, direct parent first, up to the container's init.
+    #[serde(default)]
+    pub chain: Vec<ProcessAncestor>,
+    /// What the profile found unusual (at least one).
+    pub signals: Vec<Signal>,
+    /// When the event happened, ns since the Unix epoch.
+    pub observed_ns: u64,
+    /// How many replicas the workload has now, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_replicas: Option<u32>,
+    /// When the workload last rolled out (pod template changed), ns since the
+    /// Unix epoch, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_rollout_ns: Option<u64>,
+    /// The shape key; `None` derives one with [`AnomalyShape::from_candidate`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<AnomalyShape>,
+}
+
+impl CandidateAlert {
+    /// The last path component of [`Self::exe`].
+    pub fn exe_name(&self) -> &str {
+        basename(&self.exe)
+    }
+
+    /// The shape given by the profile, or one derived from the candidate.
+    pub fn shape(&self) -> AnomalyShape {
+        self.shape
+            .clone()
+            .unwrap_or_else(|| AnomalyShape::from_candidate(self))
+    }
+}
+
+/// Last path component (the whole string when there is no `/`).
+pub(crate) fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! Builders for tests.
+    use super::*;
+
+    /// A candidate in `shop/Deployment/webapp`, pod `webapp-0`, started by
+    /// `bash` under `java`, with an `UnknownProcess` signal.
+    pub fn candidate(exe: &str, argv: &[&str]) -> CandidateAlert {
+        CandidateAlert {
+            namespace: "shop".into(),
+            workload: "Deployment/webapp".into(),
+            pod: "webapp-0".into(),
+            container_id: "containerd://abc".into(),
+            node: "node-1".into(),
+            image: "registry.example/webapp:v1".into(),
+            pid: 4242,
+            exe: exe.into(),
+            args: Arguments::new(argv.iter().copied(), ""),
+            chain: vec![
+                ProcessAncestor::new("/bin/bash", ["bash"]),
+                ProcessAncestor::new("/usr/bin/java", ["java", "-jar", "app.jar"]),
+            ],
+            signals: vec![Signal::UnknownProcess],
+            observed_ns: 1_700_000_000_000_000_000,
+            workload_replicas: Some(100),
+            workload_rollout_ns: None,
+            shape: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::candidate;
+    use super::*;
+
+    #[test]
+    fn arguments_join_raw_argv_and_default_the_normalised_form() {
+        let a = Arguments::new(["xmrig", "-o", "pool"], "");
+        assert_eq!(a.line(), "xmrig -o pool");
+        assert_eq!(a.normalized(), "xmrig -o pool");
+    }
+
+    #[test]
+    fn arguments_round_trip_through_json() {
+        let a = Arguments::new(["a", "b c"], "a <n>");
+        let j = serde_json::to_string(&a).unwrap();
+        let b: Arguments = serde_json::from_str(&j).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn derived_shapes_are_equal_for_repeats_and_differ_for_other_arguments() {
+        let a = candidate("/tmp/xmrig", &["xmrig", "-o", "pool.minexmr.com"]);
+        let mut b = a.clone();
+        b.pod = "webapp-7".into();
+        b.pid = 9;
+        assert_eq!(a.shape(), b.shape());
+        let c = candidate("/tmp/xmrig", &["xmrig", "-o", "other.pool"]);
+        assert_ne!(a.shape(), c.shape());
+        assert_eq!(
+            a.shape().trie_path,
+            "registry.example/webapp:v1/bash/xmrig/unknown_process"
+        );
+    }
+
+    #[test]
+    fn signals_serialise_with_a_kind_tag() {
+        let s = Signal::UnknownFile {
+            path: "/etc/shadow".into(),
+            access: FileAccess::Read,
+        };
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(j["kind"], "unknown_file");
+        assert_eq!(j["access"], "read");
+    }
+}

@@ -1,0 +1,847 @@
+//! The combiner: weights, redistribution, guards, severity, incident
+//! grouping and the resulting [`SecurityAlert`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::alert::{
+    isolation_network_policy, rfc3339_ns, EngineScore, Evidence, IncidentSummary, LlmStatus,
+    LlmSummary, Recommendation, RecommendedAction, RuleHitSummary, ScoreBreakdown, SecurityAlert,
+    Severity, QUARANTINE_LABEL,
+};
+use crate::candidate::{AnomalyShape, CandidateAlert, Fnv64};
+use crate::cluster::{ClusterAssessment, ClusterConfig, ClusterEngine};
+use crate::error::{Error, Result};
+use crate::llm::{LlmEngine, LlmEngineConfig, LlmOutcome, OpenAiClient, OpenAiConfig, Verdict};
+use crate::rules::{RuleAction, RuleMatches, RuleSet};
+
+/// Engine weights; they need not sum to 100 (the total is normalised).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Weights {
+    /// Rules engine.
+    pub rules: f64,
+    /// Cluster statistics.
+    pub cluster: f64,
+    /// LLM judgement.
+    pub llm: f64,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Self {
+            rules: 40.0,
+            cluster: 25.0,
+            llm: 35.0,
+        }
+    }
+}
+
+/// Lower bounds of the severity bands (total score, 0..=100).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SeverityBands {
+    /// Low from here.
+    pub low: f64,
+    /// Medium from here.
+    pub medium: f64,
+    /// High from here.
+    pub high: f64,
+    /// Critical from here.
+    pub critical: f64,
+}
+
+impl Default for SeverityBands {
+    fn default() -> Self {
+        Self {
+            low: 25.0,
+            medium: 50.0,
+            high: 80.0,
+            critical: 95.0,
+        }
+    }
+}
+
+impl SeverityBands {
+    /// The severity of a total score.
+    pub fn severity(&self, total: f64) -> Severity {
+        if total >= self.critical {
+            Severity::Critical
+        } else if total >= self.high {
+            Severity::High
+        } else if total >= self.medium {
+            Severity::Medium
+        } else if total >= self.low {
+            Severity::Low
+        } else {
+            Severity::Info
+        }
+    }
+}
+
+/// Incident grouping settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct IncidentConfig {
+    /// An incident with no repeat for this long is closed; the next
+    /// occurrence opens a new one (s).
+    pub idle_secs: u64,
+    /// Pods listed in an alert (the total is always counted).
+    pub max_pods_listed: usize,
+    /// Most open incidents kept; past it, idle ones are closed first, then
+    /// the least recently seen.
+    pub max_open: usize,
+}
+
+impl Default for IncidentConfig {
+    fn default() -> Self {
+        Self {
+            idle_secs: 3600,
+            max_pods_listed: 20,
+            max_open: 50_000,
+        }
+    }
+}
+
+/// All scoring settings (the `scoring:` section of the operator config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScoringConfig {
+    /// Engine weights.
+    pub weights: Weights,
+    /// Totals at or above this become alerts.
+    pub alert_threshold: f64,
+    /// Severity bands.
+    pub severity: SeverityBands,
+    /// Cluster engine.
+    pub cluster: ClusterConfig,
+    /// Incident grouping.
+    pub incidents: IncidentConfig,
+    /// LLM cache and budget.
+    pub llm_engine: LlmEngineConfig,
+    /// The OpenAI-compatible endpoint; absent: no LLM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<OpenAiConfig>,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        Self {
+            weights: Weights::default(),
+            alert_threshold: 50.0,
+            severity: SeverityBands::default(),
+            cluster: ClusterConfig::default(),
+            incidents: IncidentConfig::default(),
+            llm_engine: LlmEngineConfig::default(),
+            llm: None,
+        }
+    }
+}
+
+impl ScoringConfig {
+    /// Parses the YAML form.
+    pub fn from_yaml(yaml: &str) -> Result<Self> {
+        let c: Self = serde_saphyr::from_str(yaml).map_err(|e| Error::Config(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks ranges and ordering.
+    pub fn validate(&self) -> Result<()> {
+        let w = &self.weights;
+        for (n, v) in [("rules", w.rules), ("cluster", w.cluster), ("llm", w.llm)] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(Error::Config(format!("weights.{n} must be a number >= 0")));
+            }
+        }
+        if w.rules + w.cluster + w.llm <= 0.0 {
+            return Err(Error::Config("weights must not all be 0".into()));
+        }
+        let t = self.alert_threshold;
+        if !(0.0..=100.0).contains(&t) {
+            return Err(Error::Config("alertThreshold must be in 0..=100".into()));
+        }
+        let b = &self.severity;
+        if !(0.0 <= b.low
+            && b.low <= b.medium
+            && b.medium <= b.high
+            && b.high <= b.critical
+            && b.critical <= 100.0)
+        {
+            return Err(Error::Config(
+                "severity bands must satisfy 0 <= low <= medium <= high <= critical <= 100".into(),
+            ));
+        }
+        let c = &self.cluster;
+        if !(c.rollout_fraction > 0.0 && c.rollout_fraction <= 1.0) {
+            return Err(Error::Config(
+                "cluster.rolloutFraction must be in (0, 1]".into(),
+            ));
+        }
+        if !(0.0..=100.0).contains(&c.outlier_score) {
+            return Err(Error::Config(
+                "cluster.outlierScore must be in 0..=100".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The LLM engine for `llm`, with the API key from its environment
+    /// variable; `None` when no endpoint is configured.
+    pub fn build_llm_engine(&self) -> Result<Option<LlmEngine>> {
+        match &self.llm {
+            None => Ok(None),
+            Some(cfg) => {
+                let client = OpenAiClient::new(cfg.clone())?;
+                Ok(Some(LlmEngine::new(
+                    Arc::new(client),
+                    self.llm_engine.clone(),
+                )))
+            }
+        }
+    }
+}
+
+/// What became of one candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A new alert.
+    Created(Box<SecurityAlert>),
+    /// The incident's existing alert was updated (count, last seen, score).
+    Updated {
+        /// The alert as it is now.
+        alert: Box<SecurityAlert>,
+        /// Whether the severity changed (sinks may re-notify only then).
+        severity_changed: bool,
+    },
+    /// Below the threshold and no alert exists for the incident yet.
+    BelowThreshold {
+        /// The scores, for logs and metrics.
+        breakdown: Box<ScoreBreakdown>,
+        /// Occurrences of the incident so far.
+        count: u64,
+    },
+}
+
+impl Outcome {
+    /// The alert, if there is one.
+    pub fn alert(&self) -> Option<&SecurityAlert> {
+        match self {
+            Self::Created(a) | Self::Updated { alert: a, .. } => Some(a),
+            Self::BelowThreshold { .. } => None,
+        }
+    }
+}
+
+/// Counters, with the reduction ratio.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScorerStats {
+    /// Candidates scored.
+    pub candidates: u64,
+    /// Alerts created.
+    pub alerts_created: u64,
+    /// Updates to existing alerts.
+    pub alerts_updated: u64,
+    /// Candidates below the threshold with no alert.
+    pub below_threshold: u64,
+    /// Incidents open now.
+    pub open_incidents: usize,
+}
+
+impl ScorerStats {
+    /// Candidates per alert created (`candidates` when no alert was made:
+    /// every candidate was absorbed).
+    pub fn reduction_ratio(&self) -> f64 {
+        self.candidates as f64 / (self.alerts_created.max(1)) as f64
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct IncidentKey {
+    namespace: String,
+    workload: String,
+    shape: AnomalyShape,
+}
+
+#[derive(Debug)]
+struct Incident {
+    id: String,
+    count: u64,
+    first_seen_ns: u64,
+    last_seen_ns: u64,
+    pods: BTreeSet<String>,
+    pods_total: usize,
+    alert: Option<SecurityAlert>,
+}
+
+/// Upper bound on the distinct pods remembered per incident.
+const MAX_PODS_TRACKED: usize = 10_000;
+
+/// The stateful scorer: rules, cluster statistics and incidents, combined
+/// with an LLM outcome the caller obtains (see [`Scorer::score`]).
+#[derive(Debug)]
+pub struct Scorer {
+    config: ScoringConfig,
+    rules: RuleSet,
+    cluster: ClusterEngine,
+    incidents: HashMap<IncidentKey, Incident>,
+    stats: ScorerStats,
+}
+
+fn rule_action_rank(a: RuleAction) -> RecommendedAction {
+    match a {
+        RuleAction::Investigate => RecommendedAction::Investigate,
+        RuleAction::RotateCredentials => RecommendedAction::RotateCredentials,
+        RuleAction::KillProcess => RecommendedAction::KillProcess,
+        RuleAction::IsolatePod => RecommendedAction::IsolatePod,
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+impl Scorer {
+    /// A scorer with the given settings and rules.
+    pub fn new(config: ScoringConfig, rules: RuleSet) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            cluster: ClusterEngine::new(config.cluster.clone()),
+            config,
+            rules,
+            incidents: HashMap::new(),
+            stats: ScorerStats::default(),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ScoringConfig {
+        &self.config
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ScorerStats {
+        ScorerStats {
+            open_incidents: self.incidents.len(),
+            ..self.stats
+        }
+    }
+
+    /// Scores a candidate end to end: rules, then the LLM (when an engine
+    /// is given; its cache and budget apply), then [`Scorer::assess`].
+    pub async fn score(
+        &mut self,
+        c: &CandidateAlert,
+        llm: Option<&LlmEngine>,
+        now_ns: u64,
+    ) -> Outcome {
+        let outcome = match llm {
+            None => LlmOutcome::not_configured(),
+            Some(engine) => {
+                let shape = c.shape();
+                let ids = self.rules.evaluate(c).ids();
+                engine.judge(c, &ids, &shape, now_ns).await
+            }
+        };
+        self.assess(c, outcome, now_ns)
+    }
+
+    /// Combines the engines for one candidate, given the LLM's outcome, and
+    /// creates or updates the incident's alert. Pure apart from the
+    /// scorer's own state; `now_ns` is the only clock.
+    pub fn assess(&mut self, c: &CandidateAlert, llm: LlmOutcome, now_ns: u64) -> Outcome {
+        self.stats.candidates += 1;
+        let shape = c.shape();
+        let matches = self.rules.evaluate(c);
+        let cluster = self.cluster.observe(c, &shape, now_ns);
+        let breakdown = combine(&self.config, &matches, &cluster, &llm);
+        let severity = self.config.severity.severity(breakdown.total);
+        let alerting = breakdown.total >= self.config.alert_threshold;
+        let rule_hits: Vec<RuleHitSummary> = matches
+            .rules()
+            .map(|r| RuleHitSummary {
+                id: r.id().to_string(),
+                description: r.description().to_string(),
+                score: r.score(),
+                tags: r.tags().to_vec(),
+                action: r.action(),
+            })
+            .collect();
+        let rule_advice: Vec<String> = matches
+            .rules()
+            .filter_map(|r| r.recommendation().map(str::to_string))
+            .collect();
+        drop(matches);
+
+        // Incident bookkeeping.
+        let idle = self
+            .config
+            .incidents
+            .idle_secs
+            .saturating_mul(1_000_000_000);
+        let key = IncidentKey {
+            namespace: c.namespace.clone(),
+            workload: c.workload.clone(),
+            shape: shape.clone(),
+        };
+        if self.incidents.len() >= self.config.incidents.max_open
+            && !self.incidents.contains_key(&key)
+        {
+            self.make_room(now_ns);
+        }
+        let max_listed = self.config.incidents.max_pods_listed;
+        let inc = self
+            .incidents
+            .entry(key)
+            .or_insert_with(|| new_incident(c, &shape, now_ns));
+        if now_ns.saturating_sub(inc.last_seen_ns) > idle {
+            *inc = new_incident(c, &shape, now_ns);
+        }
+        inc.count += 1;
+        inc.last_seen_ns = inc.last_seen_ns.max(now_ns);
+        inc.first_seen_ns = inc.first_seen_ns.min(now_ns);
+        if !inc.pods.contains(&c.pod) && inc.pods_total < MAX_PODS_TRACKED {
+            inc.pods.insert(c.pod.clone());
+            inc.pods_total = inc.pods.len();
+        }
+
+        if inc.alert.is_none() && !alerting {
+            self.stats.below_threshold += 1;
+            return Outcome::BelowThreshold {
+                count: inc.count,
+                breakdown: Box::new(breakdown),
+            };
+        }
+
+        let llm_summary = match &llm {
+            LlmOutcome::Verdict { verdict, cached } => LlmSummary {
+                status: LlmStatus::Ok,
+                verdict: Some(verdict.verdict),
+                explanation: verdict.explanation.clone(),
+                tactics: verdict.tactics.clone(),
+                cached: *cached,
+            },
+            LlmOutcome::Unavailable { reason } => LlmSummary {
+                status: LlmStatus::Unavailable,
+                verdict: None,
+                explanation: format!("LLM: unavailable ({reason})"),
+                tactics: Vec::new(),
+                cached: false,
+            },
+        };
+        let mut mitre: Vec<String> = rule_hits
+            .iter()
+            .flat_map(|r| r.tags.iter().cloned())
+            .chain(llm_summary.tactics.iter().cloned())
+            .collect();
+        mitre.sort();
+        mitre.dedup();
+
+        let recommendation = recommend(c, &inc.id, severity, &rule_hits, &cluster, rule_advice);
+        let title = title(c, &rule_hits, &llm);
+        let pods: Vec<String> = inc.pods.iter().take(max_listed).cloned().collect();
+        let alert = SecurityAlert {
+            id: inc.id.clone(),
+            title,
+            severity,
+            score: round2(breakdown.total),
+            evidence: Evidence {
+                namespace: c.namespace.clone(),
+                workload: c.workload.clone(),
+                pod: c.pod.clone(),
+                container_id: c.container_id.clone(),
+                node: c.node.clone(),
+                image: c.image.clone(),
+                pid: c.pid,
+                exe: c.exe.clone(),
+                args: c.args.raw().to_vec(),
+                args_normalized: c.args.normalized().to_string(),
+                process_chain: c.chain.clone(),
+                signals: c.signals.clone(),
+                shape,
+            },
+            breakdown,
+            llm: llm_summary,
+            rule_hits,
+            mitre,
+            recommendation,
+            incident: IncidentSummary {
+                count: inc.count,
+                first_seen_ns: inc.first_seen_ns,
+                last_seen_ns: inc.last_seen_ns,
+                first_seen: rfc3339_ns(inc.first_seen_ns),
+                last_seen: rfc3339_ns(inc.last_seen_ns),
+                pods,
+                pods_total: inc.pods_total,
+            },
+        };
+        match inc.alert.replace(alert.clone()) {
+            None => {
+                self.stats.alerts_created += 1;
+                Outcome::Created(Box::new(alert))
+            }
+            Some(prev) => {
+                self.stats.alerts_updated += 1;
+                Outcome::Updated {
+                    severity_changed: prev.severity != alert.severity,
+                    alert: Box::new(alert),
+                }
+            }
+        }
+    }
+
+    /// Closes incidents idle for longer than `incidents.idleSecs` and drops
+    /// expired cluster state; returns how many incidents were closed.
+    pub fn expire(&mut self, now_ns: u64) -> usize {
+        let idle = self
+            .config
+            .incidents
+            .idle_secs
+            .saturating_mul(1_000_000_000);
+        let before = self.incidents.len();
+        self.incidents
+            .retain(|_, i| now_ns.saturating_sub(i.last_seen_ns) <= idle);
+        self.cluster.prune(now_ns);
+        before - self.incidents.len()
+    }
+
+    fn make_room(&mut self, now_ns: u64) {
+        self.expire(now_ns);
+        if self.incidents.len() >= self.config.incidents.max_open {
+            if let Some(oldest) = self
+                .incidents
+                .iter()
+                .min_by_key(|(_, i)| i.last_seen_ns)
+                .map(|(k, _)| k.clone())
+            {
+                self.incidents.remove(&oldest);
+            }
+        }
+    }
+}
+
+fn new_incident(c: &CandidateAlert, shape: &AnomalyShape, now_ns: u64) -> Incident {
+    let mut h = Fnv64::new();
+    h.write(c.namespace.as_bytes());
+    h.write(c.workload.as_bytes());
+    h.write(shape.to_string().as_bytes());
+    h.write(&now_ns.to_le_bytes());
+    Incident {
+        id: format!("{:016x}", h.finish()),
+        count: 0,
+        first_seen_ns: now_ns,
+        last_seen_ns: now_ns,
+        pods: BTreeSet::new(),
+        pods_total: 0,
+        alert: None,
+    }
+}
+
+/// Weighted sum with redistribution of abstaining engines' weights and the
+/// guard that the LLM never lowers a rule hit.
+fn combine(
+    cfg: &ScoringConfig,
+    rules: &RuleMatches<'_>,
+    cluster: &ClusterAssessment,
+    llm: &LlmOutcome,
+) -> ScoreBreakdown {
+    let w = &cfg.weights;
+    let r = rules.score();
+    let c = cluster.score;
+    let l = match llm {
+        LlmOutcome::Verdict { verdict, .. } => Some(verdict.score),
+        LlmOutcome::Unavailable { .. } => None,
+    };
+    // Effective weights normalised to 100 over the engines that answered.
+    let weights = |use_llm: bool| {
+        let avail = w.rules
+            + c.map_or(0.0, |_| w.cluster)
+            + if use_llm && l.is_some() { w.llm } else { 0.0 };
+        let k = if avail > 0.0 { 100.0 / avail } else { 0.0 };
+        (
+            w.rules * k,
+            if c.is_some() { w.cluster * k } else { 0.0 },
+            if use_llm && l.is_some() {
+                w.llm * k
+            } else {
+                0.0
+            },
+        )
+    };
+    let total_of = |(wr, wc, wl): (f64, f64, f64)| {
+        (wr * r + wc * c.unwrap_or(0.0) + wl * l.unwrap_or(0.0)) / 100.0
+    };
+    let with = weights(true);
+    let without = weights(false);
+    let (t_with, t_without) = (total_of(with), total_of(without));
+    let mut notes = Vec::new();
+    let ((wr, wc, wl), total) = if rules.is_hit() && l.is_some() && t_without > t_with {
+        notes.push(format!(
+            "the LLM's verdict may raise but never lower a rule hit: kept {:.1} (without the LLM) instead of {:.1}",
+            t_without, t_with
+        ));
+        (without, t_without)
+    } else {
+        (with, t_with)
+    };
+    let rule_reason = if rules.is_hit() {
+        let ids: Vec<String> = rules
+            .rules()
+            .map(|r| format!("{} ({})", r.id(), r.score()))
+            .collect();
+        format!("hit {}", ids.join(", "))
+    } else {
+        "no rule hit".to_string()
+    };
+    let llm_reason = match llm {
+        LlmOutcome::Verdict { verdict, cached } => {
+            let v = match verdict.verdict {
+                Verdict::Malicious => "malicious",
+                Verdict::Suspicious => "suspicious",
+                Verdict::Benign => "benign",
+            };
+            format!(
+                "{v} ({}){}",
+                verdict.score,
+                if *cached { ", cached" } else { "" }
+            )
+        }
+        LlmOutcome::Unavailable { reason } => {
+            format!("LLM: unavailable ({reason}); weight redistributed")
+        }
+    };
+    let cluster_reason = if c.is_none() {
+        format!("{}; weight redistributed", cluster.reason)
+    } else {
+        cluster.reason.clone()
+    };
+    ScoreBreakdown {
+        rules: EngineScore {
+            weight: w.rules,
+            effective_weight: round2(wr),
+            score: Some(round2(r)),
+            points: round2(wr * r / 100.0),
+            reason: rule_reason,
+        },
+        cluster: EngineScore {
+            weight: w.cluster,
+            effective_weight: round2(wc),
+            score: c.map(round2),
+            points: round2(wc * c.unwrap_or(0.0) / 100.0),
+            reason: cluster_reason,
+        },
+        llm: EngineScore {
+            weight: w.llm,
+            effective_weight: round2(wl),
+            score: l.map(round2),
+            points: round2(wl * l.unwrap_or(0.0) / 100.0),
+            reason: llm_reason,
+        },
+        total: total.clamp(0.0, 100.0),
+        threshold: cfg.alert_threshold,
+        notes,
+    }
+}
+
+fn title(c: &CandidateAlert, hits: &[RuleHitSummary], llm: &LlmOutcome) -> String {
+    let top = hits
+        .iter()
+        .max_by(|a, b| a.score.total_cmp(&b.score))
+        .map(|r| r.description.clone());
+    let what = match (top, llm) {
+        (Some(d), _) => d,
+        (None, LlmOutcome::Verdict { verdict, .. }) if verdict.verdict != Verdict::Benign => {
+            format!("LLM judged {} {:?}", c.exe_name(), verdict.verdict).to_lowercase()
+        }
+        (None, _) => format!(
+            "Unusual behaviour: {}",
+            c.signals.first().map_or("anomaly", |s| s.kind())
+        ),
+    };
+    format!(
+        "{what} ({} in {}/{})",
+        c.exe_name(),
+        c.namespace,
+        c.workload
+    )
+}
+
+fn recommend(
+    c: &CandidateAlert,
+    alert_id: &str,
+    severity: Severity,
+    hits: &[RuleHitSummary],
+    cluster: &ClusterAssessment,
+    rule_advice: Vec<String>,
+) -> Recommendation {
+    let mut action = hits
+        .iter()
+        .map(|h| rule_action_rank(h.action))
+        .max()
+        .unwrap_or(RecommendedAction::Review);
+    if severity >= Severity::High {
+        action = RecommendedAction::IsolatePod;
+    } else if hits.is_empty() && cluster.relearn_suggested {
+        action = RecommendedAction::RelearnProfile;
+    } else if hits.is_empty() && severity >= Severity::Medium {
+        action = action.max(RecommendedAction::Investigate);
+    }
+    let mut hints = Vec::new();
+    if cluster.relearn_suggested {
+        if hits.is_empty() {
+            hints.push(format!("Relearn suggested: {}", cluster.reason));
+        } else {
+            hints.push(format!(
+                "Seen across the workload ({}); rules still hit, so check the release and its image before relearning",
+                cluster.reason
+            ));
+        }
+    }
+    for a in rule_advice {
+        if !hints.contains(&a) {
+            hints.push(a);
+        }
+    }
+    let pod = format!("{}/{}", c.namespace, c.pod);
+    let (summary, network_policy) = match action {
+        RecommendedAction::IsolatePod => (
+            format!(
+                "Isolate the pod {pod}: label it {QUARANTINE_LABEL}={alert_id} and apply the NetworkPolicy below, then investigate how {} got there",
+                c.exe
+            ),
+            isolation_network_policy(&c.namespace, &c.pod, alert_id),
+        ),
+        RecommendedAction::KillProcess => (format!("Kill PID {} ({}) in pod {pod} and investigate", c.pid, c.exe), None),
+        RecommendedAction::RotateCredentials => (
+            format!("Rotate the credentials {} could read in pod {pod}, then investigate", c.exe),
+            None,
+        ),
+        RecommendedAction::Investigate => (format!("Investigate {} in pod {pod}", c.exe), None),
+        RecommendedAction::RelearnProfile => (
+            format!("Relearn the profile of {}/{}: the change looks like a release", c.namespace, c.workload),
+            None,
+        ),
+        RecommendedAction::Review => (format!("Review {} in pod {pod}", c.exe), None),
+    };
+    Recommendation {
+        action,
+        summary,
+        network_policy,
+        hints,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::candidate::fixtures::candidate;
+    use crate::llm::LlmVerdict;
+
+    const T0: u64 = 1_700_000_000_000_000_000;
+
+    fn scorer() -> Scorer {
+        Scorer::new(ScoringConfig::default(), RuleSet::default_pack().unwrap()).unwrap()
+    }
+
+    fn verdict(v: Verdict, score: f64) -> LlmOutcome {
+        LlmOutcome::Verdict {
+            verdict: LlmVerdict {
+                verdict: v,
+                score,
+                explanation: "scripted".into(),
+                tactics: vec![],
+            },
+            cached: false,
+        }
+    }
+
+    #[test]
+    fn an_unavailable_llm_has_its_weight_redistributed_and_says_so() {
+        let mut s = scorer();
+        let c = candidate("/tmp/xmrig", &["xmrig", "-o", "pool.minexmr.com"]);
+        let a = s.assess(&c, LlmOutcome::not_configured(), T0);
+        let a = a.alert().unwrap();
+        assert_eq!(a.llm.status, LlmStatus::Unavailable);
+        assert_eq!(a.llm.explanation, "LLM: unavailable (not configured)");
+        assert_eq!(a.breakdown.llm.effective_weight, 0.0);
+        assert!((a.breakdown.rules.effective_weight - 61.54).abs() < 0.01);
+        assert!(a.severity >= Severity::High, "{:?} {}", a.severity, a.score);
+    }
+
+    #[test]
+    fn a_benign_llm_verdict_cannot_lower_a_rule_hit() {
+        let mut s = scorer();
+        let c = candidate("/tmp/xmrig", &["xmrig", "-o", "pool.minexmr.com"]);
+        let benign = s.assess(&c, verdict(Verdict::Benign, 0.0), T0);
+        let benign = benign.alert().unwrap();
+        let mut s2 = scorer();
+        let none = s2.assess(&c, LlmOutcome::not_configured(), T0);
+        assert_eq!(benign.score, none.alert().unwrap().score);
+        assert!(!benign.breakdown.notes.is_empty());
+    }
+
+    #[test]
+    fn the_llm_can_raise_an_anomaly_without_rule_hits_into_an_alert() {
+        let c = candidate("/usr/bin/odd-tool", &["odd-tool", "--sync"]);
+        let mut s = scorer();
+        assert!(matches!(
+            s.assess(&c, LlmOutcome::not_configured(), T0),
+            Outcome::BelowThreshold { .. }
+        ));
+        let mut s = scorer();
+        let o = s.assess(&c, verdict(Verdict::Malicious, 95.0), T0);
+        let a = o.alert().expect("the LLM raised it");
+        assert!(a.score >= 50.0);
+        assert_eq!(a.recommendation.action, RecommendedAction::Investigate);
+    }
+
+    #[test]
+    fn severity_bands_map_totals() {
+        let b = SeverityBands::default();
+        assert_eq!(b.severity(10.0), Severity::Info);
+        assert_eq!(b.severity(30.0), Severity::Low);
+        assert_eq!(b.severity(60.0), Severity::Medium);
+        assert_eq!(b.severity(85.0), Severity::High);
+        assert_eq!(b.severity(95.0), Severity::Critical);
+    }
+
+    #[test]
+    fn the_config_round_trips_through_yaml_and_rejects_bad_values() {
+        let c = ScoringConfig::from_yaml(
+            "weights: {rules: 50, cluster: 20, llm: 30}\nalertThreshold: 60\nllm:\n  endpoint: http://vllm:8000/v1\n  model: qwen\n",
+        )
+        .unwrap();
+        assert_eq!(c.weights.rules, 50.0);
+        assert_eq!(c.alert_threshold, 60.0);
+        assert_eq!(c.llm.as_ref().unwrap().model, "qwen");
+        assert_eq!(c.cluster, ClusterConfig::default());
+        assert!(ScoringConfig::from_yaml("alertThreshold: 150").is_err());
+        assert!(ScoringConfig::from_yaml("severity: {low: 90, medium: 50}").is_err());
+        assert!(ScoringConfig::from_yaml("bogus: 1").is_err());
+    }
+
+    #[test]
+    fn an_idle_incident_is_closed_and_the_next_occurrence_opens_a_new_alert() {
+        let mut s = scorer();
+        let c = candidate("/tmp/xmrig", &["xmrig", "-o", "pool.minexmr.com"]);
+        let first = s
+            .assess(&c, LlmOutcome::not_configured(), T0)
+            .alert()
+            .unwrap()
+            .id
+            .clone();
+        let later = T0 + 2 * 3600 * 1_000_000_000;
+        let o = s.assess(&c, LlmOutcome::not_configured(), later);
+        assert!(matches!(o, Outcome::Created(_)));
+        assert_ne!(o.alert().unwrap().id, first);
+        assert_eq!(s.expire(later + 7200 * 1_000_000_000), 1);
+    }
+}

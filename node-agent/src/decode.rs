@@ -1,0 +1,361 @@
+//! Ring-buffer record → [`Event`]: the one place that reads kernel bytes.
+//!
+//! Records are untrusted: every length is checked against the record and the
+//! wire limits, strings are cut at their NUL, and non-UTF-8 bytes are kept.
+//! The fixed part of each record is read through the skeleton-generated
+//! `types::*` with `plain`; variable tails follow the fixed part.
+
+use crate::skel::{file::types as ft, network::types as nt, process::types as pt};
+use kestrel_events::{
+    Argv, ByteStr, CgroupChange, Endpoint, Event, EventKind, Exec, Exit, FileOp, FileOpKind, Fork,
+    Namespaces, NetOp, NetOpKind, Task, TcpState,
+};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+// SAFETY: the generated wire structs are plain old data (integers and byte
+// arrays only, `repr(C)`); any bit pattern is a valid value.
+unsafe impl plain::Plain for pt::kestrel_hdr {}
+// SAFETY: as above.
+unsafe impl plain::Plain for pt::exec_event {}
+// SAFETY: as above.
+unsafe impl plain::Plain for pt::fork_event {}
+// SAFETY: as above.
+unsafe impl plain::Plain for pt::exit_event {}
+// SAFETY: as above.
+unsafe impl plain::Plain for pt::cgroup_event {}
+// SAFETY: as above.
+unsafe impl plain::Plain for ft::file_event {}
+// SAFETY: as above.
+unsafe impl plain::Plain for nt::net_event {}
+
+/// Wire constants (mirrors of `bpf/kestrel.h`, checked by a test).
+pub mod wire {
+    /// `KIND_EXEC`
+    pub const KIND_EXEC: u32 = 1;
+    /// `KIND_FORK`
+    pub const KIND_FORK: u32 = 2;
+    /// `KIND_EXIT`
+    pub const KIND_EXIT: u32 = 3;
+    /// `KIND_FILE`
+    pub const KIND_FILE: u32 = 4;
+    /// `KIND_NET`
+    pub const KIND_NET: u32 = 5;
+    /// `KIND_CGROUP`
+    pub const KIND_CGROUP: u32 = 6;
+    /// `FLAG_ARGS_TRUNCATED`
+    pub const FLAG_ARGS_TRUNCATED: u32 = 1 << 0;
+    /// `FLAG_ARGS_READ_FAILED`
+    pub const FLAG_ARGS_READ_FAILED: u32 = 1 << 1;
+    /// `FLAG_PATH_TRUNCATED`
+    pub const FLAG_PATH_TRUNCATED: u32 = 1 << 2;
+    /// `FLAG_PATH_READ_FAILED`
+    pub const FLAG_PATH_READ_FAILED: u32 = 1 << 3;
+    /// `FLAG_PATH2_TRUNCATED`
+    pub const FLAG_PATH2_TRUNCATED: u32 = 1 << 4;
+    /// `FLAG_PATH2_READ_FAILED`
+    pub const FLAG_PATH2_READ_FAILED: u32 = 1 << 5;
+    /// `FLAG_ADDR_READ_FAILED`
+    pub const FLAG_ADDR_READ_FAILED: u32 = 1 << 6;
+    /// `FLAG_NO_TASK_CONTEXT`
+    pub const FLAG_NO_TASK_CONTEXT: u32 = 1 << 7;
+    /// `FLAG_FILENAME_TRUNCATED`
+    pub const FLAG_FILENAME_TRUNCATED: u32 = 1 << 8;
+    /// `KESTREL_ARGS_MAX`
+    pub const ARGS_MAX: usize = 4096;
+    /// `KESTREL_PATH_MAX`
+    pub const PATH_MAX: usize = 4096;
+    /// `KESTREL_CGROUP_PATH_MAX`
+    pub const CGROUP_PATH_MAX: usize = 512;
+    /// `KESTREL_UNIX_PATH_MAX`
+    pub const UNIX_PATH_MAX: usize = 108;
+    /// `STAT_*` indices of the per-CPU `stats` map.
+    pub const STAT_EMITTED: u32 = 0;
+    /// Ring buffer full.
+    pub const STAT_DROPPED: u32 = 1;
+    /// Rejected by the cgroup filter.
+    pub const STAT_FILTERED: u32 = 2;
+    /// argv longer than [`ARGS_MAX`].
+    pub const STAT_ARGS_TRUNCATED: u32 = 3;
+    /// A user string could not be read.
+    pub const STAT_READ_FAILED: u32 = 4;
+    /// Size of the `stats` map.
+    pub const STAT_MAX: u32 = 8;
+}
+use wire::*;
+
+/// Why a record could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The record is shorter than its fixed part.
+    #[error("record of {len} bytes is shorter than the {need}-byte {what}")]
+    Short {
+        /// What was being read.
+        what: &'static str,
+        /// Record length.
+        len: usize,
+        /// Bytes needed.
+        need: usize,
+    },
+    /// The kind field names no known event.
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+}
+
+impl DecodeError {
+    /// A stable label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DecodeError::Short { .. } => "short_record",
+            DecodeError::UnknownKind(_) => "unknown_kind",
+        }
+    }
+}
+
+fn read_fixed<T: plain::Plain + Default>(data: &[u8], what: &'static str) -> Result<T, DecodeError> {
+    let need = std::mem::size_of::<T>();
+    let mut v = T::default();
+    let src = data.get(..need).ok_or(DecodeError::Short { what, len: data.len(), need })?;
+    plain::copy_from_bytes(&mut v, src).map_err(|_| DecodeError::Short { what, len: data.len(), need })?;
+    Ok(v)
+}
+
+/// The bytes of a variable tail: `len` bytes after the fixed part, bounded by
+/// the record and by `max`.
+fn tail(data: &[u8], fixed: usize, start: usize, len: u32, max: usize) -> &[u8] {
+    let body = data.get(fixed..).unwrap_or(&[]);
+    let start = start.min(body.len());
+    let end = start.saturating_add((len as usize).min(max)).min(body.len());
+    &body[start..end]
+}
+
+fn cstr<T: Copy + Into<i16>>(raw: &[T]) -> ByteStr {
+    // generated char arrays are i8 or u8 depending on the target; go through i16
+    let bytes: Vec<u8> = raw.iter().map(|&c| c.into() as u8).collect();
+    ByteStr::from_c(&bytes)
+}
+
+macro_rules! header {
+    ($h:expr) => {{
+        let h = &$h;
+        let task = if h.flags & FLAG_NO_TASK_CONTEXT != 0 {
+            None
+        } else {
+            Some(Task { pid: h.pid, tid: h.tid, ppid: h.ppid, uid: h.uid, comm: cstr(&h.comm) })
+        };
+        (h.ts_ns, h.cgroup_id, h.flags, task, Namespaces { pid: h.pid_ns, mnt: h.mnt_ns })
+    }};
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
+    let hdr: pt::kestrel_hdr = read_fixed(data, "header")?;
+    let kind = match hdr.kind {
+        KIND_EXEC => {
+            let e: pt::exec_event = read_fixed(data, "exec event")?;
+            let fixed = std::mem::size_of::<pt::exec_event>();
+            let args = tail(data, fixed, 0, e.args_len, ARGS_MAX);
+            let flags = e.hdr.flags;
+            EventKind::Exec(Exec {
+                filename: cstr(&e.filename),
+                exe: cstr(&e.exe),
+                parent_comm: cstr(&e.pcomm),
+                ns_pid: e.ns_pid,
+                argv: Argv::from_nul_separated(
+                    args,
+                    e.args_size,
+                    flags & FLAG_ARGS_TRUNCATED != 0 || (args.len() as u32) < e.args_len,
+                    flags & FLAG_ARGS_READ_FAILED != 0,
+                ),
+                from_proc_scan: false,
+            })
+        }
+        KIND_FORK => {
+            let e: pt::fork_event = read_fixed(data, "fork event")?;
+            EventKind::Fork(Fork { parent_pid: e.parent_pid })
+        }
+        KIND_EXIT => {
+            let e: pt::exit_event = read_fixed(data, "exit event")?;
+            EventKind::Exit(Exit::from_raw(e.exit_code))
+        }
+        KIND_FILE => {
+            let e: ft::file_event = read_fixed(data, "file event")?;
+            let fixed = std::mem::size_of::<ft::file_event>();
+            let p1 = tail(data, fixed, 0, e.path_len, PATH_MAX);
+            let p2 = tail(data, fixed, p1.len(), e.path2_len, PATH_MAX);
+            let flags = e.hdr.flags;
+            let op = match e.op {
+                2 => FileOpKind::Rename,
+                3 => FileOpKind::Unlink,
+                _ => FileOpKind::Open,
+            };
+            let rename = op == FileOpKind::Rename;
+            EventKind::File(FileOp {
+                op,
+                syscall_nr: e.syscall_nr,
+                dfd: e.dfd,
+                path: ByteStr::new(p1),
+                new_path: rename.then(|| ByteStr::new(p2)),
+                new_dfd: rename.then_some(e.dfd2),
+                flags: e.flags,
+                mode: e.mode,
+                truncated: flags & (FLAG_PATH_TRUNCATED | FLAG_PATH2_TRUNCATED) != 0
+                    || (p1.len() as u32) < e.path_len
+                    || (p2.len() as u32) < e.path2_len,
+                read_failed: flags & (FLAG_PATH_READ_FAILED | FLAG_PATH2_READ_FAILED) != 0,
+            })
+        }
+        KIND_NET => {
+            let e: nt::net_event = read_fixed(data, "net event")?;
+            EventKind::Net(net_op(&e))
+        }
+        KIND_CGROUP => {
+            let e: pt::cgroup_event = read_fixed(data, "cgroup event")?;
+            let fixed = std::mem::size_of::<pt::cgroup_event>();
+            let path = tail(data, fixed, 0, e.path_len, CGROUP_PATH_MAX);
+            EventKind::Cgroup(CgroupChange {
+                id: e.id,
+                level: e.level,
+                path: ByteStr::new(path),
+                created: e.mkdir != 0,
+            })
+        }
+        other => return Err(DecodeError::UnknownKind(other)),
+    };
+    let (ts_ns, cgroup_id, _flags, task, ns) = header!(hdr);
+    Ok(Event { ts_ns, cgroup_id, task, ns, container: None, kind })
+}
+
+fn ip(family: u16, raw: &[u8; 16]) -> Option<IpAddr> {
+    match family {
+        2 => Some(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
+        // IPv4-mapped IPv6 (dual-stack sockets) is reported as the IPv4 address
+        10 => Some(IpAddr::V6(Ipv6Addr::from(*raw)).to_canonical()),
+        _ => None,
+    }
+}
+
+fn net_op(e: &nt::net_event) -> NetOp {
+    let op = match e.op {
+        2 => NetOpKind::Accept,
+        3 => NetOpKind::State,
+        _ => NetOpKind::Connect,
+    };
+    let family = e.family;
+    let endpoint = |raw: &[u8; 16], port: u16, known: bool| {
+        if !known {
+            return None;
+        }
+        ip(family, raw).map(|addr| Endpoint::Ip { addr, port })
+    };
+    let (local, remote) = if family == 1 {
+        let n = (e.unix_path_len as usize).min(UNIX_PATH_MAX);
+        let bytes: Vec<u8> = e.unix_path[..n].iter().map(|&c| c as u8).collect();
+        (None, Some(Endpoint::Unix { unix: ByteStr::new(bytes) }))
+    } else {
+        let local_known = op != NetOpKind::Connect;
+        (endpoint(&e.saddr, e.sport, local_known), endpoint(&e.daddr, e.dport, true))
+    };
+    NetOp {
+        op,
+        family,
+        protocol: e.protocol,
+        local,
+        remote,
+        fd: e.fd,
+        sock: e.sock,
+        tcp_state: (op == NetOpKind::State)
+            .then(|| (TcpState::from_raw(e.oldstate), TcpState::from_raw(e.newstate))),
+        read_failed: e.hdr.flags & FLAG_ADDR_READ_FAILED != 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: T is a plain-old-data wire struct.
+        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()).to_vec() }
+    }
+
+    #[test]
+    fn a_record_shorter_than_its_header_is_an_error() {
+        assert!(matches!(decode(&[0u8; 10]), Err(DecodeError::Short { .. })));
+    }
+
+    #[test]
+    fn an_unknown_kind_is_an_error() {
+        let mut h = pt::kestrel_hdr::default();
+        h.kind = 99;
+        assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(99)));
+    }
+
+    #[test]
+    fn an_exec_record_cut_short_keeps_what_arrived_and_is_flagged() {
+        let mut e = pt::exec_event::default();
+        e.hdr.kind = KIND_EXEC;
+        e.args_len = 4000; // claims more than the record holds
+        e.args_size = 4000;
+        let mut rec = bytes_of(&e);
+        rec.extend_from_slice(b"ls\0-la\0/tm");
+        let ev = decode(&rec).unwrap();
+        let EventKind::Exec(x) = ev.kind else { panic!() };
+        assert!(x.argv.truncated);
+        assert_eq!(x.argv.args.len(), 3);
+        assert_eq!(x.argv.args[2].as_bytes(), b"/tm");
+    }
+
+    #[test]
+    fn a_file_record_splits_its_two_paths() {
+        let mut e = ft::file_event::default();
+        e.hdr.kind = KIND_FILE;
+        e.op = 2;
+        e.path_len = 4;
+        e.path2_len = 5;
+        let mut rec = bytes_of(&e);
+        rec.extend_from_slice(b"/a/b/c/de");
+        let ev = decode(&rec).unwrap();
+        let EventKind::File(f) = ev.kind else { panic!() };
+        assert_eq!(f.path.as_bytes(), b"/a/b");
+        assert_eq!(f.new_path.unwrap().as_bytes(), b"/c/de");
+        assert!(!f.truncated);
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_addresses_are_reported_as_ipv4() {
+        let mut e = nt::net_event::default();
+        e.hdr.kind = KIND_NET;
+        e.op = 2;
+        e.family = 10;
+        e.sport = 8080;
+        e.saddr = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1];
+        let ev = decode(&bytes_of(&e)).unwrap();
+        let EventKind::Net(n) = ev.kind else { panic!() };
+        assert_eq!(n.local, Some(Endpoint::Ip { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 8080 }));
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..9000)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn any_kind_with_random_lengths_and_tail_never_panics(
+            kind in 0u32..8,
+            len1 in any::<u32>(),
+            len2 in any::<u32>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let mut e = ft::file_event::default();
+            e.hdr.kind = kind;
+            e.path_len = len1;
+            e.path2_len = len2;
+            let mut rec = bytes_of(&e);
+            rec.extend_from_slice(&tail);
+            rec.resize(rec.len().max(std::mem::size_of::<pt::exec_event>() * (kind as usize % 2)), 0);
+            let _ = decode(&rec);
+        }
+    }
+}

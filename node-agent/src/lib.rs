@@ -1,0 +1,34 @@
+//! Kestrel node agent: captures process, file and network activity of
+//! containers with eBPF tracepoints and turns it into [`kestrel_events::Event`]s.
+//!
+//! - [`sensors`] loads the three CO-RE programs (`bpf/*.bpf.c`), shares one
+//!   ring buffer and one target-cgroup filter between them, and reads the
+//!   kernel-side counters.
+//! - [`decode`] turns ring-buffer records into events, with bounds checks.
+//! - [`cgroups`] maps cgroup ids to paths and container ids.
+//! - [`procscan`] reports processes that were running before the agent.
+//! - [`capture`] ties these together for `kestrel-agent capture`.
+#![deny(missing_docs)]
+
+pub mod capture;
+pub mod cgroups;
+pub mod decode;
+pub mod procscan;
+pub mod sensors;
+
+/// Generated skeletons (from `bpf/*.bpf.c` by `build.rs`).
+#[allow(missing_docs, clippy::all, unsafe_op_in_unsafe_fn)]
+pub mod skel {
+    /// Process lifecycle programs.
+    pub mod process {
+        include!(concat!(env!("OUT_DIR"), "/process.skel.rs"));
+    }
+    /// File programs.
+    pub mod file {
+        include!(concat!(env!("OUT_DIR"), "/file.skel.rs"));
+    }
+    /// Network programs.
+    pub mod network {
+        include!(concat!(env!("OUT_DIR"), "/network.skel.rs"));
+    }
+}

@@ -1,0 +1,116 @@
+//! `kestrel-agent`: the Kestrel node agent.
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kestrel_agent::capture::{self, CaptureConfig, Scope};
+use kestrel_agent::sensors::SensorConfig;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "kestrel-agent", version, about = "Kestrel node agent (eBPF capture)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print kernel events as JSON lines (containers only unless --all).
+    Capture(CaptureArgs),
+}
+
+#[derive(clap::Args)]
+struct CaptureArgs {
+    /// Include host processes (no in-kernel filter).
+    #[arg(long, conflicts_with = "container")]
+    all: bool,
+    /// Only this container (id or unique id prefix); repeatable.
+    #[arg(long, short = 'c')]
+    container: Vec<String>,
+    /// Ring buffer size in bytes (power of two, ≥ page size).
+    #[arg(long, default_value_t = 8 << 20, env = "KESTREL_RING_BYTES")]
+    ring_bytes: u32,
+    /// Do not load the file programs.
+    #[arg(long)]
+    no_file: bool,
+    /// Do not load the network programs.
+    #[arg(long)]
+    no_network: bool,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Decode but print nothing except the final counters (for load tests).
+    #[arg(long)]
+    quiet: bool,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Capture(args) => capture_cmd(args),
+    }
+}
+
+fn capture_cmd(args: CaptureArgs) -> anyhow::Result<()> {
+    install_signal_handlers();
+    let scope = if args.all {
+        Scope::Everything
+    } else if !args.container.is_empty() {
+        Scope::Containers(args.container.clone())
+    } else {
+        Scope::AllContainers
+    };
+    let cfg = CaptureConfig {
+        scope,
+        sensors: SensorConfig {
+            ring_bytes: args.ring_bytes,
+            file: !args.no_file,
+            network: !args.no_network,
+            ..SensorConfig::default()
+        },
+        duration: args.duration.map(Duration::from_secs_f64),
+        ..CaptureConfig::default()
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let quiet = args.quiet;
+    let mut write_failed = false;
+    let stats = capture::run(
+        &cfg,
+        &STOP,
+        |event| {
+            if quiet || write_failed {
+                return;
+            }
+            let ok = serde_json::to_writer(&mut out, &event).is_ok() && out.write_all(b"\n").is_ok();
+            if !ok {
+                // stdout closed (e.g. piped into `head`): stop quietly
+                write_failed = true;
+                STOP.store(true, Ordering::Relaxed);
+            }
+        },
+        || eprintln!("{{\"ready\":true}}"),
+    )
+    .context("capture failed (run as root on a kernel with BTF)")?;
+    drop(out);
+    eprintln!("{}", serde_json::json!({ "stats": stats }));
+    Ok(())
+}
