@@ -9,6 +9,8 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod workload;
+
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

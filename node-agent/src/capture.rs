@@ -149,16 +149,18 @@ pub fn run(
     sink: impl FnMut(Event),
     on_ready: impl FnOnce(),
 ) -> Result<CaptureStats, CaptureError> {
-    run_with(cfg, stop, sink, on_ready, |_| ())
+    run_with(cfg, stop, sink, on_ready, || (), |_| ())
 }
 
-/// [`run`], with `before_unload` called on the sensors after the last drain
-/// (benchmarks read the programs' run-time statistics there).
+/// [`run`], with `after_drain` called after every drain of the ring buffer
+/// (a printer flushes there) and `before_unload` called on the sensors after
+/// the last one (benchmarks read the programs' run-time statistics there).
 pub fn run_with(
     cfg: &CaptureConfig,
     stop: &AtomicBool,
     sink: impl FnMut(Event),
     on_ready: impl FnOnce(),
+    mut after_drain: impl FnMut(),
     before_unload: impl FnOnce(&Sensors),
 ) -> Result<CaptureStats, CaptureError> {
     let root = cgroup2_mount().ok_or(CaptureError::NoCgroup2)?;
@@ -234,8 +236,10 @@ pub fn run_with(
             break;
         }
         reader.drain(cfg.poll_interval)?;
+        after_drain();
     }
     reader.drain(Duration::ZERO)?;
+    after_drain();
     drop(reader);
     let mut stats = state.borrow().stats.clone();
     stats.kernel = sensors.stats();

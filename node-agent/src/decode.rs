@@ -286,8 +286,7 @@ mod tests {
 
     #[test]
     fn an_unknown_kind_is_an_error() {
-        let mut h = pt::kestrel_hdr::default();
-        h.kind = 99;
+        let h = pt::kestrel_hdr { kind: 99, ..Default::default() };
         assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(99)));
     }
 

@@ -3,6 +3,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kestrel_agent::capture::{self, CaptureConfig, Scope};
 use kestrel_agent::sensors::SensorConfig;
+use std::cell::RefCell;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -90,24 +91,31 @@ fn capture_cmd(args: CaptureArgs) -> anyhow::Result<()> {
         ..CaptureConfig::default()
     };
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let out = RefCell::new(std::io::BufWriter::with_capacity(1 << 16, stdout.lock()));
     let quiet = args.quiet;
-    let mut write_failed = false;
-    let stats = capture::run(
+    let stop_writing = |_| {
+        // stdout closed (e.g. piped into `head`): stop quietly
+        STOP.store(true, Ordering::Relaxed);
+    };
+    let stats = capture::run_with(
         &cfg,
         &STOP,
         |event| {
-            if quiet || write_failed {
+            if quiet || STOP.load(Ordering::Relaxed) {
                 return;
             }
-            let ok = serde_json::to_writer(&mut out, &event).is_ok() && out.write_all(b"\n").is_ok();
-            if !ok {
-                // stdout closed (e.g. piped into `head`): stop quietly
-                write_failed = true;
-                STOP.store(true, Ordering::Relaxed);
+            let mut out = out.borrow_mut();
+            if let Err(e) = serde_json::to_writer(&mut *out, &event).map_err(std::io::Error::from).and_then(|()| out.write_all(b"\n")) {
+                stop_writing(e);
             }
         },
         || eprintln!("{{\"ready\":true}}"),
+        || {
+            if let Err(e) = out.borrow_mut().flush() {
+                stop_writing(e);
+            }
+        },
+        |_| (),
     )
     .context("capture failed (run as root on a kernel with BTF)")?;
     drop(out);

@@ -249,9 +249,16 @@ pub struct Reader<'a> {
 impl Reader<'_> {
     /// Waits up to `timeout` for a forced wake-up, then consumes everything
     /// queued (records submitted without a wake-up are picked up here too).
+    /// A signal arriving during the wait is not an error (the caller's stop
+    /// flag decides).
     pub fn drain(&self, timeout: Duration) -> Result<(), LoadError> {
-        self.rb.poll(timeout).ctx("poll ring buffer")?;
-        self.rb.consume().ctx("consume ring buffer")?;
-        Ok(())
+        match self.rb.poll(timeout) {
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => {}
+            other => other.ctx("poll ring buffer")?,
+        }
+        match self.rb.consume() {
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => Ok(()),
+            other => other.map(|_| ()).ctx("consume ring buffer"),
+        }
     }
 }

@@ -184,8 +184,9 @@ fn non_utf8_argv_bytes_are_kept_exactly() {
     let _g = common::lock();
     let cap = common::start(everything());
     let arg = std::ffi::OsStr::from_bytes(b"caf\xe9-\xff\xfe");
-    let child = std::process::Command::new("/bin/echo").arg(arg).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = std::process::Command::new("/bin/echo").arg(arg).stdout(std::process::Stdio::null()).spawn().unwrap();
     let pid = child.id();
+    child.wait().unwrap();
     let ev = cap
         .wait_for(Duration::from_secs(5), |e| by_pid(pid)(e) && matches!(e.kind, EventKind::Exec(_)))
         .expect("exec of /bin/echo");
@@ -260,8 +261,9 @@ fn exits_of_short_lived_processes_carry_their_status() {
     }
     let _g = common::lock();
     let cap = common::start(everything());
-    let child = std::process::Command::new("/bin/sh").args(["-c", "exit 7"]).spawn().unwrap();
+    let mut child = std::process::Command::new("/bin/sh").args(["-c", "exit 7"]).spawn().unwrap();
     let pid = child.id();
+    child.wait().unwrap();
     let ev = cap
         .wait_for(Duration::from_secs(5), |e| by_pid(pid)(e) && matches!(e.kind, EventKind::Exit(_)))
         .expect("exit event");

@@ -1,7 +1,8 @@
 //! Lossless byte strings from untrusted sources (argv, paths, comm).
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::fmt;
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
 
 /// Bytes as the kernel gave them: kept exactly, shown lossily.
 ///
@@ -49,50 +50,72 @@ impl ByteStr {
         String::from_utf8_lossy(&self.0)
     }
 
-    /// The escaped form described on the type.
+    /// The escaped form described on the type ([`escape_bytes`]).
     pub fn to_escaped(&self) -> String {
-        let mut out = String::with_capacity(self.0.len());
-        for chunk in self.0.utf8_chunks() {
-            for c in chunk.valid().chars() {
-                if c == '\\' {
-                    out.push_str("\\\\");
-                } else {
-                    out.push(c);
-                }
-            }
-            for b in chunk.invalid() {
-                out.push_str(&format!("\\x{b:02x}"));
-            }
-        }
-        out
+        escape_bytes(&self.0).into_owned()
     }
 
-    /// Parses the escaped form; `None` if an escape is malformed.
+    /// Parses the escaped form ([`unescape_bytes`]); `None` if an escape is malformed.
     pub fn from_escaped(s: &str) -> Option<Self> {
-        let mut out = Vec::with_capacity(s.len());
-        let bytes = s.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] != b'\\' {
-                out.push(bytes[i]);
-                i += 1;
-                continue;
-            }
-            match bytes.get(i + 1) {
-                Some(b'\\') => {
-                    out.push(b'\\');
-                    i += 2;
-                }
-                Some(b'x') => {
-                    let hex = s.get(i + 2..i + 4)?;
-                    out.push(u8::from_str_radix(hex, 16).ok()?);
-                    i += 4;
-                }
-                _ => return None,
+        unescape_bytes(s).ok().map(ByteStr)
+    }
+}
+
+/// Writes `bytes` as a string, losslessly: valid UTF-8 as it is except `\`
+/// written `\\`, every byte that is not valid UTF-8 written `\xNN`.
+/// Borrowed when `bytes` is valid UTF-8 without a backslash.
+pub fn escape_bytes(bytes: &[u8]) -> Cow<'_, str> {
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        if !s.contains('\\') {
+            return Cow::Borrowed(s);
+        }
+    }
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
             }
         }
-        Some(ByteStr(out))
+        for b in chunk.invalid() {
+            // writing to a String cannot fail
+            let _ = write!(out, "\\x{b:02x}");
+        }
     }
+    Cow::Owned(out)
+}
+
+/// Reverses [`escape_bytes`]; the error says what is wrong and where.
+pub fn unescape_bytes(s: &str) -> Result<Vec<u8>, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        match bytes.get(i + 1) {
+            Some(b'\\') => {
+                out.push(b'\\');
+                i += 2;
+            }
+            Some(b'x') => {
+                let v = bytes
+                    .get(i + 2..i + 4)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("bad `\\x` escape at byte {i}: want two hex digits"))?;
+                out.push(v);
+                i += 4;
+            }
+            _ => return Err(format!("bad escape at byte {i}: only `\\\\` and `\\xNN` are allowed")),
+        }
+    }
+    Ok(out)
 }
 
 impl From<&str> for ByteStr {

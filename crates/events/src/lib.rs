@@ -17,7 +17,7 @@ mod bytes;
 mod container;
 mod event;
 
-pub use bytes::ByteStr;
+pub use bytes::{escape_bytes, unescape_bytes, ByteStr};
 pub use container::{container_of_cgroup_path, ContainerPathRules, ContainerRef, Runtime};
 pub use event::{
     Argv, CgroupChange, Direction, Endpoint, Event, EventKind, Exec, Exit, FileAccess, FileOp,

@@ -110,7 +110,10 @@ mod tests {
         assert!(!c.contains("::1".parse().unwrap()));
         assert!(c.contains_cidr(&Cidr::parse("10.1.2.0/24").unwrap()));
         assert!(!c.contains_cidr(&Cidr::parse("10.0.0.0/8").unwrap()));
-        assert_eq!(Cidr::new("10.1.2.3".parse().unwrap(), 8).to_string(), "10.0.0.0/8");
+        assert_eq!(
+            Cidr::new("10.1.2.3".parse().unwrap(), 8).to_string(),
+            "10.0.0.0/8"
+        );
         assert_eq!(Cidr::parse("::/0").unwrap().to_string(), "::/0");
         assert!(Cidr::parse("10.0.0.0/33").is_none());
     }

@@ -160,10 +160,12 @@ impl ProfileConfig {
 
     /// Checks every value; the error names the setting.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field, reason: &str| Err(Error::InvalidConfig {
-            field,
-            reason: reason.into(),
-        });
+        let bad = |field, reason: &str| {
+            Err(Error::InvalidConfig {
+                field,
+                reason: reason.into(),
+            })
+        };
         let t = self.similarity_threshold;
         if !(t.is_finite() && (-1.0..=1.0).contains(&t)) {
             return bad("similarity_threshold", "must be within [-1, 1]");
@@ -173,14 +175,20 @@ impl ProfileConfig {
             return bad("learning.buckets_per_window", "must be at least 1");
         }
         if l.window.as_nanos() < u128::from(l.buckets_per_window) {
-            return bad("learning.window", "must be at least one nanosecond per bucket");
+            return bad(
+                "learning.window",
+                "must be at least one nanosecond per bucket",
+            );
         }
         if l.clean_windows == 0 {
             return bad("learning.clean_windows", "must be at least 1");
         }
         let c = &self.compaction;
         if c.child_limit == 0 || c.child_limit > c.hard_child_limit {
-            return bad("compaction.child_limit", "must be within 1..=hard_child_limit");
+            return bad(
+                "compaction.child_limit",
+                "must be within 1..=hard_child_limit",
+            );
         }
         if c.prefix_limits
             .iter()
@@ -192,7 +200,10 @@ impl ProfileConfig {
             );
         }
         if c.never_collapse.iter().any(|p| !p.starts_with('/')) {
-            return bad("compaction.never_collapse", "prefixes must be absolute paths");
+            return bad(
+                "compaction.never_collapse",
+                "prefixes must be absolute paths",
+            );
         }
         if c.exemplar_cap == 0 {
             return bad("compaction.exemplar_cap", "must be at least 1");
@@ -201,7 +212,10 @@ impl ProfileConfig {
             return bad("compaction.peer_ip_limit", "must be at least 2");
         }
         if c.port_limit == 0 || c.port_limit > c.hard_child_limit {
-            return bad("compaction.port_limit", "must be within 1..=hard_child_limit");
+            return bad(
+                "compaction.port_limit",
+                "must be within 1..=hard_child_limit",
+            );
         }
         if c.max_path_depth == 0 || c.max_path_depth > 4096 {
             return bad("compaction.max_path_depth", "must be within 1..=4096");
@@ -286,7 +300,7 @@ pub fn format_duration(d: Duration) -> String {
         return "0s".into();
     }
     for (n, u) in UNITS {
-        if ns % n == 0 {
+        if ns.is_multiple_of(n) {
             return format!("{}{u}", ns / n);
         }
     }

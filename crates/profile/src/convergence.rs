@@ -178,7 +178,12 @@ impl Convergence {
     /// Growth in the newest window (ending now).
     pub(crate) fn window_count(&self) -> u64 {
         let b = self.cfg.buckets_per_window as usize;
-        self.buckets.iter().rev().take(b).map(|&x| u64::from(x)).sum()
+        self.buckets
+            .iter()
+            .rev()
+            .take(b)
+            .map(|&x| u64::from(x))
+            .sum()
     }
 
     /// Counts growth; may return a transition back to learning.
@@ -201,7 +206,13 @@ impl Convergence {
         out
     }
 
-    fn go(&mut self, to: Phase, reason: TransitionReason, message: String, out: &mut Vec<Transition>) {
+    fn go(
+        &mut self,
+        to: Phase,
+        reason: TransitionReason,
+        message: String,
+        out: &mut Vec<Transition>,
+    ) {
         out.push(Transition {
             from: self.phase,
             to,
@@ -217,7 +228,10 @@ impl Convergence {
         let b = self.cfg.buckets_per_window as usize;
         let k = self.cfg.clean_windows as usize;
         let elapsed = self.now.saturating_sub(self.learning_since);
-        let needed = self.cfg.min_learning_time.max(self.cfg.window * self.cfg.clean_windows);
+        let needed = self
+            .cfg
+            .min_learning_time
+            .max(self.cfg.window * self.cfg.clean_windows);
         if elapsed < needed {
             return false;
         }
@@ -364,7 +378,10 @@ mod tests {
     fn auto_mode_converges_after_min_time_and_k_clean_windows_then_detects() {
         let mut c = Convergence::new(cfg(), Mode::Auto, s(0));
         assert!(c.record_growth(1, s(25)).is_empty());
-        assert!(c.tick(s(40), Mode::Auto).is_empty(), "growth 15 s ago, windows of 10 s");
+        assert!(
+            c.tick(s(40), Mode::Auto).is_empty(),
+            "growth 15 s ago, windows of 10 s"
+        );
         let t = c.tick(s(46), Mode::Auto);
         assert_eq!(t.len(), 2);
         assert_eq!((t[0].from, t[0].to), (Phase::Learning, Phase::Converged));
@@ -398,7 +415,10 @@ mod tests {
         assert_eq!(t[0].to, Phase::Detecting);
         let t = c.set_mode(Mode::Detect, Mode::Learn, s(2));
         assert_eq!(t[0].to, Phase::Learning);
-        assert!(c.tick(s(31), Mode::Learn).is_empty(), "learning restarted at 2 s");
+        assert!(
+            c.tick(s(31), Mode::Learn).is_empty(),
+            "learning restarted at 2 s"
+        );
     }
 
     #[test]

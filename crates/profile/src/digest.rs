@@ -58,42 +58,47 @@ impl DigestHasher {
     }
 
     #[inline(always)]
-    fn absorb(&mut self, word: u64) {
-        self.state = mix(self.state ^ word, K1) ^ self.state.rotate_left(29);
+    fn absorb(&mut self, a: u64, b: u64) {
+        self.state = mix(self.state ^ a, b ^ K1) ^ self.state.rotate_left(29);
     }
 
-    /// Adds a byte field.
+    /// Adds a byte field (16 bytes per multiply; the last block carries the
+    /// field's length, so fields are framed).
     #[inline]
     pub fn text(&mut self, bytes: &[u8]) {
-        self.absorb(0x7465_7874);
-        let mut chunks = bytes.chunks_exact(8);
+        let mut chunks = bytes.chunks_exact(16);
         for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.absorb(u64::from_le_bytes(w));
+            let (lo, hi) = c.split_at(8);
+            let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
+            a.copy_from_slice(lo);
+            b.copy_from_slice(hi);
+            self.absorb(u64::from_le_bytes(a), u64::from_le_bytes(b));
         }
         let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.absorb(u64::from_le_bytes(w) ^ K2);
-        }
-        self.absorb(bytes.len() as u64);
+        let mut w = [0u8; 16];
+        w[..rest.len()].copy_from_slice(rest);
+        let (lo, hi) = w.split_at(8);
+        let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
+        a.copy_from_slice(lo);
+        b.copy_from_slice(hi);
+        // At most 15 tail bytes: the top byte of `b` is free for the tail length;
+        // the whole length is folded into `a`.
+        let len = bytes.len() as u64;
+        self.absorb(
+            u64::from_le_bytes(a) ^ len.rotate_left(40) ^ K2,
+            u64::from_le_bytes(b) ^ ((rest.len() as u64) << 56),
+        );
     }
 
     /// Adds an IP address field.
     #[inline]
     pub fn ip(&mut self, ip: IpAddr) {
         match ip {
-            IpAddr::V4(a) => {
-                self.absorb(0x0004);
-                self.absorb(u64::from(u32::from(a)));
-            }
+            IpAddr::V4(a) => self.absorb(u64::from(u32::from(a)), 0x0004 << 56),
             IpAddr::V6(a) => {
-                self.absorb(0x0006);
                 let v = u128::from(a);
-                self.absorb(v as u64);
-                self.absorb((v >> 64) as u64);
+                self.absorb(v as u64, (v >> 64) as u64);
+                self.absorb(0, 0x0006 << 56);
             }
         }
     }
@@ -101,8 +106,12 @@ impl DigestHasher {
     /// Adds a trie segment as the profile keys it (long segments truncated).
     #[inline]
     pub fn segment(&mut self, raw: &[u8]) {
-        let mut buf: SegBuf = [0; MAX_SEGMENT];
-        self.text(segment_key(raw, &mut buf));
+        if raw.len() <= MAX_SEGMENT {
+            self.text(raw);
+        } else {
+            let mut buf: SegBuf = [0; MAX_SEGMENT];
+            self.text(segment_key(raw, &mut buf));
+        }
     }
 
     /// The hash.
@@ -265,13 +274,17 @@ mod tests {
 
     #[test]
     fn the_hash_is_stable_across_builds() {
-        // Pinned value: agents and operators of different builds must agree.
+        // Pinned values: agents and operators of different builds must agree.
         let mut h = DigestHasher::new(1, ActivityClass::Process);
         h.text(b"nginx:latest");
-        assert_eq!(h.finish(), h.finish());
-        assert_eq!(stable_hash(0, b"abc"), stable_hash(0, b"abc"));
+        h.ip("10.0.0.1".parse().unwrap());
+        assert_eq!(h.finish(), PINNED_EVENT);
+        assert_eq!(stable_hash(0, b"abc"), PINNED_ABC);
         assert_ne!(stable_hash(0, b"abc"), stable_hash(1, b"abc"));
     }
+
+    const PINNED_EVENT: u64 = 9_123_291_947_642_555_529;
+    const PINNED_ABC: u64 = 5_023_962_852_960_815_345;
 
     #[test]
     fn ports_are_written_in_decimal() {

@@ -65,7 +65,9 @@ pub fn unescape_bytes(s: &str) -> Result<Vec<u8>, String> {
                         out.push(v);
                         i += 4;
                     }
-                    None => return Err(format!("bad `\\x` escape at byte {i}: want two hex digits")),
+                    None => {
+                        return Err(format!("bad `\\x` escape at byte {i}: want two hex digits"))
+                    }
                 }
             }
             _ => {
@@ -106,13 +108,20 @@ mod tests {
 
     #[test]
     fn unknown_escapes_are_rejected_with_a_reason() {
-        assert!(unescape_bytes("a\\q").unwrap_err().contains("unknown escape"));
-        assert!(unescape_bytes("a\\x4").unwrap_err().contains("two hex digits"));
+        assert!(unescape_bytes("a\\q")
+            .unwrap_err()
+            .contains("unknown escape"));
+        assert!(unescape_bytes("a\\x4")
+            .unwrap_err()
+            .contains("two hex digits"));
     }
 
     #[test]
     fn literal_star_segments_do_not_look_like_wildcards() {
         assert_eq!(escape_segment(b"*"), "\\x2a");
-        assert_eq!(unescape_bytes(&escape_segment(b"**")).unwrap(), b"**".to_vec());
+        assert_eq!(
+            unescape_bytes(&escape_segment(b"**")).unwrap(),
+            b"**".to_vec()
+        );
     }
 }

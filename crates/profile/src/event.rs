@@ -128,7 +128,10 @@ impl Protocol {
                 2 + digits.len()
             }
         };
-        ProtocolKey { buf, len: len as u8 }
+        ProtocolKey {
+            buf,
+            len: len as u8,
+        }
     }
 
     /// Parses [`Protocol::key`].

@@ -129,9 +129,7 @@ impl ArgLeaf {
     /// Remembers an argument string known to match.
     pub(crate) fn remember(&mut self, h: u64, args: &str) {
         let probe = (h, args);
-        let pos = self
-            .known
-            .binary_search_by(|(k, s)| (*k, &**s).cmp(&probe));
+        let pos = self.known.binary_search_by(|(k, s)| (*k, &**s).cmp(&probe));
         if let Err(i) = pos {
             if self.known.len() >= KNOWN_CACHE_CAP {
                 if i >= self.known.len() {
@@ -244,7 +242,9 @@ impl ArgLeaf {
                     }
                     // Keep i, absorb j.
                     let (a, b) = (&self.exemplars[i], &self.exemplars[j]);
-                    let r = a.radius().max(b.radius() + angle(&a.vector, &b.vector) + SLACK);
+                    let r = a
+                        .radius()
+                        .max(b.radius() + angle(&a.vector, &b.vector) + SLACK);
                     let better = match best {
                         None => true,
                         Some((br, bi, bj)) => match r.total_cmp(&br) {

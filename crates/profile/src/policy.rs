@@ -132,8 +132,7 @@ impl Policy for ProcessPolicy {
         NodeInfo {
             limit: Some(self.common.child_limit),
             // Depth 2 = a parent node; its children are executables.
-            guard: (path.len() == 2)
-                .then(|| Box::new(Guard::Prefixes(self.exe_dirs.clone()))),
+            guard: (path.len() == 2).then(|| Box::new(Guard::Prefixes(self.exe_dirs.clone()))),
         }
     }
     fn ip_limit(&self) -> usize {

@@ -144,7 +144,11 @@ impl Profile {
     }
 
     /// Matches a process execution (path, then arguments).
-    pub fn match_process(&self, e: &ProcessEvent<'_>, embedder: &dyn Embedder) -> Result<MatchOutcome> {
+    pub fn match_process(
+        &self,
+        e: &ProcessEvent<'_>,
+        embedder: &dyn Embedder,
+    ) -> Result<MatchOutcome> {
         match self.process.find(process_segs(e)) {
             Found::Miss(d) => Ok(new_branch(ActivityClass::Process, d)),
             Found::Known(node) => {
@@ -267,14 +271,20 @@ impl Profile {
 
     fn embed_one(&self, embedder: &dyn Embedder, s: &str) -> Result<Box<[f32]>> {
         let mut v = embed_all(embedder, &self.model_id, &[s])?;
-        v.pop().ok_or_else(|| Error::Embedding("embedder returned no vector".into()))
+        v.pop()
+            .ok_or_else(|| Error::Embedding("embedder returned no vector".into()))
     }
 
     // ---- convergence ----------------------------------------------------
 
     /// Mode-aware handling of one event at time `now`: learns while
     /// `Learning`/`Converged`, only matches while `Detecting`.
-    pub fn observe(&mut self, event: &Event<'_>, now: Duration, embedder: &dyn Embedder) -> Result<Observation> {
+    pub fn observe(
+        &mut self,
+        event: &Event<'_>,
+        now: Duration,
+        embedder: &dyn Embedder,
+    ) -> Result<Observation> {
         let mut transitions = self.convergence.tick(now, self.config.mode);
         if self.phase() == Phase::Detecting {
             let outcome = self.match_event(event, embedder)?;
@@ -331,8 +341,19 @@ impl Profile {
         let c = &self.config.compaction;
         let mut process = Trie::new(ProcessPolicy::new(c));
         let mut procs: Vec<(Vec<OwnedSeg>, End, NodeId, bool)> = Vec::new();
-        procs.extend(self.process.paths().into_iter().map(|(p, e, n)| (p, e, n, false)));
-        procs.extend(other.process.paths().into_iter().map(|(p, e, n)| (p, e, n, true)));
+        procs.extend(
+            self.process
+                .paths()
+                .into_iter()
+                .map(|(p, e, n)| (p, e, n, false)),
+        );
+        procs.extend(
+            other
+                .process
+                .paths()
+                .into_iter()
+                .map(|(p, e, n)| (p, e, n, true)),
+        );
         procs.sort_by(|a, b| (&a.0, a.1 == End::Rest).cmp(&(&b.0, b.1 == End::Rest)));
         for (path, end, _, _) in &procs {
             let segs: Vec<Seg<'_>> = path.iter().map(OwnedSeg::as_seg).collect();
@@ -340,7 +361,11 @@ impl Profile {
         }
         let mut gathered: std::collections::BTreeMap<NodeId, Vec<ArgLeaf>> = Default::default();
         for (path, _, node, from_other) in &procs {
-            let src = if *from_other { &other.process } else { &self.process };
+            let src = if *from_other {
+                &other.process
+            } else {
+                &self.process
+            };
             let Some(leaf) = src.node(*node).leaf.as_deref() else {
                 continue;
             };
@@ -353,7 +378,11 @@ impl Profile {
             process.node_mut(n).leaf = Some(Box::new(ArgLeaf::union(leaves, cap)));
         }
         let file = union(Trie::new(FilePolicy::new(c)), &self.file, &other.file)?;
-        let network = union(Trie::new(NetworkPolicy::new(c)), &self.network, &other.network)?;
+        let network = union(
+            Trie::new(NetworkPolicy::new(c)),
+            &self.network,
+            &other.network,
+        )?;
         self.process = process;
         self.file = file;
         self.network = network;
@@ -491,7 +520,11 @@ fn args_outcome(leaf: &ArgLeaf, v: &[f32]) -> MatchOutcome {
 
 /// Embeds `inputs` with checks: model id, count, dimension, finiteness; the
 /// vectors are L2-normalised.
-pub(crate) fn embed_all(embedder: &dyn Embedder, model_id: &str, inputs: &[&str]) -> Result<Vec<Box<[f32]>>> {
+pub(crate) fn embed_all(
+    embedder: &dyn Embedder,
+    model_id: &str,
+    inputs: &[&str],
+) -> Result<Vec<Box<[f32]>>> {
     if embedder.model_id() != model_id {
         return Err(Error::ModelMismatch {
             profile: model_id.to_string(),
@@ -517,7 +550,11 @@ pub(crate) fn embed_all(embedder: &dyn Embedder, model_id: &str, inputs: &[&str]
                     v.len()
                 )));
             }
-            let n = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+            let n = v
+                .iter()
+                .map(|x| f64::from(*x) * f64::from(*x))
+                .sum::<f64>()
+                .sqrt();
             if !n.is_finite() || n == 0.0 {
                 return Err(Error::Embedding("zero or non-finite vector".into()));
             }

@@ -23,11 +23,11 @@ use crate::config::{
     ProfileConfig,
 };
 use crate::convergence::{Convergence, ConvergenceStatus};
+use crate::digest::stable_hash;
 use crate::error::{Error, Result};
 use crate::escape::{escape_segment, unescape_bytes};
 use crate::event::{Access, Direction, Protocol};
 use crate::exemplar::Exemplar;
-use crate::digest::stable_hash;
 use crate::profile::{embed_all, Profile};
 use crate::segment::RELATIVE;
 use crate::trie::{End, Inserted, OwnedSeg, Seg};
@@ -319,7 +319,10 @@ impl Profile {
                 continue;
             }
             let key = (seg_text(&path[0]), seg_text(&path[1]), seg_text(&path[2]));
-            files.entry(key).or_default().push(path_text(&path[3..], end));
+            files
+                .entry(key)
+                .or_default()
+                .push(path_text(&path[3..], end));
         }
         let mut network: BTreeMap<(String, String, String, String), Vec<String>> = BTreeMap::new();
         for (path, end, _) in self.network.paths() {
@@ -332,10 +335,11 @@ impl Profile {
                 seg_text(&path[2]),
                 seg_text(&path[3]),
             );
-            network
-                .entry(key)
-                .or_default()
-                .push(format!("{}/{}", seg_text(&path[5]), seg_text(&path[4])));
+            network.entry(key).or_default().push(format!(
+                "{}/{}",
+                seg_text(&path[5]),
+                seg_text(&path[4])
+            ));
         }
         let c = &self.config;
         ProfileDocument {
@@ -381,7 +385,8 @@ impl Profile {
 
     /// The profile as readable YAML.
     pub fn to_yaml(&self, metadata: Metadata) -> Result<String> {
-        serde_saphyr::to_string(&self.to_document(metadata)).map_err(|e| Error::Serialize(e.to_string()))
+        serde_saphyr::to_string(&self.to_document(metadata))
+            .map_err(|e| Error::Serialize(e.to_string()))
     }
 
     /// Loads a profile from YAML; `now` starts the clock when there is no
@@ -393,9 +398,16 @@ impl Profile {
     }
 
     /// Loads a profile from a document (vectors recomputed with `embedder`).
-    pub fn from_document(doc: &ProfileDocument, embedder: &dyn Embedder, now: Duration) -> Result<Profile> {
+    pub fn from_document(
+        doc: &ProfileDocument,
+        embedder: &dyn Embedder,
+        now: Duration,
+    ) -> Result<Profile> {
         if doc.api_version != API_VERSION {
-            return Err(Error::field("apiVersion", format!("expected `{API_VERSION}`")));
+            return Err(Error::field(
+                "apiVersion",
+                format!("expected `{API_VERSION}`"),
+            ));
         }
         if doc.kind != KIND {
             return Err(Error::field("kind", format!("expected `{KIND}`")));
@@ -471,7 +483,11 @@ impl Profile {
     }
 }
 
-fn load_processes(p: &mut Profile, spec: &BehaviorProfileSpec, embedder: &dyn Embedder) -> Result<()> {
+fn load_processes(
+    p: &mut Profile,
+    spec: &BehaviorProfileSpec,
+    embedder: &dyn Embedder,
+) -> Result<()> {
     let threshold = p.config.similarity_threshold;
     let cap = p.config.compaction.exemplar_cap;
     // Embed every exemplar string in batches first.
@@ -534,7 +550,10 @@ fn load_processes(p: &mut Profile, spec: &BehaviorProfileSpec, embedder: &dyn Em
 fn config_from_spec(spec: &BehaviorProfileSpec) -> Result<ProfileConfig> {
     let dur = |s: &str, field: &str| {
         parse_duration(s).ok_or_else(|| {
-            Error::field(format!("spec.learning.{field}"), "expected a duration like `1h`, `30s`, `500ms`")
+            Error::field(
+                format!("spec.learning.{field}"),
+                "expected a duration like `1h`, `30s`, `500ms`",
+            )
         })
     };
     let l = &spec.learning;
@@ -649,7 +668,10 @@ fn parse_peer(s: &str, field: &str) -> Result<OwnedSeg> {
 
 fn parse_port(s: &str, field: &str) -> Result<(OwnedSeg, OwnedSeg)> {
     let Some((port, proto)) = s.split_once('/') else {
-        return Err(Error::field(field, "expected `port/protocol`, e.g. `443/tcp` or `*/udp`"));
+        return Err(Error::field(
+            field,
+            "expected `port/protocol`, e.g. `443/tcp` or `*/udp`",
+        ));
     };
     let port = match port {
         "*" => OwnedSeg::Wild,
@@ -662,7 +684,12 @@ fn parse_port(s: &str, field: &str) -> Result<(OwnedSeg, OwnedSeg)> {
         "*" => OwnedSeg::Wild,
         p => match Protocol::parse(p) {
             Some(pr) => OwnedSeg::Text(pr.key().as_bytes().into()),
-            None => return Err(Error::field(field, "protocol must be tcp, udp, icmp, ip<N> or *")),
+            None => {
+                return Err(Error::field(
+                    field,
+                    "protocol must be tcp, udp, icmp, ip<N> or *",
+                ))
+            }
         },
     };
     Ok((port, proto))

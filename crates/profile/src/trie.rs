@@ -300,17 +300,10 @@ impl<P: Policy> Trie<P> {
     fn step(&self, node: NodeId, seg: Seg<'_>) -> Option<NodeId> {
         let n = &self.nodes[node as usize];
         match seg {
+            Seg::Text(raw) if raw.len() <= MAX_SEGMENT => self.step_text(n, raw),
             Seg::Text(raw) => {
                 let mut buf: SegBuf = [0; MAX_SEGMENT];
-                let key = segment_key(raw, &mut buf);
-                if let Some(c) = self
-                    .interner
-                    .lookup_text(key)
-                    .and_then(|s| n.children.get(s))
-                {
-                    return Some(c);
-                }
-                (n.wildcard != NONE && !n.guards(key)).then_some(n.wildcard)
+                self.step_text(n, segment_key(raw, &mut buf))
             }
             Seg::Ip(ip) => {
                 if let Some(c) = self.interner.lookup_ip(ip).and_then(|s| n.children.get(s)) {
@@ -339,6 +332,18 @@ impl<P: Policy> Trie<P> {
                 (n.wildcard != NONE).then_some(n.wildcard)
             }
         }
+    }
+
+    #[inline]
+    fn step_text(&self, n: &Node, key: &[u8]) -> Option<NodeId> {
+        if let Some(c) = self
+            .interner
+            .lookup_text(key)
+            .and_then(|s| n.children.get(s))
+        {
+            return Some(c);
+        }
+        (n.wildcard != NONE && !n.guards(key)).then_some(n.wildcard)
     }
 
     /// Looks a path up. Never allocates.
@@ -514,7 +519,8 @@ impl<P: Policy> Trie<P> {
                 }
                 if protected
                     && (n.children.len() >= self.policy.hard_limit()
-                        || self.over_budget() && self.live >= self.policy.node_budget().saturating_mul(2))
+                        || self.over_budget()
+                            && self.live >= self.policy.node_budget().saturating_mul(2))
                 {
                     return None;
                 }

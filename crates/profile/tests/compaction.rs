@@ -17,15 +17,27 @@ fn known(p: &kestrel_profile::Profile, e: &kestrel_profile::Event<'_>) -> bool {
 fn proc_pid_paths_collapse_into_a_wildcard_that_still_matches_them_all() {
     let emb = TestEmbedder::new();
     let mut p = profile();
-    let paths: Vec<String> = (1000..1100).map(|pid| format!("/proc/{pid}/status")).collect();
+    let paths: Vec<String> = (1000..1100)
+        .map(|pid| format!("/proc/{pid}/status"))
+        .collect();
     for path in &paths {
-        p.learn(&file("app", Access::Read, path.as_bytes()), &emb).unwrap();
+        p.learn(&file("app", Access::Read, path.as_bytes()), &emb)
+            .unwrap();
     }
     for path in &paths {
-        assert!(known(&p, &file("app", Access::Read, path.as_bytes())), "{path}");
+        assert!(
+            known(&p, &file("app", Access::Read, path.as_bytes())),
+            "{path}"
+        );
     }
-    assert!(known(&p, &file("app", Access::Read, b"/proc/424242/status")));
-    assert!(!known(&p, &file("app", Access::Read, b"/proc/1000/environ")));
+    assert!(known(
+        &p,
+        &file("app", Access::Read, b"/proc/424242/status")
+    ));
+    assert!(!known(
+        &p,
+        &file("app", Access::Read, b"/proc/1000/environ")
+    ));
     let yaml = p.to_yaml(Default::default()).unwrap();
     assert!(yaml.contains("/proc/*/status"), "{yaml}");
     assert!(p.stats().nodes < 30, "{:?}", p.stats());
@@ -37,14 +49,19 @@ fn a_collapsed_etc_never_lets_the_wildcard_match_shadow_or_sudoers() {
     let mut p = profile();
     for i in 0..80 {
         let path = format!("/etc/conf{i}");
-        p.learn(&file("app", Access::Read, path.as_bytes()), &emb).unwrap();
+        p.learn(&file("app", Access::Read, path.as_bytes()), &emb)
+            .unwrap();
     }
-    assert!(known(&p, &file("app", Access::Read, b"/etc/other.conf")), "collapsed");
+    assert!(
+        known(&p, &file("app", Access::Read, b"/etc/other.conf")),
+        "collapsed"
+    );
     assert!(!known(&p, &file("app", Access::Read, b"/etc/shadow")));
     assert!(!known(&p, &file("app", Access::Read, b"/etc/sudoers")));
     assert!(!known(&p, &file("app", Access::Read, b"/etc/sudoers.d/x")));
     // Learning it keeps it explicit, next to the wildcard.
-    p.learn(&file("app", Access::Read, b"/etc/shadow"), &emb).unwrap();
+    p.learn(&file("app", Access::Read, b"/etc/shadow"), &emb)
+        .unwrap();
     assert!(known(&p, &file("app", Access::Read, b"/etc/shadow")));
     assert!(!known(&p, &file("app", Access::Read, b"/etc/gshadow")));
 }
@@ -55,7 +72,8 @@ fn binaries_below_usr_bin_never_collapse() {
     let mut p = profile();
     for i in 0..120 {
         let path = format!("/usr/bin/tool{i}");
-        p.learn(&file("app", Access::Read, path.as_bytes()), &emb).unwrap();
+        p.learn(&file("app", Access::Read, path.as_bytes()), &emb)
+            .unwrap();
     }
     assert!(known(&p, &file("app", Access::Read, b"/usr/bin/tool7")));
     assert!(!known(&p, &file("app", Access::Read, b"/usr/bin/xmrig")));
@@ -70,10 +88,15 @@ fn executables_in_sensitive_directories_stay_explicit_in_the_process_trie() {
     let args = normalize("run");
     for i in 0..80 {
         let exe = format!("/opt/app/worker{i}");
-        p.learn(&proc("app:v1", "sh", exe.as_bytes(), &args), &emb).unwrap();
+        p.learn(&proc("app:v1", "sh", exe.as_bytes(), &args), &emb)
+            .unwrap();
     }
-    p.learn(&proc("app:v1", "sh", b"/usr/bin/env", &args), &emb).unwrap();
-    assert!(known(&p, &proc("app:v1", "sh", b"/opt/app/worker999", &args)), "collapsed");
+    p.learn(&proc("app:v1", "sh", b"/usr/bin/env", &args), &emb)
+        .unwrap();
+    assert!(
+        known(&p, &proc("app:v1", "sh", b"/opt/app/worker999", &args)),
+        "collapsed"
+    );
     assert!(known(&p, &proc("app:v1", "sh", b"/usr/bin/env", &args)));
     assert!(!known(&p, &proc("app:v1", "sh", b"/usr/bin/curl", &args)));
     assert!(!known(&p, &proc("app:v1", "sh", b"/bin/sh", &args)));
@@ -104,7 +127,8 @@ fn ephemeral_ports_collapse_into_a_port_wildcard() {
     let emb = TestEmbedder::new();
     let mut p = profile();
     for port in 40000..40100u16 {
-        p.learn(&net("10.0.0.1".parse().unwrap(), port), &emb).unwrap();
+        p.learn(&net("10.0.0.1".parse().unwrap(), port), &emb)
+            .unwrap();
     }
     assert!(known(&p, &net("10.0.0.1".parse().unwrap(), 55555)));
     let doc = p.to_document(Default::default());
@@ -132,7 +156,13 @@ fn enormous_empty_and_non_utf8_paths_are_learned_without_panic() {
         deep.extend_from_slice(b"/x");
     }
     let weird = b"/data/\xff\xfe\x00name\\x".to_vec();
-    let cases: Vec<Vec<u8>> = vec![huge_segment.clone(), deep.clone(), Vec::new(), weird.clone(), b"/".to_vec()];
+    let cases: Vec<Vec<u8>> = vec![
+        huge_segment.clone(),
+        deep.clone(),
+        Vec::new(),
+        weird.clone(),
+        b"/".to_vec(),
+    ];
     for c in &cases {
         let l = p.learn(&file("app", Access::Write, c), &emb).unwrap();
         assert_eq!(l.change, Change::Branch);
@@ -143,7 +173,13 @@ fn enormous_empty_and_non_utf8_paths_are_learned_without_panic() {
     other[4000] = b'b';
     assert!(!known(&p, &file("app", Access::Write, &other)));
     let doc = p.to_document(Default::default());
-    assert!(doc.spec.files[0].paths.contains(&"/data/\\xff\\xfe\0name\\\\x".to_string()), "{:?}", doc.spec.files[0].paths);
+    assert!(
+        doc.spec.files[0]
+            .paths
+            .contains(&"/data/\\xff\\xfe\0name\\\\x".to_string()),
+        "{:?}",
+        doc.spec.files[0].paths
+    );
     let yaml = p.to_yaml(Default::default()).unwrap();
     let back = kestrel_profile::Profile::from_yaml(&yaml, &emb, Default::default()).unwrap();
     for c in &cases {
@@ -157,10 +193,14 @@ fn a_hundred_thousand_children_under_one_node_stay_bounded() {
     let mut p = profile();
     for i in 0..100_000 {
         let path = format!("/data/cache/{i:x}.bin");
-        p.learn(&file("app", Access::Create, path.as_bytes()), &emb).unwrap();
+        p.learn(&file("app", Access::Create, path.as_bytes()), &emb)
+            .unwrap();
     }
     assert!(p.stats().nodes < 100, "{:?}", p.stats());
-    assert!(known(&p, &file("app", Access::Create, b"/data/cache/1234.bin")));
+    assert!(known(
+        &p,
+        &file("app", Access::Create, b"/data/cache/1234.bin")
+    ));
 }
 
 #[test]
@@ -172,7 +212,11 @@ fn a_never_collapsing_node_refuses_beyond_its_hard_limit_and_stays_bounded() {
     let mut refused = 0;
     for i in 0..100_000 {
         let path = format!("/usr/bin/t{i}");
-        if p.learn(&file("app", Access::Create, path.as_bytes()), &emb).unwrap().change == Change::Refused {
+        if p.learn(&file("app", Access::Create, path.as_bytes()), &emb)
+            .unwrap()
+            .change
+            == Change::Refused
+        {
             refused += 1;
         }
     }
@@ -193,25 +237,40 @@ fn the_node_budget_bounds_a_flood_of_distinct_deep_paths() {
     let mut paths = Vec::new();
     for i in 0..20_000u32 {
         let path = format!("/srv/{}/{}/{}", i % 997, i % 991, i);
-        p.learn(&file("app", Access::Read, path.as_bytes()), &emb).unwrap();
+        p.learn(&file("app", Access::Read, path.as_bytes()), &emb)
+            .unwrap();
         paths.push(path);
     }
     assert!(p.stats().nodes < 2000 * 3, "{:?}", p.stats());
     for path in &paths {
-        assert!(known(&p, &file("app", Access::Read, path.as_bytes())), "{path}");
+        assert!(
+            known(&p, &file("app", Access::Read, path.as_bytes())),
+            "{path}"
+        );
     }
 }
 
 #[test]
 fn a_million_distinct_argument_strings_keep_the_leaf_bounded() {
     let emb = TestEmbedder::with_dim(64);
-    let mut p = kestrel_profile::Profile::new(ProfileConfig::default(), "kestrel-test-trigram-v1", Default::default()).unwrap();
-    let n = if cfg!(debug_assertions) { 20_000 } else { 1_000_000 };
+    let mut p = kestrel_profile::Profile::new(
+        ProfileConfig::default(),
+        "kestrel-test-trigram-v1",
+        Default::default(),
+    )
+    .unwrap();
+    let n = if cfg!(debug_assertions) {
+        20_000
+    } else {
+        1_000_000
+    };
     let mut last_unknown = 0;
     for i in 0..n {
         // Distinct raw strings, many distinct shapes even after normalisation.
         let args = format!("--opt-{} {}", i % 5000, letters(i));
-        let l = p.learn(&proc("app:v1", "sh", b"/opt/app/run", &args), &emb).unwrap();
+        let l = p
+            .learn(&proc("app:v1", "sh", b"/opt/app/run", &args), &emb)
+            .unwrap();
         if l.change != Change::None {
             last_unknown = i;
         }
@@ -228,7 +287,9 @@ fn a_million_distinct_argument_strings_keep_the_leaf_bounded() {
 }
 
 fn known_with(p: &kestrel_profile::Profile, emb: &TestEmbedder, args: &str) -> bool {
-    p.match_event(&proc("app:v1", "sh", b"/opt/app/run", args), emb).unwrap() == MatchOutcome::Known
+    p.match_event(&proc("app:v1", "sh", b"/opt/app/run", args), emb)
+        .unwrap()
+        == MatchOutcome::Known
 }
 
 fn letters(mut i: usize) -> String {

@@ -46,7 +46,8 @@ fn patterns_stay_out_of_the_digest_so_the_agent_forwards_them() {
     let mut p = profile();
     for pid in 0..40 {
         let path = format!("/proc/{pid}/status");
-        p.learn(&file("java", Access::Read, path.as_bytes()), &emb).unwrap();
+        p.learn(&file("java", Access::Read, path.as_bytes()), &emb)
+            .unwrap();
     }
     let d = p.digest(1);
     assert!(d.is_empty());

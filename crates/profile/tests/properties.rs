@@ -15,17 +15,45 @@ use proptest::prelude::*;
 /// Owned event description, turned into a borrowed [`Event`] on use.
 #[derive(Debug, Clone)]
 enum Ev {
-    Proc { image: String, parent: String, exe: String, args: String },
-    File { process: String, access: Access, path: Vec<u8> },
-    Net { peer: Result<IpAddr, String>, direction: Direction, port: u16, udp: bool },
+    Proc {
+        image: String,
+        parent: String,
+        exe: String,
+        args: String,
+    },
+    File {
+        process: String,
+        access: Access,
+        path: Vec<u8>,
+    },
+    Net {
+        peer: Result<IpAddr, String>,
+        direction: Direction,
+        port: u16,
+        udp: bool,
+    },
 }
 
 impl Ev {
     fn event(&self) -> Event<'_> {
         match self {
-            Ev::Proc { image, parent, exe, args } => proc(image, parent, exe.as_bytes(), args),
-            Ev::File { process, access, path } => file(process, *access, path),
-            Ev::Net { peer, direction, port, udp } => Event::Network(NetworkEvent {
+            Ev::Proc {
+                image,
+                parent,
+                exe,
+                args,
+            } => proc(image, parent, exe.as_bytes(), args),
+            Ev::File {
+                process,
+                access,
+                path,
+            } => file(process, *access, path),
+            Ev::Net {
+                peer,
+                direction,
+                port,
+                udp,
+            } => Event::Network(NetworkEvent {
                 image: b"app:v1",
                 process: b"app",
                 direction: *direction,
@@ -42,8 +70,10 @@ impl Ev {
 
 fn seg() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
-        prop::sample::select(vec!["etc", "proc", "tmp", "usr", "bin", "shadow", "var", "log", "*", "**", "."])
-            .prop_map(|s| s.as_bytes().to_vec()),
+        prop::sample::select(vec![
+            "etc", "proc", "tmp", "usr", "bin", "shadow", "var", "log", "*", "**", "."
+        ])
+        .prop_map(|s| s.as_bytes().to_vec()),
         (0u32..40).prop_map(|n| n.to_string().into_bytes()),
         prop::collection::vec(any::<u8>().prop_filter("no slash", |b| *b != b'/'), 1..6),
     ]
@@ -89,7 +119,11 @@ fn ev() -> impl Strategy<Value = Ev> {
                 }
                 path.extend_from_slice(s);
             }
-            Ev::File { process: process.into(), access, path }
+            Ev::File {
+                process: process.into(),
+                access,
+                path,
+            }
         });
     let nets = (
         prop_oneof![
@@ -101,7 +135,12 @@ fn ev() -> impl Strategy<Value = Ev> {
         prop_oneof![Just(443u16), Just(80), 30000u16..30010],
         any::<bool>(),
     )
-        .prop_map(|(peer, direction, port, udp)| Ev::Net { peer, direction, port, udp });
+        .prop_map(|(peer, direction, port, udp)| Ev::Net {
+            peer,
+            direction,
+            port,
+            udp,
+        });
     prop_oneof![procs, files, nets]
 }
 
@@ -110,7 +149,10 @@ fn tight() -> ProfileConfig {
     ProfileConfig {
         compaction: CompactionConfig {
             child_limit: 4,
-            prefix_limits: vec![PrefixLimit { prefix: "/proc".into(), limit: 2 }],
+            prefix_limits: vec![PrefixLimit {
+                prefix: "/proc".into(),
+                limit: 2,
+            }],
             exemplar_cap: 2,
             peer_ip_limit: 3,
             port_limit: 3,
@@ -132,7 +174,10 @@ fn learn_all(events: &[Ev]) -> Profile {
 
 fn answers(p: &Profile, probes: &[Ev]) -> Vec<MatchOutcome> {
     let emb = TestEmbedder::with_dim(32);
-    probes.iter().map(|e| p.match_event(&e.event(), &emb).unwrap()).collect()
+    probes
+        .iter()
+        .map(|e| p.match_event(&e.event(), &emb).unwrap())
+        .collect()
 }
 
 proptest! {

@@ -46,12 +46,17 @@ fn xmrig_under_bash_in_webapp_is_an_unknown_process_in_detection() {
     let emb = TestEmbedder::new();
     let mut p = profile();
     let java = normalize("java -jar app.jar --timestamp=12345");
-    p.learn(&proc("webapp:v1", "bash", "java", &java), &emb).unwrap();
+    p.learn(&proc("webapp:v1", "bash", "java", &java), &emb)
+        .unwrap();
     p.set_mode(Mode::Detect, Duration::from_secs(1));
     assert_eq!(p.phase(), Phase::Detecting);
     let miner = normalize("./xmrig -o pool.minexmr.com:4444");
     let obs = p
-        .observe(&proc("webapp:v1", "bash", "xmrig", &miner), Duration::from_secs(2), &emb)
+        .observe(
+            &proc("webapp:v1", "bash", "xmrig", &miner),
+            Duration::from_secs(2),
+            &emb,
+        )
         .unwrap();
     assert_eq!(
         obs.outcome,
@@ -69,16 +74,21 @@ fn java_timestamps_match_after_normalisation_but_a_stratum_pool_is_unusual() {
     let emb = TestEmbedder::new();
     let mut p = profile();
     let learned = normalize("java -jar app.jar --timestamp=12345");
-    p.learn(&proc("webapp:v1", "bash", "java", &learned), &emb).unwrap();
+    p.learn(&proc("webapp:v1", "bash", "java", &learned), &emb)
+        .unwrap();
 
     let later = normalize("java -jar app.jar --timestamp=99999");
     assert_eq!(
-        p.match_event(&proc("webapp:v1", "bash", "java", &later), &emb).unwrap(),
+        p.match_event(&proc("webapp:v1", "bash", "java", &later), &emb)
+            .unwrap(),
         MatchOutcome::Known
     );
 
     let disguised = normalize("-o stratum+tcp://pool.xx:4444");
-    match p.match_event(&proc("webapp:v1", "bash", "java", &disguised), &emb).unwrap() {
+    match p
+        .match_event(&proc("webapp:v1", "bash", "java", &disguised), &emb)
+        .unwrap()
+    {
         MatchOutcome::UnusualArguments {
             best_similarity,
             nearest_exemplar,
@@ -95,10 +105,29 @@ fn without_normalisation_the_raw_timestamps_would_not_match() {
     // Shows why normalisation runs before embedding.
     let emb = TestEmbedder::new();
     let mut p = profile();
-    p.learn(&proc("webapp:v1", "bash", "java", "java -jar app.jar --timestamp=12345"), &emb)
-        .unwrap();
+    p.learn(
+        &proc(
+            "webapp:v1",
+            "bash",
+            "java",
+            "java -jar app.jar --timestamp=12345",
+        ),
+        &emb,
+    )
+    .unwrap();
     let out = p
-        .match_event(&proc("webapp:v1", "bash", "java", "java -jar app.jar --timestamp=99999"), &emb)
+        .match_event(
+            &proc(
+                "webapp:v1",
+                "bash",
+                "java",
+                "java -jar app.jar --timestamp=99999",
+            ),
+            &emb,
+        )
         .unwrap();
-    assert!(matches!(out, MatchOutcome::UnusualArguments { .. }), "{out:?}");
+    assert!(
+        matches!(out, MatchOutcome::UnusualArguments { .. }),
+        "{out:?}"
+    );
 }

@@ -78,18 +78,51 @@ fn second(r: &mut Rng, t: u64) -> Vec<Owned> {
     // Requests: a java worker touches temp files, data files, the DB and clients.
     for _ in 0..3 {
         let pid = 1000 + r.below(30_000);
-        out.push(Owned::File("java", Access::Read, format!("/proc/{pid}/status")));
-        out.push(Owned::File("java", Access::Read, format!("/proc/self/task/{pid}/stat")));
+        out.push(Owned::File(
+            "java",
+            Access::Read,
+            format!("/proc/{pid}/status"),
+        ));
+        out.push(Owned::File(
+            "java",
+            Access::Read,
+            format!("/proc/self/task/{pid}/stat"),
+        ));
         let tmp = format!("/tmp/upload-{:x}.part", r.next());
         out.push(Owned::File("java", Access::Create, tmp.clone()));
         out.push(Owned::File("java", Access::Write, tmp.clone()));
         out.push(Owned::File("java", Access::Delete, tmp));
-        out.push(Owned::File("java", Access::Write, format!("/app/data/orders/{}.json", r.uuid())));
-        out.push(Owned::File("java", Access::Read, "/app/config/application.yaml".into()));
-        let client = IpAddr::V4(Ipv4Addr::new(10, 244, r.below(40) as u8, r.below(250) as u8 + 1));
-        out.push(Owned::Net("java", Direction::Inbound, client, Protocol::Tcp, 8080));
+        out.push(Owned::File(
+            "java",
+            Access::Write,
+            format!("/app/data/orders/{}.json", r.uuid()),
+        ));
+        out.push(Owned::File(
+            "java",
+            Access::Read,
+            "/app/config/application.yaml".into(),
+        ));
+        let client = IpAddr::V4(Ipv4Addr::new(
+            10,
+            244,
+            r.below(40) as u8,
+            r.below(250) as u8 + 1,
+        ));
+        out.push(Owned::Net(
+            "java",
+            Direction::Inbound,
+            client,
+            Protocol::Tcp,
+            8080,
+        ));
         let db = IpAddr::V4(Ipv4Addr::new(10, 0, 3, 10 + r.below(3) as u8));
-        out.push(Owned::Net("java", Direction::Outbound, db, Protocol::Tcp, 5432));
+        out.push(Owned::Net(
+            "java",
+            Direction::Outbound,
+            db,
+            Protocol::Tcp,
+            5432,
+        ));
         out.push(Owned::Net(
             "java",
             Direction::Outbound,
@@ -99,42 +132,80 @@ fn second(r: &mut Rng, t: u64) -> Vec<Owned> {
         ));
     }
     // A payment API behind changing addresses.
-    if t % 7 == 0 {
-        let ip = IpAddr::V4(Ipv4Addr::new(52, r.below(256) as u8, r.below(256) as u8, r.below(256) as u8));
-        out.push(Owned::Net("java", Direction::Outbound, ip, Protocol::Tcp, 443));
+    if t.is_multiple_of(7) {
+        let ip = IpAddr::V4(Ipv4Addr::new(
+            52,
+            r.below(256) as u8,
+            r.below(256) as u8,
+            r.below(256) as u8,
+        ));
+        out.push(Owned::Net(
+            "java",
+            Direction::Outbound,
+            ip,
+            Protocol::Tcp,
+            443,
+        ));
     }
     // A metrics sidecar protocol on ephemeral ports.
-    if t % 11 == 0 {
+    if t.is_multiple_of(11) {
         let port = 32768 + r.below(28_000) as u16;
-        out.push(Owned::Net("java", Direction::Outbound, IpAddr::V4(Ipv4Addr::new(10, 0, 9, 9)), Protocol::Udp, port));
+        out.push(Owned::Net(
+            "java",
+            Direction::Outbound,
+            IpAddr::V4(Ipv4Addr::new(10, 0, 9, 9)),
+            Protocol::Udp,
+            port,
+        ));
     }
     // Health check every 10 s, with a timestamp and a request id.
-    if t % 10 == 0 {
+    if t.is_multiple_of(10) {
         out.push(Owned::Proc(
             "sh",
             "/usr/bin/curl",
-            normalize(&format!("curl -sf http://127.0.0.1:8080/health?ts={ts}&rid={}", r.uuid())),
+            normalize(&format!(
+                "curl -sf http://127.0.0.1:8080/health?ts={ts}&rid={}",
+                r.uuid()
+            )),
         ));
     }
     // A cron job every minute; logs rotate daily.
-    if t % 60 == 0 {
+    if t.is_multiple_of(60) {
         out.push(Owned::Proc(
             "crond",
             "/bin/sh",
-            normalize(&format!("sh -c /app/bin/cleanup.sh --before={ts} --tmp=/tmp/tmp.{:x}", r.next())),
+            normalize(&format!(
+                "sh -c /app/bin/cleanup.sh --before={ts} --tmp=/tmp/tmp.{:x}",
+                r.next()
+            )),
         ));
-        out.push(Owned::Proc("sh", "/app/bin/cleanup.sh", normalize(&format!("/app/bin/cleanup.sh --before={ts}"))));
+        out.push(Owned::Proc(
+            "sh",
+            "/app/bin/cleanup.sh",
+            normalize(&format!("/app/bin/cleanup.sh --before={ts}")),
+        ));
         let day = 1 + t / 86_400;
-        out.push(Owned::File("java", Access::Write, format!("/var/log/shop/app-2025-01-{day:02}.log")));
+        out.push(Owned::File(
+            "java",
+            Access::Write,
+            format!("/var/log/shop/app-2025-01-{day:02}.log"),
+        ));
     }
     // Worker restarts: java with a fresh instance id.
-    if t % 900 == 0 {
+    if t.is_multiple_of(900) {
         out.push(Owned::Proc(
             "tini",
             "/usr/lib/jvm/bin/java",
-            normalize(&format!("java -Xmx512m -jar /app/shop.jar --instance={} --started={ts}", r.uuid())),
+            normalize(&format!(
+                "java -Xmx512m -jar /app/shop.jar --instance={} --started={ts}",
+                r.uuid()
+            )),
         ));
-        out.push(Owned::File("java", Access::Read, format!("/proc/{}/cmdline", 1 + r.below(5000))));
+        out.push(Owned::File(
+            "java",
+            Access::Read,
+            format!("/proc/{}/cmdline", 1 + r.below(5000)),
+        ));
     }
     out
 }
@@ -165,10 +236,20 @@ fn a_day_of_synthetic_activity_converges_into_a_profile_under_256_kib() {
         t += step;
     }
     let converged_at = converged_at.expect("the profile converged within 24 h");
-    assert!(converged_at < 12 * 3600, "converged only at {converged_at} s");
-    assert!(anomalies.len() <= 3, "false positives after convergence: {anomalies:#?}");
+    assert!(
+        converged_at < 12 * 3600,
+        "converged only at {converged_at} s"
+    );
+    assert!(
+        anomalies.len() <= 3,
+        "false positives after convergence: {anomalies:#?}"
+    );
     let yaml = p.to_yaml(Default::default()).unwrap();
-    println!("converged after {converged_at} s; YAML {} bytes; {:?}", yaml.len(), p.stats());
+    println!(
+        "converged after {converged_at} s; YAML {} bytes; {:?}",
+        yaml.len(),
+        p.stats()
+    );
     if std::env::var_os("KESTREL_PRINT_PROFILE").is_some() {
         println!("{yaml}");
     }

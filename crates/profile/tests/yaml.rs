@@ -13,9 +13,15 @@ fn sample() -> Profile {
     let emb = TestEmbedder::new();
     let mut p = profile();
     let args = normalize("nginx -g daemon off;");
-    p.learn(&proc("nginx:latest", "containerd-shim", b"/usr/sbin/nginx", &args), &emb).unwrap();
-    p.learn(&file("nginx", Access::Read, b"/etc/nginx/nginx.conf"), &emb).unwrap();
-    p.learn(&net("10.0.0.5".parse().unwrap(), 443), &emb).unwrap();
+    p.learn(
+        &proc("nginx:latest", "containerd-shim", b"/usr/sbin/nginx", &args),
+        &emb,
+    )
+    .unwrap();
+    p.learn(&file("nginx", Access::Read, b"/etc/nginx/nginx.conf"), &emb)
+        .unwrap();
+    p.learn(&net("10.0.0.5".parse().unwrap(), 443), &emb)
+        .unwrap();
     p
 }
 
@@ -54,23 +60,27 @@ fn a_hand_written_profile_with_wildcards_networks_and_rest_loads_and_matches() {
     let p = Profile::from_yaml(GOOD, &emb, Duration::ZERO).unwrap();
     assert_eq!(p.phase(), kestrel_profile::Phase::Detecting);
     let k = |e| p.match_event(&e, &emb).unwrap().is_known();
-    let f = |path: &'static [u8]| kestrel_profile::Event::File(kestrel_profile::FileEvent {
-        image: b"web:1",
-        process: b"java",
-        access: Access::Read,
-        path,
-    });
+    let f = |path: &'static [u8]| {
+        kestrel_profile::Event::File(kestrel_profile::FileEvent {
+            image: b"web:1",
+            process: b"java",
+            access: Access::Read,
+            path,
+        })
+    };
     assert!(k(f(b"/var/log/a/b/c.log")));
     assert!(k(f(b"/proc/77/status")));
     assert!(!k(f(b"/var/lib/x")));
-    let n = |ip: &str, port| kestrel_profile::Event::Network(kestrel_profile::NetworkEvent {
-        image: b"web:1",
-        process: b"java",
-        direction: kestrel_profile::Direction::Outbound,
-        peer: kestrel_profile::Peer::Ip(ip.parse().unwrap()),
-        protocol: kestrel_profile::Protocol::Tcp,
-        port,
-    });
+    let n = |ip: &str, port| {
+        kestrel_profile::Event::Network(kestrel_profile::NetworkEvent {
+            image: b"web:1",
+            process: b"java",
+            direction: kestrel_profile::Direction::Outbound,
+            peer: kestrel_profile::Peer::Ip(ip.parse().unwrap()),
+            protocol: kestrel_profile::Protocol::Tcp,
+            port,
+        })
+    };
     assert!(k(n("10.9.8.7", 5432)));
     assert!(!k(n("11.0.0.1", 5432)));
     let args = normalize("java -jar app.jar");

@@ -1,110 +1,164 @@
-//! `make demo`: a busybox "web" workload in a runc container, watched by the
-//! node agent; then the seed's attack (busybox copied as `xmrig`, run with a
-//! mining-pool URL, then the same binary renamed `java`).
-//!
-//! Until the pipeline (profiles, learning, detection, alerts) is wired, the
-//! demo shows what the agent captures from the kernel for that scenario.
+//! `make demo`: standalone Kestrel on this host learns a busybox "web"
+//! workload running in two runc containers, converges, switches to detection,
+//! and then catches the seed's attack: a miner (`xmrig -o stratum+tcp://…`)
+//! and the same binary renamed `java`.
 
 use anyhow::{bail, Context, Result};
-use kestrel_e2e::{require_privileged, Container};
+use kestrel_e2e::{require_privileged, workload};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-fn agent_binary() -> Result<PathBuf> {
+const CONFIG: &str = "workloads:
+  - name: web
+    image: webapp:v1
+    containers: \"demo-web-*\"
+learning:
+  window: 10s
+  minLearningTime: 20s
+  cleanWindows: 1
+  maxNewPerWindow: 0
+";
+
+fn sibling(name: &str) -> Result<PathBuf> {
     let me = std::env::current_exe()?;
-    let dir = me.parent().context("binary directory")?;
-    let agent = dir.join("kestrel-agent");
-    if !agent.is_file() {
-        bail!("{} not found: run `make build` first", agent.display());
+    let p = me.parent().context("binary directory")?.join(name);
+    if !p.is_file() {
+        bail!("{} not found: run `make build` first", p.display());
     }
-    Ok(agent)
+    Ok(p)
 }
 
-fn show(line: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    let k = &v["kind"];
-    let pid = v["task"]["pid"].as_u64().unwrap_or(0);
-    let comm = v["task"]["comm"].as_str().unwrap_or("-");
-    Some(match k["type"].as_str()? {
-        "exec" => {
-            let args: Vec<&str> = k["argv"]["args"].as_array()?.iter().filter_map(|a| a.as_str()).collect();
-            format!("EXEC    pid={pid:<6} parent={:<8} exe={:<8} argv={args:?}", k["parent_comm"].as_str()?, k["exe"].as_str()?)
-        }
-        "file" => format!("FILE    pid={pid:<6} {comm:<8} {} {}", k["op"].as_str()?, k["path"].as_str()?),
-        "net" => format!(
-            "NET     pid={pid:<6} {comm:<8} {} {}",
-            k["op"].as_str()?,
-            k.get("remote").map(|r| r.to_string()).unwrap_or_default()
-        ),
-        _ => return None,
-    })
+fn describe(v: &serde_json::Value) -> Option<String> {
+    if let Some(p) = v.get("progress") {
+        let rows: Vec<String> = p
+            .as_array()?
+            .iter()
+            .map(|w| {
+                format!(
+                    "{} {} ({} paths, {} argument exemplars, {} new in window)",
+                    w["workload"].as_str().unwrap_or("?"),
+                    w["phase"].as_str().unwrap_or("?"),
+                    w["branches"],
+                    w["exemplars"],
+                    w["window_new"]
+                )
+            })
+            .collect();
+        return Some(format!("  progress: {}", rows.join("; ")));
+    }
+    if let Some(p) = v.get("phase") {
+        return Some(format!(
+            "  PHASE {}: {} -> {} ({})",
+            p["workload"].as_str()?,
+            p["from"].as_str()?,
+            p["to"].as_str()?,
+            p["reason"].as_str()?
+        ));
+    }
+    if let Some(a) = v.get("alert") {
+        let ev = &a["evidence"];
+        let rules: Vec<&str> = a["ruleHits"].as_array()?.iter().filter_map(|r| r["id"].as_str()).collect();
+        let chain: Vec<&str> = ev["processChain"].as_array()?.iter().filter_map(|p| p["exe"].as_str()).collect();
+        return Some(format!(
+            "\n  ALERT [{} {:.0}] {}\n    container {} pid {} chain {:?}\n    args {}\n    signals {}\n    rules {:?}\n    LLM: {}\n    action: {}\n    occurrences: {}",
+            a["severity"].as_str()?,
+            a["score"].as_f64()?,
+            a["title"].as_str()?,
+            ev["containerId"].as_str()?,
+            ev["pid"],
+            chain,
+            ev["args"],
+            ev["signals"],
+            rules,
+            a["llm"]["explanation"].as_str().unwrap_or("-"),
+            a["recommendation"]["summary"].as_str().or(a["recommendation"]["action"].as_str()).unwrap_or("-"),
+            a["incident"]["count"],
+        ));
+    }
+    if let Some(e) = v.get("storeError") {
+        return Some(format!("  store error: {e}"));
+    }
+    None
 }
 
 fn main() -> Result<()> {
     if !require_privileged() {
         bail!("the demo needs root, BTF, runc and busybox (make deps)");
     }
-    let agent = agent_binary()?;
-    println!("== Kestrel demo: a busybox web workload, then a crypto-miner attack ==");
-    let busybox = Path::new("/bin/busybox");
-    let web = Container::start_with(
-        "demo-web",
-        &["sh", "-c", "while true; do sleep 1; done"],
-        &[(busybox, "xmrig"), (busybox, "java")],
-    )?;
-    println!("started runc container {} (cgroup {})", web.id(), web.cgroup_path());
+    let kestrel = sibling("kestrel")?;
+    let dir = std::env::temp_dir().join(format!("kestrel-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let cfg = dir.join("config.yaml");
+    std::fs::write(&cfg, CONFIG)?;
+    let state = dir.join("state");
 
-    let mut child = Command::new(&agent)
-        .args(["capture", "--container", web.id()])
+    println!("== Kestrel demo: learn a web workload from the kernel, then catch a crypto miner ==");
+    println!("config ({}):\n{CONFIG}", cfg.display());
+    let mut child = Command::new(&kestrel)
+        .args(["standalone", "--state-dir"])
+        .arg(&state)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--progress-every", "5"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
-        .context("start kestrel-agent")?;
-    let stdout = child.stdout.take().context("agent stdout")?;
-    let stderr = child.stderr.take().context("agent stderr")?;
-    let printer = std::thread::spawn(move || {
+        .context("start kestrel standalone")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = mpsc::channel::<serde_json::Value>();
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(s) = show(&line) {
-                println!("  {s}");
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if let Some(s) = describe(&v) {
+                    println!("{s}");
+                }
+                let _ = tx.send(v);
             }
         }
     });
-    // wait for the agent to attach
-    let mut err_lines = BufReader::new(stderr).lines();
-    for line in err_lines.by_ref().map_while(Result::ok) {
-        if line.contains("\"ready\"") {
-            break;
+    std::thread::sleep(Duration::from_secs(2));
+
+    println!("-- starting two replicas of the web workload (runc + busybox): request logs, a sub-shell per request, `java -jar app.jar --timestamp=<now>`");
+    let web1 = workload::start_web("demo-web-1")?;
+    let web2 = workload::start_web("demo-web-2")?;
+    println!("-- learning (window 10s, at least 20s, then one clean window) ...");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut detecting = false;
+    while Instant::now() < deadline && !detecting {
+        if let Ok(v) = rx.recv_timeout(Duration::from_secs(1)) {
+            detecting = v.get("phase").is_some_and(|p| p["to"] == "Detecting");
         }
-        eprintln!("agent: {line}");
     }
-
-    println!("-- normal traffic: the web loop serves requests with changing ids and timestamps");
-    for i in 0..3 {
-        let cmd = format!(
-            "echo \"GET /api/items?id={i}{i}7 ts=$(date +%s)\" >> /var/log/access.log; cat /etc/passwd > /dev/null"
-        );
-        web.exec(&["sh", "-c", &cmd])?;
-        std::thread::sleep(Duration::from_millis(300));
+    if !detecting {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let _ = child.wait();
+        bail!("the workload did not converge within 3 minutes");
     }
-    println!("-- attack: a miner downloaded into the container");
-    let _ = web.exec(&["sh", "-c", "xmrig -o stratum+tcp://pool.minexmr.com:4444 -u wallet --donate-level 1 2>/dev/null; true"]);
-    std::thread::sleep(Duration::from_millis(300));
-    println!("-- attack: the same binary renamed to java");
-    let _ = web.exec(&["sh", "-c", "java -o stratum+tcp://pool.xx:4444 2>/dev/null; true"]);
-    std::thread::sleep(Duration::from_millis(800));
-
+    std::thread::sleep(Duration::from_secs(3));
+    println!("-- attack in {}: {}", web1.id(), workload::MINER);
+    println!("-- attack in {}: {}", web1.id(), workload::RENAMED_MINER);
+    workload::attack(&web1)?;
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut alerts = 0;
+    while Instant::now() < until {
+        if let Ok(v) = rx.recv_timeout(Duration::from_millis(500)) {
+            alerts += usize::from(v.get("alert").is_some());
+        }
+    }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
-    let _ = printer.join();
-    for line in err_lines.map_while(Result::ok) {
-        if line.contains("\"stats\"") {
-            println!("agent counters: {line}");
-        }
+    let _ = reader.join();
+    drop((web1, web2));
+    println!("\n-- kestrel status --state-dir {}", state.display());
+    let _ = Command::new(&kestrel).args(["status", "--state-dir"]).arg(&state).status();
+    println!("\nprofiles and alerts (YAML, the CRD schema) are in {}", state.display());
+    if alerts == 0 {
+        bail!("no alert was raised");
     }
-    drop(web);
-    println!("== done: learning, detection and alerts come with the pipeline (profiles + scoring) ==");
+    println!("== done: {alerts} alert line(s) ==");
     Ok(())
 }

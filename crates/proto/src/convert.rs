@@ -1,0 +1,541 @@
+//! Domain ⇄ wire conversions: infallible towards the wire, checked from it.
+//!
+//! Every `TryFrom<wire::…>` names the offending field in its
+//! [`ConvertError`]: unknown enum values (including `*_UNSPECIFIED`), missing
+//! messages and oneofs, numbers that do not fit the domain type, IP addresses
+//! of the wrong length.
+
+use crate::error::ConvertError;
+use crate::messages::{
+    ContainerTarget, Counters, DigestUpdate, DropCounters, EventBatch, Hello, OperatorMessage,
+    Phase, TargetSet, WorkloadEvent,
+};
+use crate::wire;
+use kestrel_events as ev;
+use kestrel_events::ByteStr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+type Result<T> = std::result::Result<T, ConvertError>;
+
+fn bytes(b: &ByteStr) -> Vec<u8> {
+    b.as_bytes().to_vec()
+}
+
+fn narrow<T: TryFrom<u32>>(field: &str, value: u32, max: T) -> Result<T>
+where
+    u64: From<T>,
+{
+    T::try_from(value).map_err(|_| ConvertError::OutOfRange {
+        field: field.to_string(),
+        value: <u64 as From<u32>>::from(value),
+        max: u64::from(max),
+    })
+}
+
+// ─────────────────────────────── events: to the wire ────────────────────────
+
+impl From<&ev::Task> for wire::Task {
+    fn from(t: &ev::Task) -> Self {
+        wire::Task {
+            pid: t.pid,
+            tid: t.tid,
+            ppid: t.ppid,
+            uid: t.uid,
+            comm: bytes(&t.comm),
+        }
+    }
+}
+
+fn runtime_to_wire(r: ev::Runtime) -> wire::Runtime {
+    match r {
+        ev::Runtime::Containerd => wire::Runtime::Containerd,
+        ev::Runtime::CriO => wire::Runtime::CriO,
+        ev::Runtime::Docker => wire::Runtime::Docker,
+        ev::Runtime::Podman => wire::Runtime::Podman,
+        ev::Runtime::Kubepods => wire::Runtime::Kubepods,
+        ev::Runtime::Plain => wire::Runtime::Plain,
+    }
+}
+
+fn endpoint_to_wire(e: &ev::Endpoint) -> wire::Endpoint {
+    let addr = match e {
+        ev::Endpoint::Ip { addr, port } => wire::endpoint::Addr::Ip(wire::IpEndpoint {
+            addr: match addr {
+                IpAddr::V4(a) => a.octets().to_vec(),
+                IpAddr::V6(a) => a.octets().to_vec(),
+            },
+            port: u32::from(*port),
+        }),
+        ev::Endpoint::Unix { unix } => wire::endpoint::Addr::Unix(bytes(unix)),
+    };
+    wire::Endpoint { addr: Some(addr) }
+}
+
+fn tcp_state_to_wire(s: ev::TcpState) -> u32 {
+    u32::from(match s {
+        ev::TcpState::Established => 1,
+        ev::TcpState::SynSent => 2,
+        ev::TcpState::SynRecv => 3,
+        ev::TcpState::Close => 7,
+        ev::TcpState::Listen => 10,
+        ev::TcpState::Other(n) => n,
+    })
+}
+
+fn kind_to_wire(k: &ev::EventKind) -> wire::event::Kind {
+    use wire::event::Kind;
+    match k {
+        ev::EventKind::Exec(x) => Kind::Exec(wire::Exec {
+            filename: bytes(&x.filename),
+            exe: bytes(&x.exe),
+            parent_comm: bytes(&x.parent_comm),
+            ns_pid: x.ns_pid,
+            argv: Some(wire::Argv {
+                args: x.argv.args.iter().map(bytes).collect(),
+                size: x.argv.size,
+                truncated: x.argv.truncated,
+                read_failed: x.argv.read_failed,
+            }),
+            from_proc_scan: x.from_proc_scan,
+        }),
+        ev::EventKind::Fork(f) => Kind::Fork(wire::Fork {
+            parent_pid: f.parent_pid,
+        }),
+        ev::EventKind::Exit(x) => Kind::Exit(wire::Exit {
+            code: u32::from(x.code),
+            signal: u32::from(x.signal),
+        }),
+        ev::EventKind::File(f) => Kind::File(wire::FileOp {
+            op: match f.op {
+                ev::FileOpKind::Open => wire::FileOpKind::Open,
+                ev::FileOpKind::Rename => wire::FileOpKind::Rename,
+                ev::FileOpKind::Unlink => wire::FileOpKind::Unlink,
+            } as i32,
+            syscall_nr: f.syscall_nr,
+            dfd: f.dfd,
+            path: bytes(&f.path),
+            new_path: f.new_path.as_ref().map(bytes),
+            new_dfd: f.new_dfd,
+            flags: f.flags,
+            mode: f.mode,
+            truncated: f.truncated,
+            read_failed: f.read_failed,
+        }),
+        ev::EventKind::Net(n) => Kind::Net(wire::NetOp {
+            op: match n.op {
+                ev::NetOpKind::Connect => wire::NetOpKind::Connect,
+                ev::NetOpKind::Accept => wire::NetOpKind::Accept,
+                ev::NetOpKind::State => wire::NetOpKind::State,
+            } as i32,
+            family: u32::from(n.family),
+            protocol: u32::from(n.protocol),
+            local: n.local.as_ref().map(endpoint_to_wire),
+            remote: n.remote.as_ref().map(endpoint_to_wire),
+            fd: n.fd,
+            sock: n.sock,
+            tcp_state: n.tcp_state.map(|(old, new)| wire::TcpTransition {
+                old_state: tcp_state_to_wire(old),
+                new_state: tcp_state_to_wire(new),
+            }),
+            read_failed: n.read_failed,
+        }),
+        ev::EventKind::Cgroup(c) => Kind::Cgroup(wire::CgroupChange {
+            id: c.id,
+            level: c.level,
+            path: bytes(&c.path),
+            created: c.created,
+        }),
+    }
+}
+
+/// The wire form of an event, with an empty `workload` (see
+/// [`WorkloadEvent`] to carry one).
+impl From<&ev::Event> for wire::Event {
+    fn from(e: &ev::Event) -> Self {
+        wire::Event {
+            ts_ns: e.ts_ns,
+            cgroup_id: e.cgroup_id,
+            task: e.task.as_ref().map(wire::Task::from),
+            ns: Some(wire::Namespaces {
+                pid: e.ns.pid,
+                mnt: e.ns.mnt,
+            }),
+            container: e.container.as_ref().map(|c| wire::ContainerRef {
+                id: c.id.clone(),
+                runtime: runtime_to_wire(c.runtime) as i32,
+            }),
+            workload: String::new(),
+            kind: Some(kind_to_wire(&e.kind)),
+        }
+    }
+}
+
+impl From<&WorkloadEvent> for wire::Event {
+    fn from(e: &WorkloadEvent) -> Self {
+        let mut w = wire::Event::from(&e.event);
+        w.workload.clone_from(&e.workload);
+        w
+    }
+}
+
+// ─────────────────────────────── events: from the wire ──────────────────────
+
+fn runtime_from_wire(v: i32) -> Result<ev::Runtime> {
+    Ok(match wire::Runtime::try_from(v) {
+        Ok(wire::Runtime::Containerd) => ev::Runtime::Containerd,
+        Ok(wire::Runtime::CriO) => ev::Runtime::CriO,
+        Ok(wire::Runtime::Docker) => ev::Runtime::Docker,
+        Ok(wire::Runtime::Podman) => ev::Runtime::Podman,
+        Ok(wire::Runtime::Kubepods) => ev::Runtime::Kubepods,
+        Ok(wire::Runtime::Plain) => ev::Runtime::Plain,
+        Ok(wire::Runtime::Unspecified) | Err(_) => {
+            return Err(ConvertError::unknown_enum("container.runtime", v))
+        }
+    })
+}
+
+fn endpoint_from_wire(e: wire::Endpoint, field: &str) -> Result<ev::Endpoint> {
+    match e.addr {
+        None => Err(ConvertError::missing(&format!("{field}.addr"))),
+        Some(wire::endpoint::Addr::Unix(p)) => Ok(ev::Endpoint::Unix {
+            unix: ByteStr::new(p),
+        }),
+        Some(wire::endpoint::Addr::Ip(ip)) => {
+            let addr = match ip.addr.len() {
+                4 => {
+                    let mut o = [0u8; 4];
+                    o.copy_from_slice(&ip.addr);
+                    IpAddr::V4(Ipv4Addr::from(o))
+                }
+                16 => {
+                    let mut o = [0u8; 16];
+                    o.copy_from_slice(&ip.addr);
+                    IpAddr::V6(Ipv6Addr::from(o))
+                }
+                n => {
+                    return Err(ConvertError::Invalid {
+                        field: format!("{field}.ip.addr"),
+                        reason: format!("{n} bytes, want 4 (IPv4) or 16 (IPv6)"),
+                    })
+                }
+            };
+            let port = narrow(&format!("{field}.ip.port"), ip.port, u16::MAX)?;
+            Ok(ev::Endpoint::Ip { addr, port })
+        }
+    }
+}
+
+fn tcp_state_from_wire(v: u32, field: &str) -> Result<ev::TcpState> {
+    Ok(ev::TcpState::from_raw(narrow(field, v, u16::MAX)?))
+}
+
+fn kind_from_wire(k: wire::event::Kind) -> Result<ev::EventKind> {
+    use wire::event::Kind;
+    Ok(match k {
+        Kind::Exec(x) => {
+            let argv = x.argv.ok_or_else(|| ConvertError::missing("exec.argv"))?;
+            ev::EventKind::Exec(ev::Exec {
+                filename: ByteStr::new(x.filename),
+                exe: ByteStr::new(x.exe),
+                parent_comm: ByteStr::new(x.parent_comm),
+                ns_pid: x.ns_pid,
+                argv: ev::Argv {
+                    args: argv.args.into_iter().map(ByteStr::new).collect(),
+                    size: argv.size,
+                    truncated: argv.truncated,
+                    read_failed: argv.read_failed,
+                },
+                from_proc_scan: x.from_proc_scan,
+            })
+        }
+        Kind::Fork(f) => ev::EventKind::Fork(ev::Fork {
+            parent_pid: f.parent_pid,
+        }),
+        Kind::Exit(x) => ev::EventKind::Exit(ev::Exit {
+            code: narrow("exit.code", x.code, u8::MAX)?,
+            signal: narrow("exit.signal", x.signal, u8::MAX)?,
+        }),
+        Kind::File(f) => ev::EventKind::File(ev::FileOp {
+            op: match wire::FileOpKind::try_from(f.op) {
+                Ok(wire::FileOpKind::Open) => ev::FileOpKind::Open,
+                Ok(wire::FileOpKind::Rename) => ev::FileOpKind::Rename,
+                Ok(wire::FileOpKind::Unlink) => ev::FileOpKind::Unlink,
+                Ok(wire::FileOpKind::Unspecified) | Err(_) => {
+                    return Err(ConvertError::unknown_enum("file.op", f.op))
+                }
+            },
+            syscall_nr: f.syscall_nr,
+            dfd: f.dfd,
+            path: ByteStr::new(f.path),
+            new_path: f.new_path.map(ByteStr::new),
+            new_dfd: f.new_dfd,
+            flags: f.flags,
+            mode: f.mode,
+            truncated: f.truncated,
+            read_failed: f.read_failed,
+        }),
+        Kind::Net(n) => ev::EventKind::Net(ev::NetOp {
+            op: match wire::NetOpKind::try_from(n.op) {
+                Ok(wire::NetOpKind::Connect) => ev::NetOpKind::Connect,
+                Ok(wire::NetOpKind::Accept) => ev::NetOpKind::Accept,
+                Ok(wire::NetOpKind::State) => ev::NetOpKind::State,
+                Ok(wire::NetOpKind::Unspecified) | Err(_) => {
+                    return Err(ConvertError::unknown_enum("net.op", n.op))
+                }
+            },
+            family: narrow("net.family", n.family, u16::MAX)?,
+            protocol: narrow("net.protocol", n.protocol, u16::MAX)?,
+            local: n
+                .local
+                .map(|e| endpoint_from_wire(e, "net.local"))
+                .transpose()?,
+            remote: n
+                .remote
+                .map(|e| endpoint_from_wire(e, "net.remote"))
+                .transpose()?,
+            fd: n.fd,
+            sock: n.sock,
+            tcp_state: match n.tcp_state {
+                None => None,
+                Some(t) => Some((
+                    tcp_state_from_wire(t.old_state, "net.tcp_state.old_state")?,
+                    tcp_state_from_wire(t.new_state, "net.tcp_state.new_state")?,
+                )),
+            },
+            read_failed: n.read_failed,
+        }),
+        Kind::Cgroup(c) => ev::EventKind::Cgroup(ev::CgroupChange {
+            id: c.id,
+            level: c.level,
+            path: ByteStr::new(c.path),
+            created: c.created,
+        }),
+    })
+}
+
+/// Checks and converts a wire event; its `workload` is dropped (see
+/// [`WorkloadEvent`] to keep it).
+impl TryFrom<wire::Event> for ev::Event {
+    type Error = ConvertError;
+
+    fn try_from(w: wire::Event) -> Result<Self> {
+        let ns = w.ns.ok_or_else(|| ConvertError::missing("ns"))?;
+        let container = match w.container {
+            None => None,
+            Some(c) => Some(ev::ContainerRef {
+                runtime: runtime_from_wire(c.runtime)?,
+                id: c.id,
+            }),
+        };
+        let kind = kind_from_wire(w.kind.ok_or_else(|| ConvertError::missing("kind"))?)?;
+        Ok(ev::Event {
+            ts_ns: w.ts_ns,
+            cgroup_id: w.cgroup_id,
+            task: w.task.map(|t| ev::Task {
+                pid: t.pid,
+                tid: t.tid,
+                ppid: t.ppid,
+                uid: t.uid,
+                comm: ByteStr::new(t.comm),
+            }),
+            ns: ev::Namespaces {
+                pid: ns.pid,
+                mnt: ns.mnt,
+            },
+            container,
+            kind,
+        })
+    }
+}
+
+impl TryFrom<wire::Event> for WorkloadEvent {
+    type Error = ConvertError;
+
+    fn try_from(mut w: wire::Event) -> Result<Self> {
+        let workload = std::mem::take(&mut w.workload);
+        Ok(WorkloadEvent {
+            workload,
+            event: ev::Event::try_from(w)?,
+        })
+    }
+}
+
+// ─────────────────────────────── agent messages ─────────────────────────────
+
+impl From<&Hello> for wire::Hello {
+    fn from(h: &Hello) -> Self {
+        wire::Hello {
+            node_name: h.node_name.clone(),
+            agent_id: h.agent_id.clone(),
+            version: h.version.clone(),
+            boot_id: h.boot_id.clone(),
+            instance: h.instance,
+        }
+    }
+}
+
+impl From<wire::Hello> for Hello {
+    fn from(h: wire::Hello) -> Self {
+        Hello {
+            node_name: h.node_name,
+            agent_id: h.agent_id,
+            version: h.version,
+            boot_id: h.boot_id,
+            instance: h.instance,
+        }
+    }
+}
+
+impl From<&EventBatch> for wire::EventBatch {
+    fn from(b: &EventBatch) -> Self {
+        wire::EventBatch {
+            events: b.events.iter().map(wire::Event::from).collect(),
+            seq: b.seq,
+        }
+    }
+}
+
+impl TryFrom<wire::EventBatch> for EventBatch {
+    type Error = ConvertError;
+
+    fn try_from(b: wire::EventBatch) -> Result<Self> {
+        let mut events = Vec::with_capacity(b.events.len());
+        for (i, e) in b.events.into_iter().enumerate() {
+            events.push(
+                WorkloadEvent::try_from(e).map_err(|err| err.within(&format!("events[{i}]")))?,
+            );
+        }
+        Ok(EventBatch { seq: b.seq, events })
+    }
+}
+
+fn counters_to_wire(m: &BTreeMap<String, u64>) -> Vec<wire::WorkloadCounter> {
+    m.iter()
+        .map(|(w, c)| wire::WorkloadCounter {
+            workload: w.clone(),
+            count: *c,
+        })
+        .collect()
+}
+
+fn counters_from_wire(v: Vec<wire::WorkloadCounter>) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for c in v {
+        // A workload listed twice adds up rather than losing a count.
+        let n = m.entry(c.workload).or_insert(0u64);
+        *n = n.saturating_add(c.count);
+    }
+    m
+}
+
+impl From<&Counters> for wire::Counters {
+    fn from(c: &Counters) -> Self {
+        wire::Counters {
+            matched: counters_to_wire(&c.matched),
+            drops: Some(wire::DropCounters {
+                ring_dropped: c.drops.ring_dropped,
+                queue_dropped: c.drops.queue_dropped,
+                aggregated: c.drops.aggregated,
+                oversize_dropped: c.drops.oversize_dropped,
+                queue_dropped_by_workload: counters_to_wire(&c.drops.queue_dropped_by_workload),
+            }),
+        }
+    }
+}
+
+impl From<wire::Counters> for Counters {
+    fn from(c: wire::Counters) -> Self {
+        let d = c.drops.unwrap_or_default();
+        Counters {
+            matched: counters_from_wire(c.matched),
+            drops: DropCounters {
+                ring_dropped: d.ring_dropped,
+                queue_dropped: d.queue_dropped,
+                aggregated: d.aggregated,
+                oversize_dropped: d.oversize_dropped,
+                queue_dropped_by_workload: counters_from_wire(d.queue_dropped_by_workload),
+            },
+        }
+    }
+}
+
+// ─────────────────────────────── operator messages ──────────────────────────
+
+impl From<Phase> for wire::Phase {
+    fn from(p: Phase) -> Self {
+        match p {
+            Phase::Learning => wire::Phase::Learning,
+            Phase::Converged => wire::Phase::Converged,
+            Phase::Detecting => wire::Phase::Detecting,
+        }
+    }
+}
+
+impl From<&OperatorMessage> for wire::OperatorMessage {
+    fn from(m: &OperatorMessage) -> Self {
+        use wire::operator_message::Msg;
+        let msg = match m {
+            OperatorMessage::Digest(d) => Msg::Digest(wire::DigestUpdate {
+                workload: d.workload.clone(),
+                phase: wire::Phase::from(d.phase) as i32,
+                path_hashes: d.path_hashes.clone(),
+                arg_hashes: d.arg_hashes.clone(),
+                generation: d.generation,
+                full: d.full,
+            }),
+            OperatorMessage::Targets(t) => Msg::Targets(wire::TargetSet {
+                targets: t
+                    .targets
+                    .iter()
+                    .map(|t| wire::ContainerTarget {
+                        container_id_glob: t.container_id_glob.clone(),
+                        workload: t.workload.clone(),
+                    })
+                    .collect(),
+            }),
+        };
+        wire::OperatorMessage { msg: Some(msg) }
+    }
+}
+
+impl TryFrom<wire::DigestUpdate> for DigestUpdate {
+    type Error = ConvertError;
+
+    fn try_from(d: wire::DigestUpdate) -> Result<Self> {
+        let phase = match wire::Phase::try_from(d.phase) {
+            Ok(wire::Phase::Learning) => Phase::Learning,
+            Ok(wire::Phase::Converged) => Phase::Converged,
+            Ok(wire::Phase::Detecting) => Phase::Detecting,
+            Ok(wire::Phase::Unspecified) | Err(_) => {
+                return Err(ConvertError::unknown_enum("digest.phase", d.phase))
+            }
+        };
+        if d.workload.is_empty() {
+            return Err(ConvertError::missing("digest.workload"));
+        }
+        Ok(DigestUpdate {
+            workload: d.workload,
+            phase,
+            path_hashes: d.path_hashes,
+            arg_hashes: d.arg_hashes,
+            generation: d.generation,
+            full: d.full,
+        })
+    }
+}
+
+impl From<wire::TargetSet> for TargetSet {
+    fn from(t: wire::TargetSet) -> Self {
+        TargetSet {
+            targets: t
+                .targets
+                .into_iter()
+                .map(|t| ContainerTarget {
+                    container_id_glob: t.container_id_glob,
+                    workload: t.workload,
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! How a kernel event becomes profile input: the one place that decides which
+//! fields of an [`Event`] form the process, file and network trie paths.
+//!
+//! - process: image → parent (the parent's comm) → process name, with the
+//!   arguments after `argv[0]`, written losslessly and normalised
+//!   (`kestrel_embed::normalize`). The process name is the basename of the
+//!   path given to execve (`/bin/sleep` → `sleep`, `./java` → `java`, even when
+//!   it is a renamed or symlinked binary), except for re-execs through
+//!   `/proc/self/exe` (busybox applets), where it is the basename of `argv[0]`;
+//! - file: image → comm → access kind → the path as the syscall received it;
+//! - network: image → comm → direction → peer address → protocol → port
+//!   (the remote port outbound, the local port inbound and for listeners).
+//!   TCP state changes only contribute listeners: connects and accepts are
+//!   already reported with their task by the syscall events.
+
+use kestrel_events::{Endpoint, Event, EventKind, FileAccess, NetOpKind, TcpState};
+use kestrel_profile as profile;
+
+/// Owned inputs for one profile event (borrowed by [`Activity::as_event`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Activity {
+    /// An exec.
+    Process {
+        /// Parent process name.
+        parent: Vec<u8>,
+        /// Executable name.
+        exe: Vec<u8>,
+        /// Normalised argument text (after `argv[0]`).
+        args: String,
+        /// The raw argv, lossless text form, for alerts.
+        argv: Vec<String>,
+    },
+    /// A file access.
+    File {
+        /// The acting process (comm).
+        process: Vec<u8>,
+        /// Access kind.
+        access: profile::Access,
+        /// Path bytes.
+        path: Vec<u8>,
+    },
+    /// A connection or listener.
+    Network {
+        /// The acting process (comm).
+        process: Vec<u8>,
+        /// Direction.
+        direction: profile::Direction,
+        /// Peer address (or a unix socket name).
+        peer: Peer,
+        /// Transport protocol.
+        protocol: profile::Protocol,
+        /// Port.
+        port: u16,
+    },
+}
+
+/// An owned peer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Peer {
+    /// An IP address.
+    Ip(std::net::IpAddr),
+    /// A unix socket path, as `unix:<path>`.
+    Name(Vec<u8>),
+}
+
+impl Activity {
+    /// The profile event for `image`.
+    pub fn as_event<'a>(&'a self, image: &'a [u8]) -> profile::Event<'a> {
+        match self {
+            Activity::Process { parent, exe, args, .. } => {
+                profile::Event::Process(profile::ProcessEvent { image, parent, exe, args })
+            }
+            Activity::File { process, access, path } => {
+                profile::Event::File(profile::FileEvent { image, process, access: *access, path })
+            }
+            Activity::Network { process, direction, peer, protocol, port } => {
+                profile::Event::Network(profile::NetworkEvent {
+                    image,
+                    process,
+                    direction: *direction,
+                    peer: match peer {
+                        Peer::Ip(ip) => profile::Peer::Ip(*ip),
+                        Peer::Name(n) => profile::Peer::Name(n),
+                    },
+                    protocol: *protocol,
+                    port: *port,
+                })
+            }
+        }
+    }
+}
+
+fn access(a: FileAccess) -> profile::Access {
+    match a {
+        FileAccess::Read => profile::Access::Read,
+        FileAccess::Write => profile::Access::Write,
+        FileAccess::Create => profile::Access::Create,
+        FileAccess::Delete => profile::Access::Delete,
+        FileAccess::Rename => profile::Access::Rename,
+    }
+}
+
+fn protocol(n: u16) -> profile::Protocol {
+    match n {
+        6 => profile::Protocol::Tcp,
+        17 => profile::Protocol::Udp,
+        1 | 58 => profile::Protocol::Icmp,
+        n => profile::Protocol::Other(u8::try_from(n).unwrap_or(u8::MAX)),
+    }
+}
+
+/// The lossless text of the arguments after `argv[0]`, normalised.
+pub fn normalized_args(args: &[kestrel_events::ByteStr]) -> String {
+    let joined: Vec<String> = args.iter().skip(1).map(|a| a.to_escaped()).collect();
+    kestrel_embed::normalize(&joined.join(" "))
+}
+
+fn basename(path: &[u8]) -> &[u8] {
+    path.rsplit(|&b| b == b'/').next().unwrap_or_default()
+}
+
+/// The process name of an exec (see the module docs).
+pub fn process_name(x: &kestrel_events::Exec) -> Vec<u8> {
+    let file = x.filename.as_bytes();
+    let via_proc = file.starts_with(b"/proc/") && file.ends_with(b"/exe");
+    let name = if file.is_empty() || via_proc {
+        x.argv.args.first().map(|a| basename(a.as_bytes())).filter(|n| !n.is_empty())
+    } else {
+        Some(basename(file))
+    };
+    name.unwrap_or_else(|| x.exe.as_bytes()).to_vec()
+}
+
+/// The profile activity of an event, if it has one.
+pub fn activity_of(event: &Event) -> Option<Activity> {
+    let comm = || event.task.as_ref().map(|t| t.comm.as_bytes().to_vec()).unwrap_or_default();
+    match &event.kind {
+        EventKind::Exec(x) => {
+            Some(Activity::Process {
+                parent: x.parent_comm.as_bytes().to_vec(),
+                exe: process_name(x),
+                args: normalized_args(&x.argv.args),
+                argv: x.argv.args.iter().map(|a| a.to_escaped()).collect(),
+            })
+        }
+        EventKind::File(f) => {
+            if f.read_failed && f.path.is_empty() {
+                return None;
+            }
+            Some(Activity::File { process: comm(), access: access(f.access()), path: f.path.as_bytes().to_vec() })
+        }
+        EventKind::Net(n) => {
+            let direction = match (n.op, n.direction()?) {
+                (NetOpKind::State, kestrel_events::Direction::Listen) => profile::Direction::Listen,
+                (NetOpKind::State, _) => return None,
+                (_, kestrel_events::Direction::Outbound) => profile::Direction::Outbound,
+                (_, kestrel_events::Direction::Inbound) => profile::Direction::Inbound,
+                (_, kestrel_events::Direction::Listen) => profile::Direction::Listen,
+            };
+            let (peer, port) = match direction {
+                profile::Direction::Outbound => match n.remote.as_ref()? {
+                    Endpoint::Ip { addr, port } => (Peer::Ip(*addr), *port),
+                    Endpoint::Unix { unix } => (Peer::Name([b"unix:", unix.as_bytes()].concat()), 0),
+                },
+                profile::Direction::Inbound => {
+                    let local_port = match n.local.as_ref()? {
+                        Endpoint::Ip { port, .. } => *port,
+                        Endpoint::Unix { .. } => 0,
+                    };
+                    match n.remote.as_ref()? {
+                        Endpoint::Ip { addr, .. } => (Peer::Ip(*addr), local_port),
+                        Endpoint::Unix { unix } => (Peer::Name([b"unix:", unix.as_bytes()].concat()), 0),
+                    }
+                }
+                profile::Direction::Listen => match (n.local.as_ref()?, n.tcp_state) {
+                    (Endpoint::Ip { addr, port }, Some((_, TcpState::Listen))) => (Peer::Ip(*addr), *port),
+                    _ => return None,
+                },
+            };
+            Some(Activity::Network {
+                process: comm(),
+                direction,
+                peer,
+                protocol: if n.family == 1 { profile::Protocol::Other(0) } else { protocol(n.protocol) },
+                port,
+            })
+        }
+        EventKind::Fork(_) | EventKind::Exit(_) | EventKind::Cgroup(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kestrel_events::{Argv, ByteStr, Exec, Namespaces, Task};
+
+    fn exec(args: &[&str]) -> Event {
+        Event {
+            ts_ns: 0,
+            cgroup_id: 1,
+            task: Some(Task { pid: 10, tid: 10, ppid: 9, uid: 0, comm: "java".into() }),
+            ns: Namespaces::default(),
+            container: None,
+            kind: EventKind::Exec(Exec {
+                filename: "/usr/bin/java".into(),
+                exe: "java".into(),
+                parent_comm: "sh".into(),
+                ns_pid: 3,
+                argv: Argv { args: args.iter().map(|a| ByteStr::from(*a)).collect(), size: 0, truncated: false, read_failed: false },
+                from_proc_scan: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn exec_arguments_exclude_argv0_and_are_normalised() {
+        let a = activity_of(&exec(&["java", "-jar", "app.jar", "--timestamp=12345"])).unwrap();
+        let b = activity_of(&exec(&["/opt/java", "-jar", "app.jar", "--timestamp=99999"])).unwrap();
+        let (Activity::Process { args: x, parent, exe, .. }, Activity::Process { args: y, .. }) = (&a, &b) else { panic!() };
+        assert_eq!(x, y, "timestamps normalise to the same text");
+        assert!(!x.contains("java"));
+        assert_eq!(parent, b"sh");
+        assert_eq!(exe, b"java");
+    }
+
+    #[test]
+    fn non_utf8_arguments_stay_distinguishable() {
+        let a = activity_of(&exec(&["x", "\u{e9}"])).unwrap();
+        let mut raw = exec(&["x"]);
+        if let EventKind::Exec(x) = &mut raw.kind {
+            x.argv.args.push(ByteStr::new(vec![0xe9]));
+        }
+        let b = activity_of(&raw).unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn busybox_re_execs_are_named_by_argv0() {
+        let mut e = exec(&["sleep", "1"]);
+        if let EventKind::Exec(x) = &mut e.kind {
+            x.filename = "/proc/self/exe".into();
+            x.exe = "busybox".into();
+        }
+        let Some(Activity::Process { exe, .. }) = activity_of(&e) else { panic!() };
+        assert_eq!(exe, b"sleep");
+    }
+}

@@ -1,0 +1,142 @@
+//! `kestrel`: standalone mode and state inspection.
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kestrel_operator::standalone::{self, Line, StandaloneConfig};
+use kestrel_operator::store::{DirStore, Store};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "kestrel", version, about = "Kestrel: learn what containers normally do, alert on the rest")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Agent and operator in one process on this host (root, BTF kernel).
+    Standalone {
+        /// Where profiles, alerts and status.json are kept.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// YAML config (workloads, learning, thresholds).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Seconds between progress lines.
+        #[arg(long, default_value_t = 5.0)]
+        progress_every: f64,
+    },
+    /// Print the workloads and alerts kept in a state directory.
+    Status {
+        /// The state directory.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// `table` (default) or `json`.
+        #[arg(long, default_value = "table")]
+        output: String,
+    },
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Standalone { state_dir, config, progress_every } => {
+            for sig in [libc::SIGINT, libc::SIGTERM] {
+                // SAFETY: the handler only stores to an atomic.
+                unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+            }
+            let cfg = match &config {
+                Some(p) => StandaloneConfig::load(p)?,
+                None => StandaloneConfig::default(),
+            };
+            eprintln!("kestrel: loading the embedding model");
+            let embedder = standalone::load_embedder(&cfg)?;
+            eprintln!("kestrel: model {} loaded; starting capture", embedder.model_id());
+            let stdout = std::io::stdout();
+            let summary = standalone::run(
+                &cfg,
+                &state_dir,
+                &STOP,
+                embedder,
+                |line: &Line| {
+                    let mut out = stdout.lock();
+                    if serde_json::to_writer(&mut out, line).is_ok() {
+                        let _ = out.write_all(b"\n");
+                        let _ = out.flush();
+                    }
+                },
+                Duration::from_secs_f64(progress_every.max(0.1)),
+            )
+            .context("standalone run failed")?;
+            eprintln!("{}", serde_json::json!({ "summary": summary }));
+            Ok(())
+        }
+        Command::Status { state_dir, output } => status(&state_dir, &output),
+    }
+}
+
+fn status(dir: &std::path::Path, output: &str) -> anyhow::Result<()> {
+    let store = DirStore::open(dir)?;
+    let mut rows = Vec::new();
+    for (name, yaml) in store.load_profiles() {
+        let row = yaml.map_err(|e| e.to_string()).and_then(|y| {
+            serde_saphyr::from_str::<kestrel_profile::ProfileDocument>(&y).map_err(|e| format!("{name}: {e}"))
+        });
+        rows.push((name, row));
+    }
+    let alerts = store.load_alerts();
+    if output == "json" {
+        let v = serde_json::json!({
+            "workloads": rows.iter().map(|(n, r)| match r {
+                Ok(doc) => serde_json::json!({"workload": n, "phase": doc.status.as_ref().map(|s| format!("{:?}", s.phase))}),
+                Err(e) => serde_json::json!({"workload": n, "error": e}),
+            }).collect::<Vec<_>>(),
+            "alerts": alerts.iter().filter_map(|a| a.as_ref().ok()).map(|a| serde_json::json!({
+                "name": a.metadata.name, "severity": format!("{:?}", a.spec.severity), "score": a.spec.score,
+                "count": a.spec.incident.count, "title": a.spec.title,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!("{:<24} {:<12} {:>9} {:>10}", "WORKLOAD", "PHASE", "PROCESSES", "FILES");
+    for (name, row) in &rows {
+        match row {
+            Ok(doc) => println!(
+                "{:<24} {:<12} {:>9} {:>10}",
+                name,
+                doc.status.as_ref().map(|s| format!("{:?}", s.phase)).unwrap_or_else(|| "-".into()),
+                doc.spec.processes.len(),
+                doc.spec.files.len(),
+            ),
+            Err(e) => println!("{name:<24} ERROR {e}"),
+        }
+    }
+    println!();
+    println!("{:<8} {:>5} {:>6}  {}", "SEVERITY", "SCORE", "COUNT", "ALERT");
+    for a in &alerts {
+        match a {
+            Ok(a) => println!(
+                "{:<8} {:>5.1} {:>6}  {}",
+                format!("{:?}", a.spec.severity),
+                a.spec.score,
+                a.spec.incident.count,
+                a.spec.title
+            ),
+            Err(e) => println!("ERROR {e}"),
+        }
+    }
+    Ok(())
+}

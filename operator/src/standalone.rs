@@ -1,0 +1,333 @@
+//! Standalone mode: agent and operator logic in one process on one host, with
+//! the same code paths as the cluster shape (capture → edge filter →
+//! engine), minus the gRPC hop. State is a directory of YAML files.
+//!
+//! Output contract (stable):
+//! - profiles in `DIR/profiles/<workload>.yaml` (`BehaviorProfile`),
+//! - alerts in `DIR/alerts/<name>.yaml` (`SecurityAlert`) and one JSON object
+//!   per line on stdout (`{"alert": …}`),
+//! - one JSON status line per phase change (`{"phase": …}`) and a progress
+//!   line per workload every `progress_every` (`{"progress": …}`),
+//! - `DIR/status.json`: workloads and edge counters, rewritten every second.
+
+use crate::engine::{Engine, EngineConfig, Output};
+use crate::store::{DirStore, Store};
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use kestrel_agent::capture::{self, CaptureConfig, Scope};
+use kestrel_agent::edge::{EdgeCounters, EdgeFilter, Forwarded};
+use kestrel_agent::workloads::{WorkloadMap, WorkloadSpec};
+use kestrel_embed::{ArgEmbedder, CacheOptions, EmbedConfig, Embedder, OnnxEmbedder};
+use kestrel_profile::{Digest, Mode, ProfileConfig};
+use kestrel_scoring::{RuleSet, Scorer, ScoringConfig};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Learning settings in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LearningSettings {
+    /// Sliding window (`1h`, `30s`, …).
+    pub window: Option<String>,
+    /// Minimum learning time.
+    pub min_learning_time: Option<String>,
+    /// Consecutive clean windows needed.
+    pub clean_windows: Option<u32>,
+    /// Growth a clean window may count.
+    pub max_new_per_window: Option<u32>,
+}
+
+/// The standalone config file (`--config FILE`, YAML).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StandaloneConfig {
+    /// Named workloads by container-id glob; other containers are their own workload.
+    #[serde(default)]
+    pub workloads: Vec<WorkloadSpec>,
+    /// Learning and convergence.
+    #[serde(default)]
+    pub learning: LearningSettings,
+    /// `Auto` (default), `Learn` or `Detect`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Argument similarity threshold; default: the model's calibrated one.
+    #[serde(default)]
+    pub similarity_threshold: Option<f32>,
+    /// Directory of the embedding model (default `$KESTREL_MODEL_DIR`).
+    #[serde(default)]
+    pub model_dir: Option<PathBuf>,
+    /// Extra rule files (YAML) added to the default pack.
+    #[serde(default)]
+    pub rules: Vec<PathBuf>,
+}
+
+impl StandaloneConfig {
+    /// Reads and checks a config file; errors name the file and the field.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    fn profile_config(&self, default_threshold: f32) -> anyhow::Result<ProfileConfig> {
+        let mut b = ProfileConfig::builder().similarity_threshold(self.similarity_threshold.unwrap_or(default_threshold));
+        let dur = |field: &str, v: &Option<String>| -> anyhow::Result<Option<Duration>> {
+            v.as_deref()
+                .map(|s| kestrel_profile::parse_duration(s).ok_or_else(|| anyhow::anyhow!("learning.{field}: bad duration {s:?}")))
+                .transpose()
+        };
+        if let Some(w) = dur("window", &self.learning.window)? {
+            b = b.window(w);
+        }
+        if let Some(m) = dur("minLearningTime", &self.learning.min_learning_time)? {
+            b = b.min_learning_time(m);
+        }
+        if let Some(k) = self.learning.clean_windows {
+            b = b.clean_windows(k);
+        }
+        if let Some(n) = self.learning.max_new_per_window {
+            b = b.max_new_per_window(n);
+        }
+        if let Some(m) = &self.mode {
+            b = b.mode(match m.as_str() {
+                "Auto" => Mode::Auto,
+                "Learn" => Mode::Learn,
+                "Detect" => Mode::Detect,
+                other => anyhow::bail!("mode: {other:?} is not Auto, Learn or Detect"),
+            });
+        }
+        Ok(b.build()?)
+    }
+}
+
+/// One line of standalone output.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Line {
+    /// A phase change.
+    Phase {
+        /// Workload.
+        workload: String,
+        /// From.
+        from: String,
+        /// To.
+        to: String,
+        /// Why.
+        reason: String,
+    },
+    /// Learning progress.
+    Progress(Vec<crate::engine::WorkloadStatus>),
+    /// An alert (created or updated).
+    Alert(Box<kestrel_scoring::SecurityAlert>),
+    /// Stored state that could not be loaded (the rest still loads).
+    StoreError(String),
+}
+
+/// Summary of a run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Edge-filter counters.
+    pub edge: EdgeCounters,
+    /// Forwarded events lost because the engine queue was full.
+    pub queue_dropped: u64,
+    /// Capture counters.
+    pub capture: capture::CaptureStats,
+}
+
+fn wall_now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+/// Loads the embedding model named by the config (or the environment).
+pub fn load_embedder(cfg: &StandaloneConfig) -> anyhow::Result<Arc<dyn Embedder>> {
+    let ecfg = match &cfg.model_dir {
+        Some(d) => EmbedConfig::from_dir(d),
+        None => EmbedConfig::from_env(),
+    };
+    let model = OnnxEmbedder::load(ecfg).map_err(|e| anyhow::anyhow!("embedding model: {e} (run `make deps`)"))?;
+    Ok(Arc::new(ArgEmbedder::new(Arc::new(model), CacheOptions::default())?))
+}
+
+/// Runs standalone Kestrel until `stop` is set.
+pub fn run(
+    cfg: &StandaloneConfig,
+    state_dir: &Path,
+    stop: &AtomicBool,
+    embedder: Arc<dyn Embedder>,
+    mut emit: impl FnMut(&Line),
+    progress_every: Duration,
+) -> anyhow::Result<Summary> {
+    let store = DirStore::open(state_dir)?;
+    let threshold = kestrel_embed::default_threshold(embedder.model_id()).unwrap_or(0.95);
+    let mut rules = RuleSet::builder().default_pack();
+    for r in &cfg.rules {
+        let text = std::fs::read_to_string(r).map_err(|e| anyhow::anyhow!("{}: {e}", r.display()))?;
+        rules = rules.add_yaml(r.display().to_string(), text);
+    }
+    let scorer = Scorer::new(ScoringConfig::default(), rules.build()?)?;
+    let node = hostname();
+    let mut engine = Engine::new(
+        EngineConfig {
+            profile: cfg.profile_config(threshold)?,
+            node: node.clone(),
+            namespace: "standalone".into(),
+            digest_seed: u64::from(std::process::id()) << 32 | 0x6b65,
+        },
+        embedder,
+        scorer,
+    );
+    let now = wall_now();
+    for (name, yaml) in store.load_profiles() {
+        let loaded = yaml.map_err(|e| e.to_string()).and_then(|y| engine.load_profile(&name, &y, now).map_err(|e| e.to_string()));
+        if let Err(e) = loaded {
+            emit(&Line::StoreError(e));
+        }
+    }
+
+    let (fwd_tx, fwd_rx): (Sender<Forwarded>, Receiver<Forwarded>) = bounded(65_536);
+    let (dig_tx, dig_rx): (Sender<(String, Digest)>, Receiver<(String, Digest)>) = bounded(1024);
+    let edge_counters = Arc::new(Mutex::new(EdgeCounters::default()));
+    let queue_dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let capture_stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = bounded::<()>(1);
+
+    let capture_thread = {
+        let workloads = WorkloadMap::new(cfg.workloads.clone());
+        let counters = Arc::clone(&edge_counters);
+        let dropped = Arc::clone(&queue_dropped);
+        let stop = Arc::clone(&capture_stop);
+        std::thread::Builder::new().name("capture".into()).spawn(move || {
+            let mut edge = EdgeFilter::new(workloads);
+            let mut last_copy = Instant::now();
+            let ccfg = CaptureConfig { scope: Scope::AllContainers, cgroup_events: false, ..Default::default() };
+            capture::run(
+                &ccfg,
+                &stop,
+                |event| {
+                    while let Ok((w, d)) = dig_rx.try_recv() {
+                        edge.set_digest(&w, d);
+                    }
+                    if let Some(f) = edge.process(event) {
+                        if let Err(TrySendError::Full(_)) = fwd_tx.try_send(f) {
+                            dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    if last_copy.elapsed() > Duration::from_millis(500) {
+                        last_copy = Instant::now();
+                        if let Ok(mut c) = counters.lock() {
+                            *c = edge.counters().clone();
+                        }
+                    }
+                },
+                move || {
+                    let _ = ready_tx.send(());
+                },
+            )
+            .map(|stats| {
+                if let Ok(mut c) = counters.lock() {
+                    *c = edge.counters().clone();
+                }
+                stats
+            })
+        })?
+    };
+    if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        capture_stop.store(true, Ordering::Relaxed);
+        let err = capture_thread.join().map_err(|_| anyhow::anyhow!("capture thread panicked"))?;
+        err?;
+        anyhow::bail!("capture did not start");
+    }
+
+    let mut last_tick = Instant::now();
+    let mut last_progress = Instant::now();
+    let handle_outputs = |outs: Vec<Output>, emit: &mut dyn FnMut(&Line)| {
+        for o in outs {
+            match o {
+                Output::Phase { workload, transition } => emit(&Line::Phase {
+                    workload,
+                    from: format!("{:?}", transition.from),
+                    to: format!("{:?}", transition.to),
+                    reason: transition.message,
+                }),
+                Output::Alert { alert, .. } => {
+                    if let Err(e) = store.save_alert(&alert) {
+                        emit(&Line::StoreError(e.to_string()));
+                    }
+                    emit(&Line::Alert(alert));
+                }
+            }
+        }
+    };
+    while !stop.load(Ordering::Relaxed) {
+        match fwd_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(f) => match engine.handle(&f, wall_now()) {
+                Ok(outs) => handle_outputs(outs, &mut emit),
+                Err(e) => emit(&Line::StoreError(e.to_string())),
+            },
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            let outs = engine.tick(wall_now());
+            handle_outputs(outs, &mut emit);
+            for (name, yaml) in engine.take_dirty() {
+                match yaml {
+                    Ok(y) => {
+                        if let Err(e) = store.save_profile(&name, &y) {
+                            emit(&Line::StoreError(e.to_string()));
+                        }
+                    }
+                    Err(e) => emit(&Line::StoreError(e.to_string())),
+                }
+            }
+            for d in engine.take_digests() {
+                let _ = dig_tx.try_send(d);
+            }
+            write_status(&store, &engine, &edge_counters, queue_dropped.load(Ordering::Relaxed));
+        }
+        if last_progress.elapsed() >= progress_every {
+            last_progress = Instant::now();
+            emit(&Line::Progress(engine.status()));
+        }
+    }
+    capture_stop.store(true, Ordering::Relaxed);
+    let capture_stats = capture_thread.join().map_err(|_| anyhow::anyhow!("capture thread panicked"))??;
+    // drain what is queued, then persist everything
+    while let Ok(f) = fwd_rx.try_recv() {
+        if let Ok(outs) = engine.handle(&f, wall_now()) {
+            handle_outputs(outs, &mut emit);
+        }
+    }
+    for (name, yaml) in engine.all_yaml() {
+        if let Ok(y) = yaml {
+            if let Err(e) = store.save_profile(&name, &y) {
+                emit(&Line::StoreError(e.to_string()));
+            }
+        }
+    }
+    write_status(&store, &engine, &edge_counters, queue_dropped.load(Ordering::Relaxed));
+    let edge = edge_counters.lock().map(|c| c.clone()).unwrap_or_default();
+    Ok(Summary { edge, queue_dropped: queue_dropped.load(Ordering::Relaxed), capture: capture_stats })
+}
+
+fn write_status(store: &DirStore, engine: &Engine, edge: &Mutex<EdgeCounters>, queue_dropped: u64) {
+    let edge = edge.lock().map(|c| c.clone()).unwrap_or_default();
+    let v = serde_json::json!({
+        "workloads": engine.status(),
+        "edge": edge,
+        "queueDropped": queue_dropped,
+        "alerts": engine.scorer_stats(),
+    });
+    let path = store.root().join("status.json");
+    let tmp = store.root().join("status.json.tmp");
+    if std::fs::write(&tmp, v.to_string()).is_ok() {
+        let _ = std::fs::rename(tmp, path);
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+}
