@@ -10,75 +10,10 @@
 //! Any other backslash sequence is an error when loading.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
-/// Writes `bytes` as a string, losslessly (see the module docs for the scheme).
-///
-/// Borrowed when `bytes` is valid UTF-8 without a backslash.
-pub fn escape_bytes(bytes: &[u8]) -> Cow<'_, str> {
-    if let Ok(s) = std::str::from_utf8(bytes) {
-        if !s.contains('\\') {
-            return Cow::Borrowed(s);
-        }
-    }
-    let mut out = String::with_capacity(bytes.len() + 8);
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if c == '\\' {
-                out.push_str("\\\\");
-            } else {
-                out.push(c);
-            }
-        }
-        for b in chunk.invalid() {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "\\x{b:02x}");
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// Reverses [`escape_bytes`]. The error says what is wrong with the input.
-pub fn unescape_bytes(s: &str) -> Result<Vec<u8>, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b != b'\\' {
-            out.push(b);
-            i += 1;
-            continue;
-        }
-        match bytes.get(i + 1) {
-            Some(b'\\') => {
-                out.push(b'\\');
-                i += 2;
-            }
-            Some(b'x') => {
-                let hex = bytes
-                    .get(i + 2..i + 4)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(v) => {
-                        out.push(v);
-                        i += 4;
-                    }
-                    None => {
-                        return Err(format!("bad `\\x` escape at byte {i}: want two hex digits"))
-                    }
-                }
-            }
-            _ => {
-                return Err(format!(
-                    "unknown escape at byte {i}: only `\\\\` and `\\xHH` are allowed"
-                ))
-            }
-        }
-    }
-    Ok(out)
-}
+// The byte escaping is the event model's (one scheme across events, JSON and
+// profiles); this module adds only the wildcard protection of trie segments.
+pub use kestrel_events::{escape_bytes, unescape_bytes};
 
 /// Escapes one literal trie segment (protects literal `*` and `**`).
 pub(crate) fn escape_segment(bytes: &[u8]) -> Cow<'_, str> {
@@ -110,7 +45,7 @@ mod tests {
     fn unknown_escapes_are_rejected_with_a_reason() {
         assert!(unescape_bytes("a\\q")
             .unwrap_err()
-            .contains("unknown escape"));
+            .contains("bad escape"));
         assert!(unescape_bytes("a\\x4")
             .unwrap_err()
             .contains("two hex digits"));

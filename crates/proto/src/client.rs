@@ -79,7 +79,7 @@ pub struct ClientConfig {
     /// Events the outbound queue holds (default 65 536).
     pub queue_capacity: usize,
     /// Events of sent but unacknowledged batches kept for resending after a
-    /// reconnect (default 65 536); beyond it the oldest are sent at most once.
+    /// reconnect (default 16 384); beyond it the oldest are sent at most once.
     pub max_unacked_events: usize,
     /// Operator messages buffered for the caller (default 256).
     pub inbound_capacity: usize,
@@ -103,7 +103,7 @@ impl ClientConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_batch_events: 1024,
             queue_capacity: 65_536,
-            max_unacked_events: 65_536,
+            max_unacked_events: 16_384,
             inbound_capacity: 256,
             counters_interval: Duration::from_secs(1),
             backoff: Backoff::default(),

@@ -111,6 +111,10 @@ pub enum Disconnect {
 pub trait AgentHandler: Send + Sync + 'static {
     /// An agent said Hello (its identity checked). `outbound` pushes digests
     /// and target sets to it for as long as the stream lives.
+    ///
+    /// The stream starts flowing only after this returns: send at most
+    /// [`ServerConfig::outbound_capacity`] messages from here (or use
+    /// [`OperatorSender::try_send`], or send from another task).
     async fn on_connect(
         &self,
         agent: &AgentIdentity,

@@ -172,6 +172,21 @@ fn memory() -> (String, String) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU time (user + system) this process has used, all threads.
+fn cpu_seconds() -> f64 {
+    let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a `rusage` into the pointer it is given; the
+    // buffer is a zeroed `rusage` we own, valid for the call.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr()) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    // SAFETY: rc == 0: the kernel filled it (and zeroed is a valid rusage anyway).
+    let u = unsafe { u.assume_init() };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -264,8 +279,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         dropped.load(Ordering::Relaxed),
     );
     let t0 = Instant::now();
+    let cpu0 = cpu_seconds();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
     let events = counting.events.load(Ordering::Relaxed) - e0;
     let batches = counting.batches.load(Ordering::Relaxed) - b0;
     let offered_n = offered.load(Ordering::Relaxed) - o0;
@@ -288,6 +305,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("events/s     {rate:.0}");
     println!("MB/s         {:.1}", rate * bytes_per_event / 1e6);
     println!("offered      {offered_n} events, dropped at agents (queue full) {dropped_n}");
+    println!(
+        "cpu          {cpu:.1} s in {secs:.1} s ({:.0} % of one core; agents and server together), {:.0} events per cpu-second",
+        100.0 * cpu / secs,
+        events as f64 / cpu
+    );
     println!("VmRSS        {rss}");
     println!("VmHWM        {hwm}");
     println!(

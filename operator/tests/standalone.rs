@@ -1,0 +1,141 @@
+//! End to end, standalone: real BPF, real runc containers, the real embedding
+//! model. Learns a two-replica workload, converges on a short window, then an
+//! unknown binary in one replica raises an alert with its context.
+
+use kestrel_e2e::{require_privileged, workload};
+use kestrel_operator::standalone::{self, Line, StandaloneConfig};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+const CONFIG: &str = "workloads:
+  - name: web
+    image: webapp:v1
+    containers: \"e2e-web-*\"
+learning:
+  window: 4s
+  minLearningTime: 8s
+  cleanWindows: 1
+  maxNewPerWindow: 0
+";
+
+fn wait_for(rx: &mpsc::Receiver<serde_json::Value>, secs: u64, pred: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if let Ok(v) = rx.recv_timeout(Duration::from_millis(200)) {
+            if pred(&v) {
+                return Some(v);
+            }
+        }
+    }
+    None
+}
+
+fn status(dir: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("status.json")).unwrap_or_default();
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn a_learned_workload_converges_and_an_unknown_binary_raises_an_alert_with_context() {
+    if !require_privileged() {
+        return;
+    }
+    let cfg: StandaloneConfig = serde_saphyr::from_str(CONFIG).unwrap();
+    let embedder = standalone::load_embedder(&cfg).expect("embedding model (make deps)");
+    let dir = std::env::temp_dir().join(format!("kestrel-e2e-standalone-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let runner = {
+        let (dir, stop, cfg) = (dir.clone(), Arc::clone(&stop), cfg.clone());
+        std::thread::spawn(move || {
+            standalone::run(
+                &cfg,
+                &dir,
+                &stop,
+                embedder,
+                |line: &Line| {
+                    let _ = tx.send(serde_json::to_value(line).unwrap());
+                },
+                Duration::from_secs(2),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let web1 = workload::start_web("e2e-web-1").expect("start replica 1");
+    let web2 = workload::start_web("e2e-web-2").expect("start replica 2");
+
+    let converged = wait_for(&rx, 120, |v| v.get("phase").is_some_and(|p| p["to"] == "Detecting"));
+    assert!(converged.is_some(), "the workload did not converge");
+
+    // steady state: the normal loop keeps running; the edge filter should drop it
+    let before = status(&dir);
+    std::thread::sleep(Duration::from_secs(8));
+    let after = status(&dir);
+    let matched = |s: &serde_json::Value| s["edge"]["matched"]["web"].as_u64().unwrap_or(0);
+    let forwarded = |s: &serde_json::Value| s["edge"]["forwarded"].as_u64().unwrap_or(0);
+    let (m, f) = (matched(&after) - matched(&before), forwarded(&after) - forwarded(&before));
+    eprintln!("steady state: {m} matched at the edge, {f} forwarded");
+    assert!(m > 0, "no steady-state activity seen");
+    assert!(m as f64 / (m + f) as f64 >= 0.99, "only {m} of {} dropped at the edge", m + f);
+
+    web1.exec(&["sh", "-c", &format!("{} >/dev/null 2>&1; true", workload::MINER)]).expect("attack");
+    let alert = wait_for(&rx, 30, |v| {
+        v.get("alert").is_some_and(|a| a["evidence"]["args"].get(0).and_then(|x| x.as_str()) == Some("xmrig"))
+    })
+    .expect("an alert for xmrig");
+    let a = &alert["alert"];
+    let ev = &a["evidence"];
+    assert_eq!(ev["containerId"], "e2e-web-1");
+    assert_eq!(ev["workload"], "web");
+    assert!(ev["pid"].as_u64().unwrap_or(0) > 0, "{ev}");
+    let chain: Vec<&str> = ev["processChain"].as_array().unwrap().iter().filter_map(|p| p["exe"].as_str()).collect();
+    assert_eq!(chain.first(), Some(&"sh"), "parent first: {chain:?}");
+    let args: Vec<&str> = ev["args"].as_array().unwrap().iter().filter_map(|x| x.as_str()).collect();
+    assert!(args.contains(&"stratum+tcp://pool.minexmr.com:4444"), "{args:?}");
+    assert!(ev["signals"].to_string().contains("unknown_process"), "{}", ev["signals"]);
+    assert!(["high", "critical"].contains(&a["severity"].as_str().unwrap_or("")), "{}", a["severity"]);
+    drop((web1, web2));
+
+    stop.store(true, Ordering::Relaxed);
+    let summary = runner.join().unwrap().expect("standalone run");
+    assert_eq!(summary.capture.kernel.dropped, 0);
+    assert!(std::fs::read_dir(dir.join("alerts")).unwrap().count() >= 1);
+    let profile = std::fs::read_to_string(dir.join("profiles/web.yaml")).expect("profile persisted");
+    assert!(profile.contains("phase: Detecting"), "{profile}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sigterm_flushes_state_and_exits_cleanly() {
+    use std::io::{BufRead, BufReader};
+    if !require_privileged() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("kestrel-e2e-sigterm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kestrel"))
+        .args(["standalone", "--state-dir"])
+        .arg(&dir)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start kestrel");
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    // wait until capture is starting, then let it attach
+    for line in err.by_ref().map_while(Result::ok) {
+        if line.contains("starting capture") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("wait");
+    let rest: Vec<String> = err.map_while(Result::ok).collect();
+    assert!(status.success(), "exit {status:?}: {rest:?}");
+    assert!(rest.iter().any(|l| l.contains("\"summary\"")), "{rest:?}");
+    assert!(dir.join("status.json").is_file(), "status written on shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
+}
