@@ -76,17 +76,24 @@ fn busybox() -> Result<PathBuf> {
 /// Builds a busybox rootfs in `dir`: `/bin/busybox` plus a link per applet.
 /// `extra` copies host files into `/bin` under new names (e.g. busybox as `xmrig`).
 pub fn build_rootfs(dir: &Path, extra: &[(&Path, &str)]) -> Result<()> {
-    for sub in ["bin", "proc", "sys", "dev", "etc", "tmp", "root", "var/log", "app"] {
-        std::fs::create_dir_all(dir.join(sub)).with_context(|| format!("mkdir {}", dir.join(sub).display()))?;
+    for sub in [
+        "bin", "proc", "sys", "dev", "etc", "tmp", "root", "var/log", "app",
+    ] {
+        std::fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("mkdir {}", dir.join(sub).display()))?;
     }
     let bb = busybox()?;
     let target = dir.join("bin/busybox");
     std::fs::copy(&bb, &target).with_context(|| format!("copy {} into rootfs", bb.display()))?;
-    let list = Command::new(&target).arg("--list").output().context("busybox --list")?;
+    let list = Command::new(&target)
+        .arg("--list")
+        .output()
+        .context("busybox --list")?;
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         let link = dir.join("bin").join(applet);
         if applet != "busybox" && !link.exists() {
-            std::os::unix::fs::symlink("busybox", &link).with_context(|| format!("link {applet}"))?;
+            std::os::unix::fs::symlink("busybox", &link)
+                .with_context(|| format!("link {applet}"))?;
         }
     }
     std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
@@ -132,7 +139,10 @@ impl Container {
     pub fn start_with(name: &str, args: &[&str], extra: &[(&Path, &str)]) -> Result<Self> {
         let bundle = std::env::temp_dir().join(format!("kestrel-bundle-{name}"));
         // a previous run may have left the same name behind
-        let _ = runc().args(["delete", "-f", name]).stderr(Stdio::null()).status();
+        let _ = runc()
+            .args(["delete", "-f", name])
+            .stderr(Stdio::null())
+            .status();
         let _ = std::fs::remove_dir_all(&bundle);
         build_rootfs(&bundle.join("rootfs"), extra)?;
         let status = Command::new("runc")
@@ -168,7 +178,10 @@ impl Container {
             let log = std::fs::read_to_string(bundle.join("container.log")).unwrap_or_default();
             bail!("runc run {name} failed: {log}");
         }
-        Ok(Container { name: name.to_string(), bundle })
+        Ok(Container {
+            name: name.to_string(),
+            bundle,
+        })
     }
 
     /// The container's name (= its id for runc and for Kestrel).
@@ -218,14 +231,22 @@ impl Container {
 
     /// Path of a file in the container's rootfs, seen from the host.
     pub fn rootfs_path(&self, inner: &str) -> PathBuf {
-        self.bundle.join("rootfs").join(inner.trim_start_matches('/'))
+        self.bundle
+            .join("rootfs")
+            .join(inner.trim_start_matches('/'))
     }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = runc().args(["kill", &self.name, "KILL"]).stderr(Stdio::null()).status();
-        let deleted = runc().args(["delete", "-f", &self.name]).stderr(Stdio::null()).status();
+        let _ = runc()
+            .args(["kill", &self.name, "KILL"])
+            .stderr(Stdio::null())
+            .status();
+        let deleted = runc()
+            .args(["delete", "-f", &self.name])
+            .stderr(Stdio::null())
+            .status();
         if !deleted.map(|s| s.success()).unwrap_or(false) {
             eprintln!("warning: could not delete container {}", self.name);
         }

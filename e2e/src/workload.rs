@@ -27,12 +27,20 @@ pub const RENAMED_MINER: &str = "java -o stratum+tcp://pool.xx:4444 -u wallet --
 /// are busybox copies in `/bin`, so they exec as themselves).
 pub fn start_web(name: &str) -> Result<Container> {
     let bb = Path::new("/bin/busybox");
-    Container::start_with(name, &["sh", "-c", WEB_LOOP], &[(bb, "xmrig"), (bb, "java")])
+    Container::start_with(
+        name,
+        &["sh", "-c", WEB_LOOP],
+        &[(bb, "xmrig"), (bb, "java")],
+    )
 }
 
 /// Runs the attack inside `c`: the miner, then the renamed miner.
 pub fn attack(c: &Container) -> Result<()> {
     c.exec(&["sh", "-c", &format!("{MINER} >/dev/null 2>&1; true")])?;
-    c.exec(&["sh", "-c", &format!("{RENAMED_MINER} >/dev/null 2>&1; true")])?;
+    c.exec(&[
+        "sh",
+        "-c",
+        &format!("{RENAMED_MINER} >/dev/null 2>&1; true"),
+    ])?;
     Ok(())
 }

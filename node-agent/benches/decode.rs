@@ -8,7 +8,9 @@ use kestrel_agent::skel::{file::types as ft, network::types as nt, process::type
 
 fn bytes_of<T>(v: &T) -> Vec<u8> {
     // SAFETY: T is a plain-old-data wire struct; reading its bytes is fine.
-    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()).to_vec() }
+    unsafe {
+        std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()).to_vec()
+    }
 }
 
 fn file_record(path: &[u8]) -> Vec<u8> {
@@ -49,11 +51,17 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode");
     g.throughput(Throughput::Elements(1));
     let file = file_record(b"/usr/lib/x86_64-linux-gnu/libc.so.6");
-    g.bench_function("file_open", |b| b.iter(|| decode(std::hint::black_box(&file)).is_ok()));
+    g.bench_function("file_open", |b| {
+        b.iter(|| decode(std::hint::black_box(&file)).is_ok())
+    });
     let exec = exec_record(b"java\0-jar\0/app/app.jar\0--timestamp=12345\0--port=8080\0");
-    g.bench_function("exec_5_args", |b| b.iter(|| decode(std::hint::black_box(&exec)).is_ok()));
+    g.bench_function("exec_5_args", |b| {
+        b.iter(|| decode(std::hint::black_box(&exec)).is_ok())
+    });
     let net = net_record();
-    g.bench_function("net_connect", |b| b.iter(|| decode(std::hint::black_box(&net)).is_ok()));
+    g.bench_function("net_connect", |b| {
+        b.iter(|| decode(std::hint::black_box(&net)).is_ok())
+    });
     g.finish();
 }
 

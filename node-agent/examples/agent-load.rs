@@ -23,7 +23,9 @@ fn worker(kind: &str, secs: f64) -> ! {
             while Instant::now() < deadline {
                 for _ in 0..1000 {
                     // SAFETY: open(2) on a constant path; the result is closed if valid.
-                    let fd = unsafe { libc::open(c"/nonexistent-kestrel-bench".as_ptr(), libc::O_RDONLY) };
+                    let fd = unsafe {
+                        libc::open(c"/nonexistent-kestrel-bench".as_ptr(), libc::O_RDONLY)
+                    };
                     if fd >= 0 {
                         // SAFETY: closing the fd we opened.
                         unsafe { libc::close(fd) };
@@ -61,13 +63,19 @@ fn worker(kind: &str, secs: f64) -> ! {
     std::process::exit(0)
 }
 
-fn spawn_workers(kind: &str, count: usize, secs: f64, cgroup_procs: &std::path::Path) -> Vec<Child> {
+fn spawn_workers(
+    kind: &str,
+    count: usize,
+    secs: f64,
+    cgroup_procs: &std::path::Path,
+) -> Vec<Child> {
     let me = std::env::current_exe().expect("own path");
     (0..count)
         .map(|_| {
             let procs = cgroup_procs.to_path_buf();
             let mut cmd = Command::new(&me);
-            cmd.args(["--worker", kind, &secs.to_string()]).stdout(std::process::Stdio::piped());
+            cmd.args(["--worker", kind, &secs.to_string()])
+                .stdout(std::process::Stdio::piped());
             // SAFETY: the closure only writes our pid to a cgroup file before exec.
             unsafe {
                 cmd.pre_exec(move || std::fs::write(&procs, std::process::id().to_string()));
@@ -143,7 +151,10 @@ fn run(kind: &str, secs: f64, workers: usize, procs: &std::path::Path) -> RunRes
         .into_iter()
         .map(|c| {
             let out = c.wait_with_output().expect("worker");
-            String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap_or(0)
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u64>()
+                .unwrap_or(0)
         })
         .sum();
     std::thread::sleep(Duration::from_millis(200));
@@ -153,7 +164,14 @@ fn run(kind: &str, secs: f64, workers: usize, procs: &std::path::Path) -> RunRes
     eprintln!("  events by kind: {kinds:?}");
     let cpu = cpu_seconds() - cpu0;
     let bpf = bpf_rx.recv().unwrap_or_default();
-    RunResult { ops, events: events.load(Ordering::Relaxed), wall, cpu, stats, bpf }
+    RunResult {
+        ops,
+        events: events.load(Ordering::Relaxed),
+        wall,
+        cpu,
+        stats,
+        bpf,
+    }
 }
 
 fn main() {
@@ -174,7 +192,9 @@ fn main() {
     let old = std::fs::read_to_string(stats_sysctl).unwrap_or_default();
     let _ = std::fs::write(stats_sysctl, "1");
 
-    println!("# agent load harness: {secs}s per run, {workers} workers, 8 MiB ring, batched wake-ups");
+    println!(
+        "# agent load harness: {secs}s per run, {workers} workers, 8 MiB ring, batched wake-ups"
+    );
     let open = run("open", secs, workers, &procs);
     println!(
         "file events: {:.0} opens/s generated, {:.0} events/s decoded, drops {}, kernel emitted {}, agent CPU {:.1}% of one core",
@@ -195,13 +215,17 @@ fn main() {
     for p in &exec.bpf {
         if p.run_cnt > 0 {
             let avg = p.run_time_ns as f64 / p.run_cnt as f64;
-            println!("  bpf {:<16} runs {:>9}  avg {:>7.0} ns", p.name, p.run_cnt, avg);
+            println!(
+                "  bpf {:<16} runs {:>9}  avg {:>7.0} ns",
+                p.name, p.run_cnt, avg
+            );
             if ["handle_exec", "handle_fork", "handle_exit"].contains(&p.name.as_str()) {
                 per_exec_ns += avg;
             }
         }
     }
-    let all_ns: f64 = exec.bpf.iter().map(|p| p.run_time_ns as f64).sum::<f64>() / exec.ops.max(1) as f64;
+    let all_ns: f64 =
+        exec.bpf.iter().map(|p| p.run_time_ns as f64).sum::<f64>() / exec.ops.max(1) as f64;
     println!("BPF cost per fork+exec+exit: {:.2} µs (exec+fork+exit programs), {:.2} µs (all programs, incl. the loader's opens)", per_exec_ns / 1000.0, all_ns / 1000.0);
 
     let _ = std::fs::write(stats_sysctl, old.trim());

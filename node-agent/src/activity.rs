@@ -67,25 +67,41 @@ impl Activity {
     /// The profile event for `image`.
     pub fn as_event<'a>(&'a self, image: &'a [u8]) -> profile::Event<'a> {
         match self {
-            Activity::Process { parent, exe, args, .. } => {
-                profile::Event::Process(profile::ProcessEvent { image, parent, exe, args })
-            }
-            Activity::File { process, access, path } => {
-                profile::Event::File(profile::FileEvent { image, process, access: *access, path })
-            }
-            Activity::Network { process, direction, peer, protocol, port } => {
-                profile::Event::Network(profile::NetworkEvent {
-                    image,
-                    process,
-                    direction: *direction,
-                    peer: match peer {
-                        Peer::Ip(ip) => profile::Peer::Ip(*ip),
-                        Peer::Name(n) => profile::Peer::Name(n),
-                    },
-                    protocol: *protocol,
-                    port: *port,
-                })
-            }
+            Activity::Process {
+                parent, exe, args, ..
+            } => profile::Event::Process(profile::ProcessEvent {
+                image,
+                parent,
+                exe,
+                args,
+            }),
+            Activity::File {
+                process,
+                access,
+                path,
+            } => profile::Event::File(profile::FileEvent {
+                image,
+                process,
+                access: *access,
+                path,
+            }),
+            Activity::Network {
+                process,
+                direction,
+                peer,
+                protocol,
+                port,
+            } => profile::Event::Network(profile::NetworkEvent {
+                image,
+                process,
+                direction: *direction,
+                peer: match peer {
+                    Peer::Ip(ip) => profile::Peer::Ip(*ip),
+                    Peer::Name(n) => profile::Peer::Name(n),
+                },
+                protocol: *protocol,
+                port: *port,
+            }),
         }
     }
 }
@@ -124,7 +140,11 @@ pub fn process_name(x: &kestrel_events::Exec) -> Vec<u8> {
     let file = x.filename.as_bytes();
     let via_proc = file.starts_with(b"/proc/") && file.ends_with(b"/exe");
     let name = if file.is_empty() || via_proc {
-        x.argv.args.first().map(|a| basename(a.as_bytes())).filter(|n| !n.is_empty())
+        x.argv
+            .args
+            .first()
+            .map(|a| basename(a.as_bytes()))
+            .filter(|n| !n.is_empty())
     } else {
         Some(basename(file))
     };
@@ -133,21 +153,29 @@ pub fn process_name(x: &kestrel_events::Exec) -> Vec<u8> {
 
 /// The profile activity of an event, if it has one.
 pub fn activity_of(event: &Event) -> Option<Activity> {
-    let comm = || event.task.as_ref().map(|t| t.comm.as_bytes().to_vec()).unwrap_or_default();
+    let comm = || {
+        event
+            .task
+            .as_ref()
+            .map(|t| t.comm.as_bytes().to_vec())
+            .unwrap_or_default()
+    };
     match &event.kind {
-        EventKind::Exec(x) => {
-            Some(Activity::Process {
-                parent: x.parent_comm.as_bytes().to_vec(),
-                exe: process_name(x),
-                args: normalized_args(&x.argv.args),
-                argv: x.argv.args.iter().map(|a| a.to_escaped()).collect(),
-            })
-        }
+        EventKind::Exec(x) => Some(Activity::Process {
+            parent: x.parent_comm.as_bytes().to_vec(),
+            exe: process_name(x),
+            args: normalized_args(&x.argv.args),
+            argv: x.argv.args.iter().map(|a| a.to_escaped()).collect(),
+        }),
         EventKind::File(f) => {
             if f.read_failed && f.path.is_empty() {
                 return None;
             }
-            Some(Activity::File { process: comm(), access: access(f.access()), path: f.path.as_bytes().to_vec() })
+            Some(Activity::File {
+                process: comm(),
+                access: access(f.access()),
+                path: f.path.as_bytes().to_vec(),
+            })
         }
         EventKind::Net(n) => {
             let direction = match (n.op, n.direction()?) {
@@ -160,7 +188,9 @@ pub fn activity_of(event: &Event) -> Option<Activity> {
             let (peer, port) = match direction {
                 profile::Direction::Outbound => match n.remote.as_ref()? {
                     Endpoint::Ip { addr, port } => (Peer::Ip(*addr), *port),
-                    Endpoint::Unix { unix } => (Peer::Name([b"unix:", unix.as_bytes()].concat()), 0),
+                    Endpoint::Unix { unix } => {
+                        (Peer::Name([b"unix:", unix.as_bytes()].concat()), 0)
+                    }
                 },
                 profile::Direction::Inbound => {
                     let local_port = match n.local.as_ref()? {
@@ -169,11 +199,15 @@ pub fn activity_of(event: &Event) -> Option<Activity> {
                     };
                     match n.remote.as_ref()? {
                         Endpoint::Ip { addr, .. } => (Peer::Ip(*addr), local_port),
-                        Endpoint::Unix { unix } => (Peer::Name([b"unix:", unix.as_bytes()].concat()), 0),
+                        Endpoint::Unix { unix } => {
+                            (Peer::Name([b"unix:", unix.as_bytes()].concat()), 0)
+                        }
                     }
                 }
                 profile::Direction::Listen => match (n.local.as_ref()?, n.tcp_state) {
-                    (Endpoint::Ip { addr, port }, Some((_, TcpState::Listen))) => (Peer::Ip(*addr), *port),
+                    (Endpoint::Ip { addr, port }, Some((_, TcpState::Listen))) => {
+                        (Peer::Ip(*addr), *port)
+                    }
                     _ => return None,
                 },
             };
@@ -181,7 +215,11 @@ pub fn activity_of(event: &Event) -> Option<Activity> {
                 process: comm(),
                 direction,
                 peer,
-                protocol: if n.family == 1 { profile::Protocol::Other(0) } else { protocol(n.protocol) },
+                protocol: if n.family == 1 {
+                    profile::Protocol::Other(0)
+                } else {
+                    protocol(n.protocol)
+                },
                 port,
             })
         }
@@ -198,7 +236,13 @@ mod tests {
         Event {
             ts_ns: 0,
             cgroup_id: 1,
-            task: Some(Task { pid: 10, tid: 10, ppid: 9, uid: 0, comm: "java".into() }),
+            task: Some(Task {
+                pid: 10,
+                tid: 10,
+                ppid: 9,
+                uid: 0,
+                comm: "java".into(),
+            }),
             ns: Namespaces::default(),
             container: None,
             kind: EventKind::Exec(Exec {
@@ -206,7 +250,12 @@ mod tests {
                 exe: "java".into(),
                 parent_comm: "sh".into(),
                 ns_pid: 3,
-                argv: Argv { args: args.iter().map(|a| ByteStr::from(*a)).collect(), size: 0, truncated: false, read_failed: false },
+                argv: Argv {
+                    args: args.iter().map(|a| ByteStr::from(*a)).collect(),
+                    size: 0,
+                    truncated: false,
+                    read_failed: false,
+                },
                 from_proc_scan: false,
             }),
         }
@@ -215,8 +264,25 @@ mod tests {
     #[test]
     fn exec_arguments_exclude_argv0_and_are_normalised() {
         let a = activity_of(&exec(&["java", "-jar", "app.jar", "--timestamp=12345"])).unwrap();
-        let b = activity_of(&exec(&["/opt/java", "-jar", "app.jar", "--timestamp=99999"])).unwrap();
-        let (Activity::Process { args: x, parent, exe, .. }, Activity::Process { args: y, .. }) = (&a, &b) else { panic!() };
+        let b = activity_of(&exec(&[
+            "/opt/java",
+            "-jar",
+            "app.jar",
+            "--timestamp=99999",
+        ]))
+        .unwrap();
+        let (
+            Activity::Process {
+                args: x,
+                parent,
+                exe,
+                ..
+            },
+            Activity::Process { args: y, .. },
+        ) = (&a, &b)
+        else {
+            panic!()
+        };
         assert_eq!(x, y, "timestamps normalise to the same text");
         assert!(!x.contains("java"));
         assert_eq!(parent, b"sh");
@@ -241,7 +307,9 @@ mod tests {
             x.filename = "/proc/self/exe".into();
             x.exe = "busybox".into();
         }
-        let Some(Activity::Process { exe, .. }) = activity_of(&e) else { panic!() };
+        let Some(Activity::Process { exe, .. }) = activity_of(&e) else {
+            panic!()
+        };
         assert_eq!(exe, b"sleep");
     }
 }

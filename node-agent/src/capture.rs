@@ -75,7 +75,10 @@ pub struct CaptureStats {
 }
 
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -129,7 +132,10 @@ impl<F: FnMut(Event)> State<F> {
             }
             event.container = container;
         } else {
-            event.container = self.resolver.resolve(event.cgroup_id).and_then(|i| i.container.clone());
+            event.container = self
+                .resolver
+                .resolve(event.cgroup_id)
+                .and_then(|i| i.container.clone());
         }
         self.stats.delivered += 1;
         (self.sink)(event);
@@ -214,10 +220,17 @@ pub fn run_with(
             },
         );
         for mut ev in existing {
-            if ev.task.as_ref().is_some_and(|t| t.pid == std::process::id()) {
+            if ev
+                .task
+                .as_ref()
+                .is_some_and(|t| t.pid == std::process::id())
+            {
                 continue;
             }
-            ev.container = st.resolver.resolve(ev.cgroup_id).and_then(|i| i.container.clone());
+            ev.container = st
+                .resolver
+                .resolve(ev.cgroup_id)
+                .and_then(|i| i.container.clone());
             st.stats.proc_scan += 1;
             st.stats.delivered += 1;
             (st.sink)(ev);

@@ -70,11 +70,18 @@ impl CgroupResolver {
         self.last_scan = Some(Instant::now());
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
-            let Ok(meta) = std::fs::metadata(&dir) else { continue };
-            let rel = dir.strip_prefix(&self.root).map(|p| format!("/{}", p.display())).unwrap_or_default();
+            let Ok(meta) = std::fs::metadata(&dir) else {
+                continue;
+            };
+            let rel = dir
+                .strip_prefix(&self.root)
+                .map(|p| format!("/{}", p.display()))
+                .unwrap_or_default();
             let rel = if rel == "/" { "/".to_string() } else { rel };
             self.insert(meta.ino(), &rel);
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                     stack.push(entry.path());
@@ -86,7 +93,13 @@ impl CgroupResolver {
     /// Records a cgroup (from a `cgroup_mkdir` event or a scan).
     pub fn insert(&mut self, id: u64, path: &str) -> &CgroupInfo {
         let container = self.rules.container_of(path);
-        self.by_id.insert(id, CgroupInfo { path: path.to_string(), container });
+        self.by_id.insert(
+            id,
+            CgroupInfo {
+                path: path.to_string(),
+                container,
+            },
+        );
         &self.by_id[&id]
     }
 
@@ -98,7 +111,9 @@ impl CgroupResolver {
     /// What is known about `id`, rescanning (rate-limited) on a miss.
     pub fn resolve(&mut self, id: u64) -> Option<&CgroupInfo> {
         if !self.by_id.contains_key(&id) {
-            let due = self.last_scan.is_none_or(|t| t.elapsed() >= self.min_rescan);
+            let due = self
+                .last_scan
+                .is_none_or(|t| t.elapsed() >= self.min_rescan);
             if due {
                 self.rescan();
             }
@@ -108,7 +123,10 @@ impl CgroupResolver {
 
     /// Every known cgroup that belongs to a container.
     pub fn containers(&self) -> impl Iterator<Item = (u64, &CgroupInfo)> {
-        self.by_id.iter().filter(|(_, i)| i.container.is_some()).map(|(id, i)| (*id, i))
+        self.by_id
+            .iter()
+            .filter(|(_, i)| i.container.is_some())
+            .map(|(id, i)| (*id, i))
     }
 
     /// Ids of existing top-level parents whose children are all containers
@@ -136,7 +154,10 @@ mod tests {
         let info = r.resolve(id).cloned().unwrap();
         assert_eq!(info.path, format!("/docker/{}", "a".repeat(64)));
         assert_eq!(info.container.unwrap().id, "a".repeat(64));
-        assert_eq!(r.container_parents(), vec![cgroup_id_of(&tmp.join("docker")).unwrap()]);
+        assert_eq!(
+            r.container_parents(),
+            vec![cgroup_id_of(&tmp.join("docker")).unwrap()]
+        );
         std::fs::remove_dir_all(&tmp).unwrap();
     }
 

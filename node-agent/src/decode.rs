@@ -111,11 +111,22 @@ impl DecodeError {
     }
 }
 
-fn read_fixed<T: plain::Plain + Default>(data: &[u8], what: &'static str) -> Result<T, DecodeError> {
+fn read_fixed<T: plain::Plain + Default>(
+    data: &[u8],
+    what: &'static str,
+) -> Result<T, DecodeError> {
     let need = std::mem::size_of::<T>();
     let mut v = T::default();
-    let src = data.get(..need).ok_or(DecodeError::Short { what, len: data.len(), need })?;
-    plain::copy_from_bytes(&mut v, src).map_err(|_| DecodeError::Short { what, len: data.len(), need })?;
+    let src = data.get(..need).ok_or(DecodeError::Short {
+        what,
+        len: data.len(),
+        need,
+    })?;
+    plain::copy_from_bytes(&mut v, src).map_err(|_| DecodeError::Short {
+        what,
+        len: data.len(),
+        need,
+    })?;
     Ok(v)
 }
 
@@ -124,7 +135,9 @@ fn read_fixed<T: plain::Plain + Default>(data: &[u8], what: &'static str) -> Res
 fn tail(data: &[u8], fixed: usize, start: usize, len: u32, max: usize) -> &[u8] {
     let body = data.get(fixed..).unwrap_or(&[]);
     let start = start.min(body.len());
-    let end = start.saturating_add((len as usize).min(max)).min(body.len());
+    let end = start
+        .saturating_add((len as usize).min(max))
+        .min(body.len());
     &body[start..end]
 }
 
@@ -140,9 +153,24 @@ macro_rules! header {
         let task = if h.flags & FLAG_NO_TASK_CONTEXT != 0 {
             None
         } else {
-            Some(Task { pid: h.pid, tid: h.tid, ppid: h.ppid, uid: h.uid, comm: cstr(&h.comm) })
+            Some(Task {
+                pid: h.pid,
+                tid: h.tid,
+                ppid: h.ppid,
+                uid: h.uid,
+                comm: cstr(&h.comm),
+            })
         };
-        (h.ts_ns, h.cgroup_id, h.flags, task, Namespaces { pid: h.pid_ns, mnt: h.mnt_ns })
+        (
+            h.ts_ns,
+            h.cgroup_id,
+            h.flags,
+            task,
+            Namespaces {
+                pid: h.pid_ns,
+                mnt: h.mnt_ns,
+            },
+        )
     }};
 }
 
@@ -171,7 +199,9 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
         }
         KIND_FORK => {
             let e: pt::fork_event = read_fixed(data, "fork event")?;
-            EventKind::Fork(Fork { parent_pid: e.parent_pid })
+            EventKind::Fork(Fork {
+                parent_pid: e.parent_pid,
+            })
         }
         KIND_EXIT => {
             let e: pt::exit_event = read_fixed(data, "exit event")?;
@@ -222,7 +252,14 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
         other => return Err(DecodeError::UnknownKind(other)),
     };
     let (ts_ns, cgroup_id, _flags, task, ns) = header!(hdr);
-    Ok(Event { ts_ns, cgroup_id, task, ns, container: None, kind })
+    Ok(Event {
+        ts_ns,
+        cgroup_id,
+        task,
+        ns,
+        container: None,
+        kind,
+    })
 }
 
 fn ip(family: u16, raw: &[u8; 16]) -> Option<IpAddr> {
@@ -250,10 +287,18 @@ fn net_op(e: &nt::net_event) -> NetOp {
     let (local, remote) = if family == 1 {
         let n = (e.unix_path_len as usize).min(UNIX_PATH_MAX);
         let bytes: Vec<u8> = e.unix_path[..n].iter().map(|&c| c as u8).collect();
-        (None, Some(Endpoint::Unix { unix: ByteStr::new(bytes) }))
+        (
+            None,
+            Some(Endpoint::Unix {
+                unix: ByteStr::new(bytes),
+            }),
+        )
     } else {
         let local_known = op != NetOpKind::Connect;
-        (endpoint(&e.saddr, e.sport, local_known), endpoint(&e.daddr, e.dport, true))
+        (
+            endpoint(&e.saddr, e.sport, local_known),
+            endpoint(&e.daddr, e.dport, true),
+        )
     };
     NetOp {
         op,
@@ -263,8 +308,12 @@ fn net_op(e: &nt::net_event) -> NetOp {
         remote,
         fd: e.fd,
         sock: e.sock,
-        tcp_state: (op == NetOpKind::State)
-            .then(|| (TcpState::from_raw(e.oldstate), TcpState::from_raw(e.newstate))),
+        tcp_state: (op == NetOpKind::State).then(|| {
+            (
+                TcpState::from_raw(e.oldstate),
+                TcpState::from_raw(e.newstate),
+            )
+        }),
         read_failed: e.hdr.flags & FLAG_ADDR_READ_FAILED != 0,
     }
 }
@@ -276,7 +325,10 @@ mod tests {
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: T is a plain-old-data wire struct.
-        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()).to_vec() }
+        unsafe {
+            std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>())
+                .to_vec()
+        }
     }
 
     #[test]
@@ -286,7 +338,10 @@ mod tests {
 
     #[test]
     fn an_unknown_kind_is_an_error() {
-        let h = pt::kestrel_hdr { kind: 99, ..Default::default() };
+        let h = pt::kestrel_hdr {
+            kind: 99,
+            ..Default::default()
+        };
         assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(99)));
     }
 
@@ -299,7 +354,9 @@ mod tests {
         let mut rec = bytes_of(&e);
         rec.extend_from_slice(b"ls\0-la\0/tm");
         let ev = decode(&rec).unwrap();
-        let EventKind::Exec(x) = ev.kind else { panic!() };
+        let EventKind::Exec(x) = ev.kind else {
+            panic!()
+        };
         assert!(x.argv.truncated);
         assert_eq!(x.argv.args.len(), 3);
         assert_eq!(x.argv.args[2].as_bytes(), b"/tm");
@@ -315,7 +372,9 @@ mod tests {
         let mut rec = bytes_of(&e);
         rec.extend_from_slice(b"/a/b/c/de");
         let ev = decode(&rec).unwrap();
-        let EventKind::File(f) = ev.kind else { panic!() };
+        let EventKind::File(f) = ev.kind else {
+            panic!()
+        };
         assert_eq!(f.path.as_bytes(), b"/a/b");
         assert_eq!(f.new_path.unwrap().as_bytes(), b"/c/de");
         assert!(!f.truncated);
@@ -331,7 +390,13 @@ mod tests {
         e.saddr = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1];
         let ev = decode(&bytes_of(&e)).unwrap();
         let EventKind::Net(n) = ev.kind else { panic!() };
-        assert_eq!(n.local, Some(Endpoint::Ip { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 8080 }));
+        assert_eq!(
+            n.local,
+            Some(Endpoint::Ip {
+                addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                port: 8080
+            })
+        );
     }
 
     proptest! {

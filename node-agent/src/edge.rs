@@ -70,7 +70,10 @@ pub struct EdgeFilter {
 impl EdgeFilter {
     /// A filter with no digests yet (everything with activity is forwarded).
     pub fn new(workloads: WorkloadMap) -> Self {
-        EdgeFilter { workloads, ..Default::default() }
+        EdgeFilter {
+            workloads,
+            ..Default::default()
+        }
     }
 
     /// Replaces a workload's digest (an empty digest forwards everything).
@@ -90,7 +93,10 @@ impl EdgeFilter {
             self.counters.ignored += 1;
             return None;
         };
-        if matches!(event.kind, EventKind::Fork(_) | EventKind::Exit(_) | EventKind::Cgroup(_)) {
+        if matches!(
+            event.kind,
+            EventKind::Fork(_) | EventKind::Exit(_) | EventKind::Cgroup(_)
+        ) {
             self.counters.ignored += 1;
             return None;
         }
@@ -113,13 +119,27 @@ impl EdgeFilter {
                 self.procs
                     .chain(t.pid)
                     .into_iter()
-                    .map(|(pid, p)| Ancestor { pid, exe: p.exe.clone(), argv: p.argv.clone() })
+                    .map(|(pid, p)| Ancestor {
+                        pid,
+                        exe: p.exe.clone(),
+                        argv: p.argv.clone(),
+                    })
                     .collect()
             })
             .unwrap_or_default();
         let process = event.task.as_ref().and_then(|t| {
-            self.procs.get(t.pid).map(|p| Ancestor { pid: t.pid, exe: p.exe.clone(), argv: p.argv.clone() })
+            self.procs.get(t.pid).map(|p| Ancestor {
+                pid: t.pid,
+                exe: p.exe.clone(),
+                argv: p.argv.clone(),
+            })
         });
-        Some(Forwarded { event, workload, activity, process, chain })
+        Some(Forwarded {
+            event,
+            workload,
+            activity,
+            process,
+            chain,
+        })
     }
 }

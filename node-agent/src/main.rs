@@ -9,7 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "kestrel-agent", version, about = "Kestrel node agent (eBPF capture)")]
+#[command(
+    name = "kestrel-agent",
+    version,
+    about = "Kestrel node agent (eBPF capture)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -105,7 +109,10 @@ fn capture_cmd(args: CaptureArgs) -> anyhow::Result<()> {
                 return;
             }
             let mut out = out.borrow_mut();
-            if let Err(e) = serde_json::to_writer(&mut *out, &event).map_err(std::io::Error::from).and_then(|()| out.write_all(b"\n")) {
+            if let Err(e) = serde_json::to_writer(&mut *out, &event)
+                .map_err(std::io::Error::from)
+                .and_then(|()| out.write_all(b"\n"))
+            {
                 stop_writing(e);
             }
         },

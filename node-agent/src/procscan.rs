@@ -11,7 +11,9 @@ const ARGS_MAX: usize = crate::decode::wire::ARGS_MAX;
 /// The cgroup v2 path of a process (`0::<path>` line of `/proc/<pid>/cgroup`).
 pub fn cgroup_path_of(proc_dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(proc_dir.join("cgroup")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_string)
 }
 
 fn ppid_and_comm(proc_dir: &Path) -> Option<(u32, ByteStr)> {
@@ -26,7 +28,9 @@ fn ppid_and_comm(proc_dir: &Path) -> Option<(u32, ByteStr)> {
 }
 
 fn ns_inode(proc_dir: &Path, ns: &str) -> u32 {
-    std::fs::metadata(proc_dir.join("ns").join(ns)).map(|m| m.ino() as u32).unwrap_or(0)
+    std::fs::metadata(proc_dir.join("ns").join(ns))
+        .map(|m| m.ino() as u32)
+        .unwrap_or(0)
 }
 
 /// One process as an exec event, or `None` if it vanished while reading.
@@ -47,8 +51,12 @@ pub fn process_event(proc_dir: &Path, cgroup_id: u64, now_ns: u64) -> Option<Eve
         .and_then(|p| p.file_name())
         .map(|n| ByteStr::new(n.as_encoded_bytes().to_vec()))
         .unwrap_or_default();
-    let filename = exe_path.map(|p| ByteStr::new(p.into_os_string().into_encoded_bytes())).unwrap_or_default();
-    let parent_comm = ppid_and_comm(&proc_dir.with_file_name(ppid.to_string())).map(|(_, c)| c).unwrap_or_default();
+    let filename = exe_path
+        .map(|p| ByteStr::new(p.into_os_string().into_encoded_bytes()))
+        .unwrap_or_default();
+    let parent_comm = ppid_and_comm(&proc_dir.with_file_name(ppid.to_string()))
+        .map(|(_, c)| c)
+        .unwrap_or_default();
     let ns_pid = std::fs::read_to_string(proc_dir.join("status"))
         .ok()
         .and_then(|s| {
@@ -60,8 +68,17 @@ pub fn process_event(proc_dir: &Path, cgroup_id: u64, now_ns: u64) -> Option<Eve
     Some(Event {
         ts_ns: now_ns,
         cgroup_id,
-        task: Some(Task { pid, tid: pid, ppid, uid: meta.uid(), comm }),
-        ns: Namespaces { pid: ns_inode(proc_dir, "pid"), mnt: ns_inode(proc_dir, "mnt") },
+        task: Some(Task {
+            pid,
+            tid: pid,
+            ppid,
+            uid: meta.uid(),
+            comm,
+        }),
+        ns: Namespaces {
+            pid: ns_inode(proc_dir, "pid"),
+            mnt: ns_inode(proc_dir, "mnt"),
+        },
         container: None,
         kind: EventKind::Exec(Exec {
             filename,
@@ -82,15 +99,25 @@ pub fn scan(
     mut cgroup_id_of_path: impl FnMut(&str) -> Option<u64>,
     mut wanted: impl FnMut(u64, &str) -> bool,
 ) -> Vec<Event> {
-    let Ok(entries) = std::fs::read_dir(proc_root) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let dir = entry.path();
-        if !entry.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) {
+        if !entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        {
             continue;
         }
-        let Some(cg) = cgroup_path_of(&dir) else { continue };
-        let Some(id) = cgroup_id_of_path(&cg) else { continue };
+        let Some(cg) = cgroup_path_of(&dir) else {
+            continue;
+        };
+        let Some(id) = cgroup_id_of_path(&cg) else {
+            continue;
+        };
         if !wanted(id, &cg) {
             continue;
         }
@@ -109,7 +136,9 @@ mod tests {
     fn this_test_process_is_found_with_its_argv() {
         let me = Path::new("/proc").join(std::process::id().to_string());
         let ev = process_event(&me, 7, 1).expect("own /proc entry");
-        let EventKind::Exec(exec) = ev.kind else { panic!("not an exec") };
+        let EventKind::Exec(exec) = ev.kind else {
+            panic!("not an exec")
+        };
         assert!(exec.from_proc_scan);
         assert!(!exec.argv.args.is_empty());
         assert_eq!(ev.task.unwrap().pid, std::process::id());

@@ -31,7 +31,10 @@ impl Default for ProcTable {
 impl ProcTable {
     /// A table holding at most `cap` processes (the oldest pids go first when full).
     pub fn new(cap: usize) -> Self {
-        ProcTable { procs: HashMap::new(), cap: cap.max(1) }
+        ProcTable {
+            procs: HashMap::new(),
+            cap: cap.max(1),
+        }
     }
 
     /// Updates the table from one event.
@@ -39,16 +42,31 @@ impl ProcTable {
         let Some(task) = &event.task else { return };
         match &event.kind {
             EventKind::Exec(x) => {
-                let exe = kestrel_events::escape_bytes(&crate::activity::process_name(x)).into_owned();
+                let exe =
+                    kestrel_events::escape_bytes(&crate::activity::process_name(x)).into_owned();
                 let argv = x.argv.args.iter().map(|a| a.to_escaped()).collect();
-                self.insert(task.pid, ProcInfo { ppid: task.ppid, exe, argv });
+                self.insert(
+                    task.pid,
+                    ProcInfo {
+                        ppid: task.ppid,
+                        exe,
+                        argv,
+                    },
+                );
             }
             EventKind::Fork(f) => {
                 // a fork inherits the parent's image until it execs
                 let parent = self.procs.get(&f.parent_pid).cloned();
                 let info = match parent {
-                    Some(p) => ProcInfo { ppid: f.parent_pid, ..p },
-                    None => ProcInfo { ppid: f.parent_pid, exe: task.comm.to_escaped(), argv: Vec::new() },
+                    Some(p) => ProcInfo {
+                        ppid: f.parent_pid,
+                        ..p
+                    },
+                    None => ProcInfo {
+                        ppid: f.parent_pid,
+                        exe: task.comm.to_escaped(),
+                        argv: Vec::new(),
+                    },
                 };
                 self.insert(task.pid, info);
             }

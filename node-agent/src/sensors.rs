@@ -32,7 +32,13 @@ pub struct SensorConfig {
 
 impl Default for SensorConfig {
     fn default() -> Self {
-        SensorConfig { ring_bytes: 8 << 20, filter_targets: true, wakeup_bytes: 256 << 10, file: true, network: true }
+        SensorConfig {
+            ring_bytes: 8 << 20,
+            filter_targets: true,
+            wakeup_bytes: 256 << 10,
+            file: true,
+            network: true,
+        }
     }
 }
 
@@ -53,7 +59,10 @@ trait Ctx<T> {
 
 impl<T> Ctx<T> for libbpf_rs::Result<T> {
     fn ctx(self, step: impl Into<String>) -> Result<T, LoadError> {
-        self.map_err(|source| LoadError { step: step.into(), source })
+        self.map_err(|source| LoadError {
+            step: step.into(),
+            source,
+        })
     }
 }
 
@@ -120,37 +129,71 @@ impl Sensors {
     /// Loads, configures and attaches the programs.
     pub fn load(cfg: &SensorConfig) -> Result<Self, LoadError> {
         ensure_tracefs();
-        let mut open = ProcessSkelBuilder::default().open(leaked_object()).ctx("open process.bpf.o")?;
+        let mut open = ProcessSkelBuilder::default()
+            .open(leaked_object())
+            .ctx("open process.bpf.o")?;
         configure!(open, cfg);
-        open.maps.events.set_max_entries(cfg.ring_bytes).ctx("set ring buffer size")?;
+        open.maps
+            .events
+            .set_max_entries(cfg.ring_bytes)
+            .ctx("set ring buffer size")?;
         let mut process = open.load().ctx("load process programs")?;
-        process.attach().ctx("attach process programs (sched_process_exec/fork/exit, cgroup_mkdir/rmdir)")?;
+        process
+            .attach()
+            .ctx("attach process programs (sched_process_exec/fork/exit, cgroup_mkdir/rmdir)")?;
 
         let file = if cfg.file {
-            let mut open = FileSkelBuilder::default().open(leaked_object()).ctx("open file.bpf.o")?;
+            let mut open = FileSkelBuilder::default()
+                .open(leaked_object())
+                .ctx("open file.bpf.o")?;
             configure!(open, cfg);
-            open.maps.events.reuse_fd(process.maps.events.as_fd()).ctx("share ring buffer with file programs")?;
-            open.maps.target_cgroups.reuse_fd(process.maps.target_cgroups.as_fd()).ctx("share filter map")?;
-            open.maps.stats.reuse_fd(process.maps.stats.as_fd()).ctx("share stats map")?;
+            open.maps
+                .events
+                .reuse_fd(process.maps.events.as_fd())
+                .ctx("share ring buffer with file programs")?;
+            open.maps
+                .target_cgroups
+                .reuse_fd(process.maps.target_cgroups.as_fd())
+                .ctx("share filter map")?;
+            open.maps
+                .stats
+                .reuse_fd(process.maps.stats.as_fd())
+                .ctx("share stats map")?;
             let mut skel = open.load().ctx("load file programs")?;
-            skel.attach().ctx("attach file programs (sys_enter_open*/rename*/unlink*)")?;
+            skel.attach()
+                .ctx("attach file programs (sys_enter_open*/rename*/unlink*)")?;
             Some(skel)
         } else {
             None
         };
         let network = if cfg.network {
-            let mut open = NetworkSkelBuilder::default().open(leaked_object()).ctx("open network.bpf.o")?;
+            let mut open = NetworkSkelBuilder::default()
+                .open(leaked_object())
+                .ctx("open network.bpf.o")?;
             configure!(open, cfg);
-            open.maps.events.reuse_fd(process.maps.events.as_fd()).ctx("share ring buffer with network programs")?;
-            open.maps.target_cgroups.reuse_fd(process.maps.target_cgroups.as_fd()).ctx("share filter map")?;
-            open.maps.stats.reuse_fd(process.maps.stats.as_fd()).ctx("share stats map")?;
+            open.maps
+                .events
+                .reuse_fd(process.maps.events.as_fd())
+                .ctx("share ring buffer with network programs")?;
+            open.maps
+                .target_cgroups
+                .reuse_fd(process.maps.target_cgroups.as_fd())
+                .ctx("share filter map")?;
+            open.maps
+                .stats
+                .reuse_fd(process.maps.stats.as_fd())
+                .ctx("share stats map")?;
             let mut skel = open.load().ctx("load network programs")?;
             skel.attach().ctx("attach network programs (sys_enter_connect, sys_exit_accept*, inet_sock_set_state)")?;
             Some(skel)
         } else {
             None
         };
-        Ok(Sensors { process, file, network })
+        Ok(Sensors {
+            process,
+            file,
+            network,
+        })
     }
 
     /// Lets events from this cgroup (and every cgroup below it) through.
@@ -164,7 +207,12 @@ impl Sensors {
 
     /// Stops letting events from this cgroup through (missing ids are fine).
     pub fn remove_target(&self, cgroup_id: u64) {
-        if let Err(e) = self.process.maps.target_cgroups.delete(&cgroup_id.to_ne_bytes()) {
+        if let Err(e) = self
+            .process
+            .maps
+            .target_cgroups
+            .delete(&cgroup_id.to_ne_bytes())
+        {
             tracing::debug!(cgroup_id, error = %e, "target cgroup already gone");
         }
     }
@@ -172,10 +220,19 @@ impl Sensors {
     /// The kernel-side counters, summed over CPUs.
     pub fn stats(&self) -> KernelStats {
         let read = |idx: u32| -> u64 {
-            match self.process.maps.stats.lookup_percpu(&idx.to_ne_bytes(), MapFlags::ANY) {
+            match self
+                .process
+                .maps
+                .stats
+                .lookup_percpu(&idx.to_ne_bytes(), MapFlags::ANY)
+            {
                 Ok(Some(per_cpu)) => per_cpu
                     .iter()
-                    .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
+                    .filter_map(|v| {
+                        v.get(..8)
+                            .and_then(|b| b.try_into().ok())
+                            .map(u64::from_ne_bytes)
+                    })
                     .sum(),
                 _ => 0,
             }
@@ -190,7 +247,10 @@ impl Sensors {
     }
 
     /// A reader of the shared ring buffer that hands each record to `on_record`.
-    pub fn reader<'a>(&'a self, mut on_record: impl FnMut(&[u8]) + 'a) -> Result<Reader<'a>, LoadError> {
+    pub fn reader<'a>(
+        &'a self,
+        mut on_record: impl FnMut(&[u8]) + 'a,
+    ) -> Result<Reader<'a>, LoadError> {
         let mut builder = libbpf_rs::RingBufferBuilder::new();
         builder
             .add(&self.process.maps.events, move |data: &[u8]| {
@@ -198,7 +258,9 @@ impl Sensors {
                 0
             })
             .ctx("add ring buffer")?;
-        Ok(Reader { rb: builder.build().ctx("build ring buffer reader")? })
+        Ok(Reader {
+            rb: builder.build().ctx("build ring buffer reader")?,
+        })
     }
 
     /// Run-time statistics of the attached programs (needs

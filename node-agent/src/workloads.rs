@@ -65,9 +65,19 @@ impl WorkloadMap {
 
     /// The workload of a container.
     pub fn resolve(&self, container_id: &str) -> Workload {
-        match self.specs.iter().find(|s| glob_match(&s.containers, container_id)) {
-            Some(s) => Workload { name: s.name.clone(), image: s.image.clone().unwrap_or_else(|| s.name.clone()) },
-            None => Workload { name: container_id.to_string(), image: "unknown".into() },
+        match self
+            .specs
+            .iter()
+            .find(|s| glob_match(&s.containers, container_id))
+        {
+            Some(s) => Workload {
+                name: s.name.clone(),
+                image: s.image.clone().unwrap_or_else(|| s.name.clone()),
+            },
+            None => Workload {
+                name: container_id.to_string(),
+                image: "unknown".into(),
+            },
         }
     }
 }
@@ -87,8 +97,18 @@ mod tests {
 
     #[test]
     fn unconfigured_containers_are_their_own_workload() {
-        let m = WorkloadMap::new(vec![WorkloadSpec { name: "web".into(), image: Some("webapp:v1".into()), containers: "web-*".into() }]);
-        assert_eq!(m.resolve("web-2"), Workload { name: "web".into(), image: "webapp:v1".into() });
+        let m = WorkloadMap::new(vec![WorkloadSpec {
+            name: "web".into(),
+            image: Some("webapp:v1".into()),
+            containers: "web-*".into(),
+        }]);
+        assert_eq!(
+            m.resolve("web-2"),
+            Workload {
+                name: "web".into(),
+                image: "webapp:v1".into()
+            }
+        );
         assert_eq!(m.resolve("db-1").name, "db-1");
     }
 }

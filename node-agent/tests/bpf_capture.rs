@@ -13,7 +13,13 @@ use std::time::Duration;
 
 fn args_of(e: &Event) -> Option<Vec<String>> {
     match &e.kind {
-        EventKind::Exec(x) => Some(x.argv.args.iter().map(|a| a.to_lossy().into_owned()).collect()),
+        EventKind::Exec(x) => Some(
+            x.argv
+                .args
+                .iter()
+                .map(|a| a.to_lossy().into_owned())
+                .collect(),
+        ),
         _ => None,
     }
 }
@@ -23,7 +29,10 @@ fn in_container(e: &Event, id: &str) -> bool {
 }
 
 fn container_scope(ids: &[&str]) -> CaptureConfig {
-    CaptureConfig { scope: Scope::Containers(ids.iter().map(|s| s.to_string()).collect()), ..Default::default() }
+    CaptureConfig {
+        scope: Scope::Containers(ids.iter().map(|s| s.to_string()).collect()),
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -34,26 +43,36 @@ fn exec_in_a_container_reports_exact_argv_container_and_parent() {
     let _g = common::lock();
     let c = Container::start("cap-exec", &["sleep", "3600"]).expect("start container");
     let cap = common::start(container_scope(&[c.id()]));
-    let out = c.exec(&["sh", "-c", "/bin/echo hello \"two words\"; true"]).expect("exec");
+    let out = c
+        .exec(&["sh", "-c", "/bin/echo hello \"two words\"; true"])
+        .expect("exec");
     assert_eq!(out.stdout, "hello two words\n", "{out:?}");
     let want = ["/bin/echo", "hello", "two words"];
     let ev = cap
-        .wait_for(Duration::from_secs(5), |e| args_of(e).is_some_and(|a| a == want))
+        .wait_for(Duration::from_secs(5), |e| {
+            args_of(e).is_some_and(|a| a == want)
+        })
         .expect("exec event for /bin/echo");
     let (events, stats) = cap.finish();
 
     assert!(in_container(&ev, c.id()), "container: {:?}", ev.container);
-    let EventKind::Exec(exec) = &ev.kind else { unreachable!() };
+    let EventKind::Exec(exec) = &ev.kind else {
+        unreachable!()
+    };
     assert_eq!(exec.parent_comm.to_lossy(), "sh", "the shell ran it");
     let task = ev.task.as_ref().expect("task");
     // the parent is the `sh -c` process, whose own exec we saw too
     let sh = events
         .iter()
-        .find(|e| e.task.as_ref().is_some_and(|t| t.pid == task.ppid) && args_of(e).is_some_and(|a| a[0] == "sh"))
+        .find(|e| {
+            e.task.as_ref().is_some_and(|t| t.pid == task.ppid)
+                && args_of(e).is_some_and(|a| a[0] == "sh")
+        })
         .expect("exec event of the parent shell");
     assert!(in_container(sh, c.id()));
     let root = cgroup2_mount().expect("cgroup2 mount");
-    let cgid = cgroup_id_of(&root.join(c.cgroup_path().trim_start_matches('/'))).expect("cgroup id");
+    let cgid =
+        cgroup_id_of(&root.join(c.cgroup_path().trim_start_matches('/'))).expect("cgroup id");
     assert_eq!(ev.cgroup_id, cgid);
     assert!(ev.ns.pid != 0 && ev.ns.mnt != 0, "namespaces: {:?}", ev.ns);
     assert_eq!(stats.kernel.dropped, 0);
@@ -77,12 +96,16 @@ fn file_and_tcp_activity_in_a_container_is_reported() {
         ])
         .expect("exec");
     assert_eq!(out.stdout, "hi\n", "{out:?}");
-    let file = |op: FileOpKind, path: &'static str| {
-        move |e: &Event| matches!(&e.kind, EventKind::File(f) if f.op == op && f.path.as_bytes() == path.as_bytes())
-    };
-    let created = cap.wait_for(Duration::from_secs(5), file(FileOpKind::Open, "/tmp/f1")).expect("open /tmp/f1");
-    let renamed = cap.wait_for(Duration::from_secs(5), file(FileOpKind::Rename, "/tmp/f1")).expect("rename");
-    let removed = cap.wait_for(Duration::from_secs(5), file(FileOpKind::Unlink, "/tmp/f2")).expect("unlink");
+    let file = |op: FileOpKind, path: &'static str| move |e: &Event| matches!(&e.kind, EventKind::File(f) if f.op == op && f.path.as_bytes() == path.as_bytes());
+    let created = cap
+        .wait_for(Duration::from_secs(5), file(FileOpKind::Open, "/tmp/f1"))
+        .expect("open /tmp/f1");
+    let renamed = cap
+        .wait_for(Duration::from_secs(5), file(FileOpKind::Rename, "/tmp/f1"))
+        .expect("rename");
+    let removed = cap
+        .wait_for(Duration::from_secs(5), file(FileOpKind::Unlink, "/tmp/f2"))
+        .expect("unlink");
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let connect = cap
         .wait_for(Duration::from_secs(5), |e| {
@@ -105,18 +128,47 @@ fn file_and_tcp_activity_in_a_container_is_reported() {
         .expect("SYN_SENT -> ESTABLISHED");
     let (_events, stats) = cap.finish();
 
-    let EventKind::File(f) = &created.kind else { unreachable!() };
+    let EventKind::File(f) = &created.kind else {
+        unreachable!()
+    };
     assert_eq!(f.access(), FileAccess::Create, "flags {:o}", f.flags);
     assert_eq!(f.mode & 0o777, 0o666);
-    let EventKind::File(r) = &renamed.kind else { unreachable!() };
-    assert_eq!(r.new_path.as_ref().map(|p| p.to_lossy().into_owned()).as_deref(), Some("/tmp/f2"));
-    assert_eq!(removed.task.as_ref().map(|t| t.comm.to_lossy().into_owned()).as_deref(), Some("rm"));
-    for e in [&created, &renamed, &removed, &connect, &accept, &established] {
+    let EventKind::File(r) = &renamed.kind else {
+        unreachable!()
+    };
+    assert_eq!(
+        r.new_path
+            .as_ref()
+            .map(|p| p.to_lossy().into_owned())
+            .as_deref(),
+        Some("/tmp/f2")
+    );
+    assert_eq!(
+        removed
+            .task
+            .as_ref()
+            .map(|t| t.comm.to_lossy().into_owned())
+            .as_deref(),
+        Some("rm")
+    );
+    for e in [
+        &created,
+        &renamed,
+        &removed,
+        &connect,
+        &accept,
+        &established,
+    ] {
         assert!(in_container(e, c.id()), "{e:?}");
     }
-    let EventKind::Net(a) = &accept.kind else { unreachable!() };
+    let EventKind::Net(a) = &accept.kind else {
+        unreachable!()
+    };
     assert_eq!(a.protocol, 6, "tcp");
-    assert!(matches!(a.remote, Some(Endpoint::Ip { addr, port }) if addr == lo && port != 0), "{a:?}");
+    assert!(
+        matches!(a.remote, Some(Endpoint::Ip { addr, port }) if addr == lo && port != 0),
+        "{a:?}"
+    );
     assert_eq!(stats.kernel.dropped, 0);
 }
 
@@ -132,16 +184,30 @@ fn with_the_filter_on_host_and_other_containers_produce_no_events() {
     let before = cap.wait_for(Duration::from_millis(100), |_| false);
     assert!(before.is_none());
     for _ in 0..3 {
-        b.exec(&["sh", "-c", "cat /etc/passwd > /dev/null; ls /"]).expect("exec in other");
-        std::process::Command::new("/bin/sh").args(["-c", "cat /etc/hostname > /dev/null"]).status().expect("host sh");
+        b.exec(&["sh", "-c", "cat /etc/passwd > /dev/null; ls /"])
+            .expect("exec in other");
+        std::process::Command::new("/bin/sh")
+            .args(["-c", "cat /etc/hostname > /dev/null"])
+            .status()
+            .expect("host sh");
     }
-    a.exec(&["sh", "-c", "cat /etc/passwd > /dev/null"]).expect("exec in target");
-    cap.wait_for(Duration::from_secs(5), |e| in_container(e, a.id()) && args_of(e).is_some_and(|x| x[0] == "sh"))
-        .expect("target container's exec");
+    a.exec(&["sh", "-c", "cat /etc/passwd > /dev/null"])
+        .expect("exec in target");
+    cap.wait_for(Duration::from_secs(5), |e| {
+        in_container(e, a.id()) && args_of(e).is_some_and(|x| x[0] == "sh")
+    })
+    .expect("target container's exec");
     let (events, stats) = cap.finish();
     let strays: Vec<_> = events.iter().filter(|e| !in_container(e, a.id())).collect();
-    assert!(strays.is_empty(), "events from outside the target: {:#?}", &strays[..strays.len().min(3)]);
-    assert!(stats.kernel.filtered > 0, "the kernel filtered nothing: {stats:?}");
+    assert!(
+        strays.is_empty(),
+        "events from outside the target: {:#?}",
+        &strays[..strays.len().min(3)]
+    );
+    assert!(
+        stats.kernel.filtered > 0,
+        "the kernel filtered nothing: {stats:?}"
+    );
 }
 
 #[test]
@@ -152,7 +218,11 @@ fn ring_buffer_overflow_is_counted_as_drops() {
     let _g = common::lock();
     let cfg = CaptureConfig {
         scope: Scope::Everything,
-        sensors: SensorConfig { ring_bytes: 4096, network: false, ..Default::default() },
+        sensors: SensorConfig {
+            ring_bytes: 4096,
+            network: false,
+            ..Default::default()
+        },
         poll_interval: Duration::from_millis(200),
         ..Default::default()
     };
@@ -163,12 +233,22 @@ fn ring_buffer_overflow_is_counted_as_drops() {
         .expect("load");
     assert!(status.success());
     let (_events, stats) = cap.finish();
-    assert!(stats.kernel.dropped > 0, "no drops with a 4 KiB ring: {stats:?}");
-    assert!(stats.kernel.emitted + stats.kernel.dropped >= 20000, "{stats:?}");
+    assert!(
+        stats.kernel.dropped > 0,
+        "no drops with a 4 KiB ring: {stats:?}"
+    );
+    assert!(
+        stats.kernel.emitted + stats.kernel.dropped >= 20000,
+        "{stats:?}"
+    );
 }
 
 fn everything() -> CaptureConfig {
-    CaptureConfig { scope: Scope::Everything, cgroup_events: false, ..Default::default() }
+    CaptureConfig {
+        scope: Scope::Everything,
+        cgroup_events: false,
+        ..Default::default()
+    }
 }
 
 fn by_pid(pid: u32) -> impl Fn(&Event) -> bool {
@@ -184,14 +264,22 @@ fn non_utf8_argv_bytes_are_kept_exactly() {
     let _g = common::lock();
     let cap = common::start(everything());
     let arg = std::ffi::OsStr::from_bytes(b"caf\xe9-\xff\xfe");
-    let mut child = std::process::Command::new("/bin/echo").arg(arg).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = std::process::Command::new("/bin/echo")
+        .arg(arg)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let pid = child.id();
     child.wait().unwrap();
     let ev = cap
-        .wait_for(Duration::from_secs(5), |e| by_pid(pid)(e) && matches!(e.kind, EventKind::Exec(_)))
+        .wait_for(Duration::from_secs(5), |e| {
+            by_pid(pid)(e) && matches!(e.kind, EventKind::Exec(_))
+        })
         .expect("exec of /bin/echo");
     cap.finish();
-    let EventKind::Exec(x) = &ev.kind else { unreachable!() };
+    let EventKind::Exec(x) = &ev.kind else {
+        unreachable!()
+    };
     assert_eq!(x.argv.args[1].as_bytes(), b"caf\xe9-\xff\xfe");
     assert!(!x.argv.truncated);
     // the JSON form keeps the bytes too
@@ -208,16 +296,28 @@ fn a_100_kib_argument_list_is_truncated_and_flagged() {
     let _g = common::lock();
     let cap = common::start(everything());
     let big = "x".repeat(100 * 1024);
-    let mut child = std::process::Command::new("/bin/true").arg(&big).arg("tail").spawn().unwrap();
+    let mut child = std::process::Command::new("/bin/true")
+        .arg(&big)
+        .arg("tail")
+        .spawn()
+        .unwrap();
     let pid = child.id();
     child.wait().unwrap();
     let ev = cap
-        .wait_for(Duration::from_secs(5), |e| by_pid(pid)(e) && matches!(e.kind, EventKind::Exec(_)))
+        .wait_for(Duration::from_secs(5), |e| {
+            by_pid(pid)(e) && matches!(e.kind, EventKind::Exec(_))
+        })
         .expect("exec of /bin/true");
     let (_, stats) = cap.finish();
-    let EventKind::Exec(x) = &ev.kind else { unreachable!() };
+    let EventKind::Exec(x) = &ev.kind else {
+        unreachable!()
+    };
     assert!(x.argv.truncated);
-    assert!(x.argv.size as usize >= big.len() + "/bin/true".len(), "size {}", x.argv.size);
+    assert!(
+        x.argv.size as usize >= big.len() + "/bin/true".len(),
+        "size {}",
+        x.argv.size
+    );
     // the bytes kept: the arguments and the NULs between them
     let kept: usize = x.argv.args.iter().map(|a| a.len()).sum::<usize>() + x.argv.args.len() - 1;
     assert!(kept <= 4096, "kept {kept} bytes");
@@ -237,7 +337,12 @@ fn a_path_that_cannot_be_read_at_syscall_entry_is_flagged() {
     if pid == 0 {
         // SAFETY: a bad pointer is the point; the kernel returns EFAULT.
         unsafe {
-            libc::syscall(libc::SYS_openat, libc::AT_FDCWD, 8usize as *const libc::c_char, libc::O_RDONLY);
+            libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                8usize as *const libc::c_char,
+                libc::O_RDONLY,
+            );
             libc::_exit(0);
         }
     }
@@ -245,10 +350,14 @@ fn a_path_that_cannot_be_read_at_syscall_entry_is_flagged() {
     // SAFETY: waiting for our own child.
     unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
     let ev = cap
-        .wait_for(Duration::from_secs(5), |e| by_pid(pid as u32)(e) && matches!(e.kind, EventKind::File(_)))
+        .wait_for(Duration::from_secs(5), |e| {
+            by_pid(pid as u32)(e) && matches!(e.kind, EventKind::File(_))
+        })
         .expect("file event of the child");
     let (_, stats) = cap.finish();
-    let EventKind::File(f) = &ev.kind else { unreachable!() };
+    let EventKind::File(f) = &ev.kind else {
+        unreachable!()
+    };
     assert!(f.read_failed, "{f:?}");
     assert!(f.path.is_empty());
     assert!(stats.kernel.read_failed >= 1);
@@ -261,12 +370,20 @@ fn exits_of_short_lived_processes_carry_their_status() {
     }
     let _g = common::lock();
     let cap = common::start(everything());
-    let mut child = std::process::Command::new("/bin/sh").args(["-c", "exit 7"]).spawn().unwrap();
+    let mut child = std::process::Command::new("/bin/sh")
+        .args(["-c", "exit 7"])
+        .spawn()
+        .unwrap();
     let pid = child.id();
     child.wait().unwrap();
     let ev = cap
-        .wait_for(Duration::from_secs(5), |e| by_pid(pid)(e) && matches!(e.kind, EventKind::Exit(_)))
+        .wait_for(Duration::from_secs(5), |e| {
+            by_pid(pid)(e) && matches!(e.kind, EventKind::Exit(_))
+        })
         .expect("exit event");
     cap.finish();
-    assert_eq!(ev.kind, EventKind::Exit(kestrel_events::Exit { code: 7, signal: 0 }));
+    assert_eq!(
+        ev.kind,
+        EventKind::Exit(kestrel_events::Exit { code: 7, signal: 0 })
+    );
 }

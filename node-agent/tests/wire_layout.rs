@@ -14,15 +14,37 @@ fn c_layout() -> BTreeMap<String, usize> {
     let src = dir.join("probe.c");
     let mut c = String::from("#include <stdio.h>\n#include <stddef.h>\n#include <linux/types.h>\n#include \"kestrel.h\"\nint main(void){\n");
     let items: &[(&str, &str)] = &[
-        ("kestrel_hdr", ""), ("kestrel_hdr", "comm"), ("kestrel_hdr", "mnt_ns"),
-        ("exec_event", ""), ("exec_event", "pcomm"), ("exec_event", "filename"), ("exec_event", "exe"),
-        ("exec_event", "ns_pid"), ("exec_event", "args_len"), ("exec_event", "args_size"),
-        ("fork_event", ""), ("fork_event", "parent_pid"),
-        ("exit_event", ""), ("exit_event", "exit_code"),
-        ("file_event", ""), ("file_event", "op"), ("file_event", "dfd2"), ("file_event", "path_len"), ("file_event", "path2_len"),
-        ("net_event", ""), ("net_event", "sock"), ("net_event", "family"), ("net_event", "sport"), ("net_event", "dport"),
-        ("net_event", "saddr"), ("net_event", "daddr"), ("net_event", "unix_path"), ("net_event", "newstate"),
-        ("cgroup_event", ""), ("cgroup_event", "id"), ("cgroup_event", "path_len"),
+        ("kestrel_hdr", ""),
+        ("kestrel_hdr", "comm"),
+        ("kestrel_hdr", "mnt_ns"),
+        ("exec_event", ""),
+        ("exec_event", "pcomm"),
+        ("exec_event", "filename"),
+        ("exec_event", "exe"),
+        ("exec_event", "ns_pid"),
+        ("exec_event", "args_len"),
+        ("exec_event", "args_size"),
+        ("fork_event", ""),
+        ("fork_event", "parent_pid"),
+        ("exit_event", ""),
+        ("exit_event", "exit_code"),
+        ("file_event", ""),
+        ("file_event", "op"),
+        ("file_event", "dfd2"),
+        ("file_event", "path_len"),
+        ("file_event", "path2_len"),
+        ("net_event", ""),
+        ("net_event", "sock"),
+        ("net_event", "family"),
+        ("net_event", "sport"),
+        ("net_event", "dport"),
+        ("net_event", "saddr"),
+        ("net_event", "daddr"),
+        ("net_event", "unix_path"),
+        ("net_event", "newstate"),
+        ("cgroup_event", ""),
+        ("cgroup_event", "id"),
+        ("cgroup_event", "path_len"),
     ];
     for (s, f) in items {
         if f.is_empty() {
@@ -35,7 +57,14 @@ fn c_layout() -> BTreeMap<String, usize> {
     std::fs::write(&src, c).unwrap();
     let exe = dir.join("probe");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let st = Command::new(cc).arg("-I").arg(&header).arg(&src).arg("-o").arg(&exe).status().expect("run cc");
+    let st = Command::new(cc)
+        .arg("-I")
+        .arg(&header)
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .expect("run cc");
     assert!(st.success(), "compiling the layout probe failed");
     let out = Command::new(&exe).output().unwrap();
     std::fs::remove_dir_all(&dir).ok();
@@ -62,16 +91,28 @@ fn generated_rust_types_match_the_c_header_layout() {
         ("exec_event.exe", offset_of!(pt::exec_event, exe)),
         ("exec_event.ns_pid", offset_of!(pt::exec_event, ns_pid)),
         ("exec_event.args_len", offset_of!(pt::exec_event, args_len)),
-        ("exec_event.args_size", offset_of!(pt::exec_event, args_size)),
+        (
+            "exec_event.args_size",
+            offset_of!(pt::exec_event, args_size),
+        ),
         ("fork_event", size_of::<pt::fork_event>()),
-        ("fork_event.parent_pid", offset_of!(pt::fork_event, parent_pid)),
+        (
+            "fork_event.parent_pid",
+            offset_of!(pt::fork_event, parent_pid),
+        ),
         ("exit_event", size_of::<pt::exit_event>()),
-        ("exit_event.exit_code", offset_of!(pt::exit_event, exit_code)),
+        (
+            "exit_event.exit_code",
+            offset_of!(pt::exit_event, exit_code),
+        ),
         ("file_event", size_of::<ft::file_event>()),
         ("file_event.op", offset_of!(ft::file_event, op)),
         ("file_event.dfd2", offset_of!(ft::file_event, dfd2)),
         ("file_event.path_len", offset_of!(ft::file_event, path_len)),
-        ("file_event.path2_len", offset_of!(ft::file_event, path2_len)),
+        (
+            "file_event.path2_len",
+            offset_of!(ft::file_event, path2_len),
+        ),
         ("net_event", size_of::<nt::net_event>()),
         ("net_event.sock", offset_of!(nt::net_event, sock)),
         ("net_event.family", offset_of!(nt::net_event, family)),
@@ -83,7 +124,10 @@ fn generated_rust_types_match_the_c_header_layout() {
         ("net_event.newstate", offset_of!(nt::net_event, newstate)),
         ("cgroup_event", size_of::<pt::cgroup_event>()),
         ("cgroup_event.id", offset_of!(pt::cgroup_event, id)),
-        ("cgroup_event.path_len", offset_of!(pt::cgroup_event, path_len)),
+        (
+            "cgroup_event.path_len",
+            offset_of!(pt::cgroup_event, path_len),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

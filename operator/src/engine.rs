@@ -105,32 +105,69 @@ fn nanos(d: Duration) -> u64 {
 impl Engine {
     /// An engine with no profiles.
     pub fn new(cfg: EngineConfig, embedder: Arc<dyn Embedder>, scorer: Scorer) -> Self {
-        Engine { cfg, embedder, scorer, workloads: BTreeMap::new() }
+        Engine {
+            cfg,
+            embedder,
+            scorer,
+            workloads: BTreeMap::new(),
+        }
     }
 
     /// Loads a stored profile (a restart resumes where it stopped).
-    pub fn load_profile(&mut self, workload: &str, yaml: &str, now: Duration) -> Result<(), EngineError> {
-        let profile = Profile::from_yaml(yaml, self.embedder.as_ref(), now)
-            .map_err(|source| EngineError::Profile { workload: workload.into(), source })?;
+    pub fn load_profile(
+        &mut self,
+        workload: &str,
+        yaml: &str,
+        now: Duration,
+    ) -> Result<(), EngineError> {
+        let profile = Profile::from_yaml(yaml, self.embedder.as_ref(), now).map_err(|source| {
+            EngineError::Profile {
+                workload: workload.into(),
+                source,
+            }
+        })?;
         let image = String::new();
-        self.workloads
-            .insert(workload.to_string(), WorkloadState { profile, image, dirty: false, digest_dirty: true });
+        self.workloads.insert(
+            workload.to_string(),
+            WorkloadState {
+                profile,
+                image,
+                dirty: false,
+                digest_dirty: true,
+            },
+        );
         Ok(())
     }
 
-    fn state(&mut self, workload: &str, image: &str, now: Duration) -> Result<&mut WorkloadState, EngineError> {
+    fn state(
+        &mut self,
+        workload: &str,
+        image: &str,
+        now: Duration,
+    ) -> Result<&mut WorkloadState, EngineError> {
         if !self.workloads.contains_key(workload) {
             let profile = Profile::new(self.cfg.profile.clone(), self.embedder.model_id(), now)
-                .map_err(|source| EngineError::Profile { workload: workload.into(), source })?;
+                .map_err(|source| EngineError::Profile {
+                    workload: workload.into(),
+                    source,
+                })?;
             self.workloads.insert(
                 workload.to_string(),
-                WorkloadState { profile, image: image.into(), dirty: true, digest_dirty: true },
+                WorkloadState {
+                    profile,
+                    image: image.into(),
+                    dirty: true,
+                    digest_dirty: true,
+                },
             );
         }
-        let st = self.workloads.get_mut(workload).ok_or_else(|| EngineError::Profile {
-            workload: workload.into(),
-            source: kestrel_profile::Error::Embedding("workload vanished".into()),
-        })?;
+        let st = self
+            .workloads
+            .get_mut(workload)
+            .ok_or_else(|| EngineError::Profile {
+                workload: workload.into(),
+                source: kestrel_profile::Error::Embedding("workload vanished".into()),
+            })?;
         if st.image.is_empty() {
             st.image = image.into();
         }
@@ -146,7 +183,10 @@ impl Engine {
         let obs = st
             .profile
             .observe(&f.activity.as_event(image), now, embedder.as_ref())
-            .map_err(|source| EngineError::Profile { workload: workload.clone(), source })?;
+            .map_err(|source| EngineError::Profile {
+                workload: workload.clone(),
+                source,
+            })?;
         let detecting = st.profile.phase() == Phase::Detecting;
         if obs.change.is_growth() {
             st.dirty = true;
@@ -155,7 +195,10 @@ impl Engine {
         let mut out: Vec<Output> = obs
             .transitions
             .into_iter()
-            .map(|t| Output::Phase { workload: workload.clone(), transition: t })
+            .map(|t| Output::Phase {
+                workload: workload.clone(),
+                transition: t,
+            })
             .collect();
         if !out.is_empty() {
             st.dirty = true;
@@ -163,10 +206,18 @@ impl Engine {
         }
         if detecting && !obs.outcome.is_known() {
             let candidate = self.candidate(f, &obs.outcome, now);
-            let outcome = self.scorer.assess(&candidate, LlmOutcome::not_configured(), nanos(now));
+            let outcome = self
+                .scorer
+                .assess(&candidate, LlmOutcome::not_configured(), nanos(now));
             match outcome {
-                Outcome::Created(alert) => out.push(Output::Alert { alert, created: true }),
-                Outcome::Updated { alert, .. } => out.push(Output::Alert { alert, created: false }),
+                Outcome::Created(alert) => out.push(Output::Alert {
+                    alert,
+                    created: true,
+                }),
+                Outcome::Updated { alert, .. } => out.push(Output::Alert {
+                    alert,
+                    created: false,
+                }),
                 Outcome::BelowThreshold { .. } => {}
             }
         }
@@ -175,48 +226,80 @@ impl Engine {
 
     fn candidate(&self, f: &Forwarded, outcome: &MatchOutcome, now: Duration) -> CandidateAlert {
         let signal = match (outcome, &f.activity) {
-            (MatchOutcome::UnusualArguments { best_similarity, nearest_exemplar }, _) => {
-                Signal::UnusualArguments {
-                    best_similarity: *best_similarity,
-                    nearest_exemplar: Some(nearest_exemplar.clone()),
-                }
-            }
-            (MatchOutcome::NewBranch { class: ActivityClass::File, .. }, Activity::File { path, access, .. }) => {
-                Signal::UnknownFile { path: String::from_utf8_lossy(path).into_owned(), access: file_access(*access) }
-            }
-            (MatchOutcome::NewBranch { class: ActivityClass::Network, .. }, Activity::Network { peer, port, protocol, direction, .. }) => {
-                match peer {
-                    Peer::Ip(addr) => Signal::UnknownPeer {
-                        addr: *addr,
-                        port: *port,
-                        proto: match protocol {
-                            kestrel_profile::Protocol::Udp => kestrel_scoring::Proto::Udp,
-                            _ => kestrel_scoring::Proto::Tcp,
-                        },
-                        direction: match direction {
-                            kestrel_profile::Direction::Outbound => kestrel_scoring::Direction::Outbound,
-                            _ => kestrel_scoring::Direction::Inbound,
-                        },
+            (
+                MatchOutcome::UnusualArguments {
+                    best_similarity,
+                    nearest_exemplar,
+                },
+                _,
+            ) => Signal::UnusualArguments {
+                best_similarity: *best_similarity,
+                nearest_exemplar: Some(nearest_exemplar.clone()),
+            },
+            (
+                MatchOutcome::NewBranch {
+                    class: ActivityClass::File,
+                    ..
+                },
+                Activity::File { path, access, .. },
+            ) => Signal::UnknownFile {
+                path: String::from_utf8_lossy(path).into_owned(),
+                access: file_access(*access),
+            },
+            (
+                MatchOutcome::NewBranch {
+                    class: ActivityClass::Network,
+                    ..
+                },
+                Activity::Network {
+                    peer,
+                    port,
+                    protocol,
+                    direction,
+                    ..
+                },
+            ) => match peer {
+                Peer::Ip(addr) => Signal::UnknownPeer {
+                    addr: *addr,
+                    port: *port,
+                    proto: match protocol {
+                        kestrel_profile::Protocol::Udp => kestrel_scoring::Proto::Udp,
+                        _ => kestrel_scoring::Proto::Tcp,
                     },
-                    Peer::Name(n) => Signal::UnknownFile {
-                        path: String::from_utf8_lossy(n).into_owned(),
-                        access: kestrel_scoring::FileAccess::Write,
+                    direction: match direction {
+                        kestrel_profile::Direction::Outbound => {
+                            kestrel_scoring::Direction::Outbound
+                        }
+                        _ => kestrel_scoring::Direction::Inbound,
                     },
-                }
-            }
+                },
+                Peer::Name(n) => Signal::UnknownFile {
+                    path: String::from_utf8_lossy(n).into_owned(),
+                    access: kestrel_scoring::FileAccess::Write,
+                },
+            },
             _ => Signal::UnknownProcess,
         };
         let task = f.event.task.as_ref();
         let (exe, args) = match (&f.event.kind, &f.activity) {
-            (EventKind::Exec(x), Activity::Process { argv, args, .. }) => {
-                (x.filename.to_escaped(), Arguments::new(argv.clone(), args.clone()))
-            }
+            (EventKind::Exec(x), Activity::Process { argv, args, .. }) => (
+                x.filename.to_escaped(),
+                Arguments::new(argv.clone(), args.clone()),
+            ),
             _ => match &f.process {
                 Some(p) => (p.exe.clone(), Arguments::new(p.argv.clone(), "")),
-                None => (task.map(|t| t.comm.to_escaped()).unwrap_or_default(), Arguments::default()),
+                None => (
+                    task.map(|t| t.comm.to_escaped()).unwrap_or_default(),
+                    Arguments::default(),
+                ),
             },
         };
-        let container_id = f.event.container.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+        let container_id = f
+            .event
+            .container
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_default();
         CandidateAlert {
             namespace: self.cfg.namespace.clone(),
             workload: f.workload.name.clone(),
@@ -227,7 +310,11 @@ impl Engine {
             pid: task.map(|t| t.pid).unwrap_or(0),
             exe,
             args,
-            chain: f.chain.iter().map(|a| ProcessAncestor::new(a.exe.clone(), a.argv.clone())).collect(),
+            chain: f
+                .chain
+                .iter()
+                .map(|a| ProcessAncestor::new(a.exe.clone(), a.argv.clone()))
+                .collect(),
             signals: vec![signal],
             observed_ns: nanos(now),
             workload_replicas: None,
@@ -245,7 +332,10 @@ impl Engine {
                 st.dirty = true;
                 st.digest_dirty = true;
             }
-            out.extend(ts.into_iter().map(|t| Output::Phase { workload: name.clone(), transition: t }));
+            out.extend(ts.into_iter().map(|t| Output::Phase {
+                workload: name.clone(),
+                transition: t,
+            }));
         }
         self.scorer.expire(nanos(now));
         out
@@ -266,7 +356,10 @@ impl Engine {
 
     /// YAML of every profile.
     pub fn all_yaml(&self) -> Vec<(String, Result<String, EngineError>)> {
-        self.workloads.iter().map(|(n, st)| (n.clone(), yaml_of(n, &self.cfg.namespace, &st.profile))).collect()
+        self.workloads
+            .iter()
+            .map(|(n, st)| (n.clone(), yaml_of(n, &self.cfg.namespace, &st.profile)))
+            .collect()
     }
 
     /// Digests of the profiles changed since the last call (for the edge).
@@ -320,6 +413,12 @@ fn file_access(a: kestrel_profile::Access) -> kestrel_scoring::FileAccess {
 }
 
 fn yaml_of(name: &str, namespace: &str, p: &Profile) -> Result<String, EngineError> {
-    p.to_yaml(Metadata { name: Some(name.to_string()), namespace: Some(namespace.to_string()) })
-        .map_err(|source| EngineError::Profile { workload: name.into(), source })
+    p.to_yaml(Metadata {
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()),
+    })
+    .map_err(|source| EngineError::Profile {
+        workload: name.into(),
+        source,
+    })
 }

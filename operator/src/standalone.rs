@@ -66,15 +66,20 @@ pub struct StandaloneConfig {
 impl StandaloneConfig {
     /// Reads and checks a config file; errors name the file and the field.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
     fn profile_config(&self, default_threshold: f32) -> anyhow::Result<ProfileConfig> {
-        let mut b = ProfileConfig::builder().similarity_threshold(self.similarity_threshold.unwrap_or(default_threshold));
+        let mut b = ProfileConfig::builder()
+            .similarity_threshold(self.similarity_threshold.unwrap_or(default_threshold));
         let dur = |field: &str, v: &Option<String>| -> anyhow::Result<Option<Duration>> {
             v.as_deref()
-                .map(|s| kestrel_profile::parse_duration(s).ok_or_else(|| anyhow::anyhow!("learning.{field}: bad duration {s:?}")))
+                .map(|s| {
+                    kestrel_profile::parse_duration(s)
+                        .ok_or_else(|| anyhow::anyhow!("learning.{field}: bad duration {s:?}"))
+                })
                 .transpose()
         };
         if let Some(w) = dur("window", &self.learning.window)? {
@@ -137,7 +142,9 @@ pub struct Summary {
 }
 
 fn wall_now() -> Duration {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// Loads the embedding model named by the config (or the environment).
@@ -146,8 +153,12 @@ pub fn load_embedder(cfg: &StandaloneConfig) -> anyhow::Result<Arc<dyn Embedder>
         Some(d) => EmbedConfig::from_dir(d),
         None => EmbedConfig::from_env(),
     };
-    let model = OnnxEmbedder::load(ecfg).map_err(|e| anyhow::anyhow!("embedding model: {e} (run `make deps`)"))?;
-    Ok(Arc::new(ArgEmbedder::new(Arc::new(model), CacheOptions::default())?))
+    let model = OnnxEmbedder::load(ecfg)
+        .map_err(|e| anyhow::anyhow!("embedding model: {e} (run `make deps`)"))?;
+    Ok(Arc::new(ArgEmbedder::new(
+        Arc::new(model),
+        CacheOptions::default(),
+    )?))
 }
 
 /// Runs standalone Kestrel until `stop` is set.
@@ -163,7 +174,8 @@ pub fn run(
     let threshold = kestrel_embed::default_threshold(embedder.model_id()).unwrap_or(0.95);
     let mut rules = RuleSet::builder().default_pack();
     for r in &cfg.rules {
-        let text = std::fs::read_to_string(r).map_err(|e| anyhow::anyhow!("{}: {e}", r.display()))?;
+        let text =
+            std::fs::read_to_string(r).map_err(|e| anyhow::anyhow!("{}: {e}", r.display()))?;
         rules = rules.add_yaml(r.display().to_string(), text);
     }
     let scorer = Scorer::new(ScoringConfig::default(), rules.build()?)?;
@@ -180,14 +192,19 @@ pub fn run(
     );
     let now = wall_now();
     for (name, yaml) in store.load_profiles() {
-        let loaded = yaml.map_err(|e| e.to_string()).and_then(|y| engine.load_profile(&name, &y, now).map_err(|e| e.to_string()));
+        let loaded = yaml.map_err(|e| e.to_string()).and_then(|y| {
+            engine
+                .load_profile(&name, &y, now)
+                .map_err(|e| e.to_string())
+        });
         if let Err(e) = loaded {
             emit(&Line::StoreError(e));
         }
     }
 
     let (fwd_tx, fwd_rx): (Sender<Forwarded>, Receiver<Forwarded>) = bounded(65_536);
-    let (dig_tx, dig_rx): (Sender<(String, Digest)>, Receiver<(String, Digest)>) = bounded(1024);
+    type DigestUpdate = (String, Digest);
+    let (dig_tx, dig_rx) = bounded::<DigestUpdate>(1024);
     let edge_counters = Arc::new(Mutex::new(EdgeCounters::default()));
     let queue_dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let capture_stop = Arc::new(AtomicBool::new(false));
@@ -198,44 +215,51 @@ pub fn run(
         let counters = Arc::clone(&edge_counters);
         let dropped = Arc::clone(&queue_dropped);
         let stop = Arc::clone(&capture_stop);
-        std::thread::Builder::new().name("capture".into()).spawn(move || {
-            let mut edge = EdgeFilter::new(workloads);
-            let mut last_copy = Instant::now();
-            let ccfg = CaptureConfig { scope: Scope::AllContainers, cgroup_events: false, ..Default::default() };
-            capture::run(
-                &ccfg,
-                &stop,
-                |event| {
-                    while let Ok((w, d)) = dig_rx.try_recv() {
-                        edge.set_digest(&w, d);
-                    }
-                    if let Some(f) = edge.process(event) {
-                        if let Err(TrySendError::Full(_)) = fwd_tx.try_send(f) {
-                            dropped.fetch_add(1, Ordering::Relaxed);
+        std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || {
+                let mut edge = EdgeFilter::new(workloads);
+                let mut last_copy = Instant::now();
+                let ccfg = CaptureConfig {
+                    scope: Scope::AllContainers,
+                    cgroup_events: false,
+                    ..Default::default()
+                };
+                capture::run(
+                    &ccfg,
+                    &stop,
+                    |event| {
+                        while let Ok((w, d)) = dig_rx.try_recv() {
+                            edge.set_digest(&w, d);
                         }
-                    }
-                    if last_copy.elapsed() > Duration::from_millis(500) {
-                        last_copy = Instant::now();
-                        if let Ok(mut c) = counters.lock() {
-                            *c = edge.counters().clone();
+                        if let Some(f) = edge.process(event) {
+                            if let Err(TrySendError::Full(_)) = fwd_tx.try_send(f) {
+                                dropped.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
+                        if last_copy.elapsed() > Duration::from_millis(500) {
+                            last_copy = Instant::now();
+                            if let Ok(mut c) = counters.lock() {
+                                *c = edge.counters().clone();
+                            }
+                        }
+                    },
+                    move || {
+                        let _ = ready_tx.send(());
+                    },
+                )
+                .inspect(|_| {
+                    if let Ok(mut c) = counters.lock() {
+                        *c = edge.counters().clone();
                     }
-                },
-                move || {
-                    let _ = ready_tx.send(());
-                },
-            )
-            .map(|stats| {
-                if let Ok(mut c) = counters.lock() {
-                    *c = edge.counters().clone();
-                }
-                stats
-            })
-        })?
+                })
+            })?
     };
     if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
         capture_stop.store(true, Ordering::Relaxed);
-        let err = capture_thread.join().map_err(|_| anyhow::anyhow!("capture thread panicked"))?;
+        let err = capture_thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("capture thread panicked"))?;
         err?;
         anyhow::bail!("capture did not start");
     }
@@ -245,7 +269,10 @@ pub fn run(
     let handle_outputs = |outs: Vec<Output>, emit: &mut dyn FnMut(&Line)| {
         for o in outs {
             match o {
-                Output::Phase { workload, transition } => emit(&Line::Phase {
+                Output::Phase {
+                    workload,
+                    transition,
+                } => emit(&Line::Phase {
                     workload,
                     from: format!("{:?}", transition.from),
                     to: format!("{:?}", transition.to),
@@ -286,7 +313,12 @@ pub fn run(
             for d in engine.take_digests() {
                 let _ = dig_tx.try_send(d);
             }
-            write_status(&store, &engine, &edge_counters, queue_dropped.load(Ordering::Relaxed));
+            write_status(
+                &store,
+                &engine,
+                &edge_counters,
+                queue_dropped.load(Ordering::Relaxed),
+            );
         }
         if last_progress.elapsed() >= progress_every {
             last_progress = Instant::now();
@@ -294,7 +326,9 @@ pub fn run(
         }
     }
     capture_stop.store(true, Ordering::Relaxed);
-    let capture_stats = capture_thread.join().map_err(|_| anyhow::anyhow!("capture thread panicked"))??;
+    let capture_stats = capture_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("capture thread panicked"))??;
     // drain what is queued, then persist everything
     while let Ok(f) = fwd_rx.try_recv() {
         if let Ok(outs) = engine.handle(&f, wall_now()) {
@@ -308,9 +342,18 @@ pub fn run(
             }
         }
     }
-    write_status(&store, &engine, &edge_counters, queue_dropped.load(Ordering::Relaxed));
+    write_status(
+        &store,
+        &engine,
+        &edge_counters,
+        queue_dropped.load(Ordering::Relaxed),
+    );
     let edge = edge_counters.lock().map(|c| c.clone()).unwrap_or_default();
-    Ok(Summary { edge, queue_dropped: queue_dropped.load(Ordering::Relaxed), capture: capture_stats })
+    Ok(Summary {
+        edge,
+        queue_dropped: queue_dropped.load(Ordering::Relaxed),
+        capture: capture_stats,
+    })
 }
 
 fn write_status(store: &DirStore, engine: &Engine, edge: &Mutex<EdgeCounters>, queue_dropped: u64) {
@@ -329,5 +372,7 @@ fn write_status(store: &DirStore, engine: &Engine, edge: &Mutex<EdgeCounters>, q
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }

@@ -70,7 +70,13 @@ pub fn alert_name(alert: &SecurityAlert) -> String {
     let base = format!("{}-{}", alert.evidence.workload, alert.id);
     let mut s: String = base
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     s.truncate(63);
     s.trim_matches('-').to_string()
@@ -80,9 +86,19 @@ pub fn alert_name(alert: &SecurityAlert) -> String {
 pub fn file_stem(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
-    if s.is_empty() || s.starts_with('.') { format!("w{s}") } else { s }
+    if s.is_empty() || s.starts_with('.') {
+        format!("w{s}")
+    } else {
+        s
+    }
 }
 
 /// Persistence for profiles and alerts.
@@ -104,7 +120,10 @@ pub struct DirStore {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Writes through a temporary file and a rename, so readers never see half a file.
@@ -132,7 +151,12 @@ impl DirStore {
 
     fn yaml_files(&self, sub: &str) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.root.join(sub))
-            .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "yaml")).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+                    .collect()
+            })
             .unwrap_or_default();
         files.sort();
         files
@@ -144,7 +168,10 @@ impl Store for DirStore {
         self.yaml_files("profiles")
             .into_iter()
             .map(|p| {
-                let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 let text = std::fs::read_to_string(&p).map_err(io(&p));
                 (name, text)
             })
@@ -152,14 +179,25 @@ impl Store for DirStore {
     }
 
     fn save_profile(&self, workload: &str, yaml: &str) -> Result<(), StoreError> {
-        write_atomic(&self.root.join("profiles").join(format!("{}.yaml", file_stem(workload))), yaml)
+        write_atomic(
+            &self
+                .root
+                .join("profiles")
+                .join(format!("{}.yaml", file_stem(workload))),
+            yaml,
+        )
     }
 
     fn save_alert(&self, alert: &SecurityAlert) -> Result<(), StoreError> {
         let doc = AlertDocument::new(alert.clone());
-        let path = self.root.join("alerts").join(format!("{}.yaml", doc.metadata.name.clone().unwrap_or_default()));
-        let yaml = serde_saphyr::to_string(&doc)
-            .map_err(|e| StoreError::Format { path: path.clone(), message: e.to_string() })?;
+        let path = self.root.join("alerts").join(format!(
+            "{}.yaml",
+            doc.metadata.name.clone().unwrap_or_default()
+        ));
+        let yaml = serde_saphyr::to_string(&doc).map_err(|e| StoreError::Format {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         write_atomic(&path, &yaml)
     }
 
@@ -168,8 +206,10 @@ impl Store for DirStore {
             .into_iter()
             .map(|p| {
                 let text = std::fs::read_to_string(&p).map_err(io(&p))?;
-                serde_saphyr::from_str::<AlertDocument>(&text)
-                    .map_err(|e| StoreError::Format { path: p.clone(), message: e.to_string() })
+                serde_saphyr::from_str::<AlertDocument>(&text).map_err(|e| StoreError::Format {
+                    path: p.clone(),
+                    message: e.to_string(),
+                })
             })
             .collect()
     }

@@ -19,7 +19,11 @@ learning:
   maxNewPerWindow: 0
 ";
 
-fn wait_for(rx: &mpsc::Receiver<serde_json::Value>, secs: u64, pred: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
+fn wait_for(
+    rx: &mpsc::Receiver<serde_json::Value>,
+    secs: u64,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
         if let Ok(v) = rx.recv_timeout(Duration::from_millis(200)) {
@@ -66,7 +70,9 @@ fn a_learned_workload_converges_and_an_unknown_binary_raises_an_alert_with_conte
     let web1 = workload::start_web("e2e-web-1").expect("start replica 1");
     let web2 = workload::start_web("e2e-web-2").expect("start replica 2");
 
-    let converged = wait_for(&rx, 120, |v| v.get("phase").is_some_and(|p| p["to"] == "Detecting"));
+    let converged = wait_for(&rx, 120, |v| {
+        v.get("phase").is_some_and(|p| p["to"] == "Detecting")
+    });
     assert!(converged.is_some(), "the workload did not converge");
 
     // steady state: the normal loop keeps running; the edge filter should drop it
@@ -75,14 +81,27 @@ fn a_learned_workload_converges_and_an_unknown_binary_raises_an_alert_with_conte
     let after = status(&dir);
     let matched = |s: &serde_json::Value| s["edge"]["matched"]["web"].as_u64().unwrap_or(0);
     let forwarded = |s: &serde_json::Value| s["edge"]["forwarded"].as_u64().unwrap_or(0);
-    let (m, f) = (matched(&after) - matched(&before), forwarded(&after) - forwarded(&before));
+    let (m, f) = (
+        matched(&after) - matched(&before),
+        forwarded(&after) - forwarded(&before),
+    );
     eprintln!("steady state: {m} matched at the edge, {f} forwarded");
     assert!(m > 0, "no steady-state activity seen");
-    assert!(m as f64 / (m + f) as f64 >= 0.99, "only {m} of {} dropped at the edge", m + f);
+    assert!(
+        m as f64 / (m + f) as f64 >= 0.99,
+        "only {m} of {} dropped at the edge",
+        m + f
+    );
 
-    web1.exec(&["sh", "-c", &format!("{} >/dev/null 2>&1; true", workload::MINER)]).expect("attack");
+    web1.exec(&[
+        "sh",
+        "-c",
+        &format!("{} >/dev/null 2>&1; true", workload::MINER),
+    ])
+    .expect("attack");
     let alert = wait_for(&rx, 30, |v| {
-        v.get("alert").is_some_and(|a| a["evidence"]["args"].get(0).and_then(|x| x.as_str()) == Some("xmrig"))
+        v.get("alert")
+            .is_some_and(|a| a["evidence"]["args"].get(0).and_then(|x| x.as_str()) == Some("xmrig"))
     })
     .expect("an alert for xmrig");
     let a = &alert["alert"];
@@ -90,19 +109,41 @@ fn a_learned_workload_converges_and_an_unknown_binary_raises_an_alert_with_conte
     assert_eq!(ev["containerId"], "e2e-web-1");
     assert_eq!(ev["workload"], "web");
     assert!(ev["pid"].as_u64().unwrap_or(0) > 0, "{ev}");
-    let chain: Vec<&str> = ev["processChain"].as_array().unwrap().iter().filter_map(|p| p["exe"].as_str()).collect();
+    let chain: Vec<&str> = ev["processChain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["exe"].as_str())
+        .collect();
     assert_eq!(chain.first(), Some(&"sh"), "parent first: {chain:?}");
-    let args: Vec<&str> = ev["args"].as_array().unwrap().iter().filter_map(|x| x.as_str()).collect();
-    assert!(args.contains(&"stratum+tcp://pool.minexmr.com:4444"), "{args:?}");
-    assert!(ev["signals"].to_string().contains("unknown_process"), "{}", ev["signals"]);
-    assert!(["high", "critical"].contains(&a["severity"].as_str().unwrap_or("")), "{}", a["severity"]);
+    let args: Vec<&str> = ev["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x.as_str())
+        .collect();
+    assert!(
+        args.contains(&"stratum+tcp://pool.minexmr.com:4444"),
+        "{args:?}"
+    );
+    assert!(
+        ev["signals"].to_string().contains("unknown_process"),
+        "{}",
+        ev["signals"]
+    );
+    assert!(
+        ["high", "critical"].contains(&a["severity"].as_str().unwrap_or("")),
+        "{}",
+        a["severity"]
+    );
     drop((web1, web2));
 
     stop.store(true, Ordering::Relaxed);
     let summary = runner.join().unwrap().expect("standalone run");
     assert_eq!(summary.capture.kernel.dropped, 0);
     assert!(std::fs::read_dir(dir.join("alerts")).unwrap().count() >= 1);
-    let profile = std::fs::read_to_string(dir.join("profiles/web.yaml")).expect("profile persisted");
+    let profile =
+        std::fs::read_to_string(dir.join("profiles/web.yaml")).expect("profile persisted");
     assert!(profile.contains("phase: Detecting"), "{profile}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -136,6 +177,9 @@ fn sigterm_flushes_state_and_exits_cleanly() {
     let rest: Vec<String> = err.map_while(Result::ok).collect();
     assert!(status.success(), "exit {status:?}: {rest:?}");
     assert!(rest.iter().any(|l| l.contains("\"summary\"")), "{rest:?}");
-    assert!(dir.join("status.json").is_file(), "status written on shutdown");
+    assert!(
+        dir.join("status.json").is_file(),
+        "status written on shutdown"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

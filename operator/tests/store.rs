@@ -18,16 +18,29 @@ fn a_corrupt_profile_file_is_named_and_the_others_still_load() {
     let store = DirStore::open(&dir).unwrap();
     let emb = TestEmbedder::new();
     let mut p = Profile::new(ProfileConfig::default(), TEST_MODEL_ID, Duration::ZERO).unwrap();
-    let ev = Event::Process(ProcessEvent { image: b"web:v1", parent: b"sh", exe: b"java", args: "-jar app.jar" });
+    let ev = Event::Process(ProcessEvent {
+        image: b"web:v1",
+        parent: b"sh",
+        exe: b"java",
+        args: "-jar app.jar",
+    });
     p.learn(&ev, &emb).unwrap();
-    store.save_profile("good", &p.to_yaml(Metadata::default()).unwrap()).unwrap();
-    std::fs::write(dir.join("profiles/bad.yaml"), "apiVersion: kestrel.dev/v1alpha1\nkind: BehaviorProfile\nspec: [unclosed").unwrap();
+    store
+        .save_profile("good", &p.to_yaml(Metadata::default()).unwrap())
+        .unwrap();
+    std::fs::write(
+        dir.join("profiles/bad.yaml"),
+        "apiVersion: kestrel.dev/v1alpha1\nkind: BehaviorProfile\nspec: [unclosed",
+    )
+    .unwrap();
 
     let loaded = store.load_profiles();
     assert_eq!(loaded.len(), 2);
     let mut ok = 0;
     for (name, yaml) in loaded {
-        let r = yaml.map_err(|e| e.to_string()).and_then(|y| Profile::from_yaml(&y, &emb, Duration::ZERO).map_err(|e| e.to_string()));
+        let r = yaml
+            .map_err(|e| e.to_string())
+            .and_then(|y| Profile::from_yaml(&y, &emb, Duration::ZERO).map_err(|e| e.to_string()));
         match (name.as_str(), r) {
             ("good", Ok(p)) => {
                 ok += 1;
@@ -48,7 +61,9 @@ fn a_restarted_profile_resumes_detection() {
     let emb = TestEmbedder::new();
     let mut p = Profile::new(ProfileConfig::default(), TEST_MODEL_ID, Duration::ZERO).unwrap();
     p.set_mode(Mode::Detect, Duration::from_secs(1));
-    store.save_profile("web", &p.to_yaml(Metadata::default()).unwrap()).unwrap();
+    store
+        .save_profile("web", &p.to_yaml(Metadata::default()).unwrap())
+        .unwrap();
     let (_, yaml) = store.load_profiles().pop().unwrap();
     let again = Profile::from_yaml(&yaml.unwrap(), &emb, Duration::from_secs(2)).unwrap();
     assert_eq!(again.phase(), p.phase());
@@ -57,6 +72,9 @@ fn a_restarted_profile_resumes_detection() {
 
 #[test]
 fn workload_names_become_safe_file_names() {
-    assert_eq!(kestrel_operator::store::file_stem("Deployment/web"), "Deployment-web");
+    assert_eq!(
+        kestrel_operator::store::file_stem("Deployment/web"),
+        "Deployment-web"
+    );
     assert_eq!(kestrel_operator::store::file_stem("../x"), "w..-x");
 }

@@ -112,7 +112,11 @@ pub fn unescape_bytes(s: &str) -> Result<Vec<u8>, String> {
                 out.push(v);
                 i += 4;
             }
-            _ => return Err(format!("bad escape at byte {i}: only `\\\\` and `\\xNN` are allowed")),
+            _ => {
+                return Err(format!(
+                    "bad escape at byte {i}: only `\\\\` and `\\xNN` are allowed"
+                ))
+            }
         }
     }
     Ok(out)

@@ -69,7 +69,9 @@ impl Default for ContainerPathRules {
 }
 
 fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn is_plain_name(s: &str) -> bool {
@@ -78,7 +80,8 @@ fn is_plain_name(s: &str) -> bool {
         && !s.ends_with(".slice")
         && !s.ends_with(".scope")
         && !s.ends_with(".service")
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 impl ContainerPathRules {
@@ -96,9 +99,15 @@ impl ContainerPathRules {
                 ("libpod-", Runtime::Podman),
             ];
             for (prefix, runtime) in scoped {
-                if let Some(id) = part.strip_prefix(prefix).and_then(|r| r.strip_suffix(".scope")) {
+                if let Some(id) = part
+                    .strip_prefix(prefix)
+                    .and_then(|r| r.strip_suffix(".scope"))
+                {
                     if is_hex64(id) {
-                        return Some(ContainerRef { id: id.to_string(), runtime });
+                        return Some(ContainerRef {
+                            id: id.to_string(),
+                            runtime,
+                        });
                     }
                 }
             }
@@ -110,13 +119,26 @@ impl ContainerPathRules {
                 } else {
                     Runtime::Plain
                 };
-                return Some(ContainerRef { id: part.to_string(), runtime });
+                return Some(ContainerRef {
+                    id: part.to_string(),
+                    runtime,
+                });
             }
         }
         // `/<namespace>/<name>` with a known namespace (runc, ctr).
-        if parts.len() >= 2 && self.plain_parents.iter().any(|p| p == parts[0]) && is_plain_name(parts[1]) {
-            let runtime = if parts[0] == "docker" { Runtime::Docker } else { Runtime::Plain };
-            return Some(ContainerRef { id: parts[1].to_string(), runtime });
+        if parts.len() >= 2
+            && self.plain_parents.iter().any(|p| p == parts[0])
+            && is_plain_name(parts[1])
+        {
+            let runtime = if parts[0] == "docker" {
+                Runtime::Docker
+            } else {
+                Runtime::Plain
+            };
+            return Some(ContainerRef {
+                id: parts[1].to_string(),
+                runtime,
+            });
         }
         None
     }
@@ -158,8 +180,14 @@ mod tests {
 
     #[test]
     fn plain_runc_names_below_a_known_namespace_are_containers() {
-        assert_eq!(id_of("/kestrel/web-1"), Some(("web-1".into(), Runtime::Plain)));
-        assert_eq!(id_of("/default/my_ctr"), Some(("my_ctr".into(), Runtime::Plain)));
+        assert_eq!(
+            id_of("/kestrel/web-1"),
+            Some(("web-1".into(), Runtime::Plain))
+        );
+        assert_eq!(
+            id_of("/default/my_ctr"),
+            Some(("my_ctr".into(), Runtime::Plain))
+        );
     }
 
     #[test]
@@ -180,6 +208,9 @@ mod tests {
 
     #[test]
     fn sub_cgroups_of_a_container_belong_to_it() {
-        assert_eq!(id_of(&format!("/docker/{ID}/init")).map(|c| c.0), Some(ID.to_string()));
+        assert_eq!(
+            id_of(&format!("/docker/{ID}/init")).map(|c| c.0),
+            Some(ID.to_string())
+        );
     }
 }

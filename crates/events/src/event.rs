@@ -108,7 +108,12 @@ impl Argv {
         } else {
             buf.split(|&b| b == 0).map(ByteStr::new).collect()
         };
-        Argv { args, size, truncated, read_failed }
+        Argv {
+            args,
+            size,
+            truncated,
+            read_failed,
+        }
     }
 
     /// The arguments after `argv[0]`, joined with single spaces (lossless bytes).
@@ -143,7 +148,10 @@ pub struct Exit {
 impl Exit {
     /// Decodes the kernel's `task->exit_code` (`(status << 8) | signal`).
     pub fn from_raw(raw: u32) -> Self {
-        Exit { code: ((raw >> 8) & 0xff) as u8, signal: (raw & 0x7f) as u8 }
+        Exit {
+            code: ((raw >> 8) & 0xff) as u8,
+            signal: (raw & 0x7f) as u8,
+        }
     }
 }
 
@@ -367,7 +375,9 @@ mod tests {
 
     #[test]
     fn empty_argv_is_empty() {
-        assert!(Argv::from_nul_separated(b"", 0, false, true).args.is_empty());
+        assert!(Argv::from_nul_separated(b"", 0, false, true)
+            .args
+            .is_empty());
     }
 
     #[test]

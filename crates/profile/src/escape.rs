@@ -43,9 +43,7 @@ mod tests {
 
     #[test]
     fn unknown_escapes_are_rejected_with_a_reason() {
-        assert!(unescape_bytes("a\\q")
-            .unwrap_err()
-            .contains("bad escape"));
+        assert!(unescape_bytes("a\\q").unwrap_err().contains("bad escape"));
         assert!(unescape_bytes("a\\x4")
             .unwrap_err()
             .contains("two hex digits"));

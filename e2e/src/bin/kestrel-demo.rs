@@ -60,8 +60,16 @@ fn describe(v: &serde_json::Value) -> Option<String> {
     }
     if let Some(a) = v.get("alert") {
         let ev = &a["evidence"];
-        let rules: Vec<&str> = a["ruleHits"].as_array()?.iter().filter_map(|r| r["id"].as_str()).collect();
-        let chain: Vec<&str> = ev["processChain"].as_array()?.iter().filter_map(|p| p["exe"].as_str()).collect();
+        let rules: Vec<&str> = a["ruleHits"]
+            .as_array()?
+            .iter()
+            .filter_map(|r| r["id"].as_str())
+            .collect();
+        let chain: Vec<&str> = ev["processChain"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| p["exe"].as_str())
+            .collect();
         return Some(format!(
             "\n  ALERT [{} {:.0}] {}\n    container {} pid {} chain {:?}\n    args {}\n    signals {}\n    rules {:?}\n    LLM: {}\n    action: {}\n    occurrences: {}",
             a["severity"].as_str()?,
@@ -154,8 +162,14 @@ fn main() -> Result<()> {
     let _ = reader.join();
     drop((web1, web2));
     println!("\n-- kestrel status --state-dir {}", state.display());
-    let _ = Command::new(&kestrel).args(["status", "--state-dir"]).arg(&state).status();
-    println!("\nprofiles and alerts (YAML, the CRD schema) are in {}", state.display());
+    let _ = Command::new(&kestrel)
+        .args(["status", "--state-dir"])
+        .arg(&state)
+        .status();
+    println!(
+        "\nprofiles and alerts (YAML, the CRD schema) are in {}",
+        state.display()
+    );
     if alerts == 0 {
         bail!("no alert was raised");
     }

@@ -38,10 +38,17 @@ pub fn start(cfg: CaptureConfig) -> Running {
     };
     if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
         stop.store(true, Ordering::Relaxed);
-        let err = handle.join().map(|r| r.err()).unwrap_or(Some("capture thread panicked".into()));
+        let err = handle
+            .join()
+            .map(|r| r.err())
+            .unwrap_or(Some("capture thread panicked".into()));
         panic!("capture did not become ready: {err:?}");
     }
-    Running { stop, events, handle }
+    Running {
+        stop,
+        events,
+        handle,
+    }
 }
 
 impl Running {
@@ -63,7 +70,11 @@ impl Running {
         // let the last records reach the ring before stopping
         std::thread::sleep(Duration::from_millis(300));
         self.stop.store(true, Ordering::Relaxed);
-        let stats = self.handle.join().expect("capture thread").expect("capture run");
+        let stats = self
+            .handle
+            .join()
+            .expect("capture thread")
+            .expect("capture run");
         let events = std::mem::take(&mut *self.events.lock().unwrap());
         (events, stats)
     }

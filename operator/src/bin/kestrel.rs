@@ -9,7 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "kestrel", version, about = "Kestrel: learn what containers normally do, alert on the rest")]
+#[command(
+    name = "kestrel",
+    version,
+    about = "Kestrel: learn what containers normally do, alert on the rest"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,7 +56,11 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Standalone { state_dir, config, progress_every } => {
+        Command::Standalone {
+            state_dir,
+            config,
+            progress_every,
+        } => {
             for sig in [libc::SIGINT, libc::SIGTERM] {
                 // SAFETY: the handler only stores to an atomic.
                 unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
@@ -63,7 +71,10 @@ fn main() -> anyhow::Result<()> {
             };
             eprintln!("kestrel: loading the embedding model");
             let embedder = standalone::load_embedder(&cfg)?;
-            eprintln!("kestrel: model {} loaded; starting capture", embedder.model_id());
+            eprintln!(
+                "kestrel: model {} loaded; starting capture",
+                embedder.model_id()
+            );
             let stdout = std::io::stdout();
             let summary = standalone::run(
                 &cfg,
@@ -92,7 +103,8 @@ fn status(dir: &std::path::Path, output: &str) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for (name, yaml) in store.load_profiles() {
         let row = yaml.map_err(|e| e.to_string()).and_then(|y| {
-            serde_saphyr::from_str::<kestrel_profile::ProfileDocument>(&y).map_err(|e| format!("{name}: {e}"))
+            serde_saphyr::from_str::<kestrel_profile::ProfileDocument>(&y)
+                .map_err(|e| format!("{name}: {e}"))
         });
         rows.push((name, row));
     }
@@ -111,13 +123,19 @@ fn status(dir: &std::path::Path, output: &str) -> anyhow::Result<()> {
         println!("{v}");
         return Ok(());
     }
-    println!("{:<24} {:<12} {:>9} {:>10}", "WORKLOAD", "PHASE", "PROCESSES", "FILES");
+    println!(
+        "{:<24} {:<12} {:>9} {:>10}",
+        "WORKLOAD", "PHASE", "PROCESSES", "FILES"
+    );
     for (name, row) in &rows {
         match row {
             Ok(doc) => println!(
                 "{:<24} {:<12} {:>9} {:>10}",
                 name,
-                doc.status.as_ref().map(|s| format!("{:?}", s.phase)).unwrap_or_else(|| "-".into()),
+                doc.status
+                    .as_ref()
+                    .map(|s| format!("{:?}", s.phase))
+                    .unwrap_or_else(|| "-".into()),
                 doc.spec.processes.len(),
                 doc.spec.files.len(),
             ),
@@ -125,7 +143,7 @@ fn status(dir: &std::path::Path, output: &str) -> anyhow::Result<()> {
         }
     }
     println!();
-    println!("{:<8} {:>5} {:>6}  {}", "SEVERITY", "SCORE", "COUNT", "ALERT");
+    println!("{:<8} {:>5} {:>6}  ALERT", "SEVERITY", "SCORE", "COUNT");
     for a in &alerts {
         match a {
             Ok(a) => println!(
