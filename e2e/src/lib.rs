@@ -9,6 +9,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod fake_http;
 pub mod workload;
 
 use anyhow::{bail, Context, Result};

@@ -61,8 +61,9 @@ pub enum Output {
     Alert {
         /// The alert.
         alert: Box<SecurityAlert>,
-        /// New (`true`) or an update of an existing incident.
-        created: bool,
+        /// Whether sinks should notify: a new alert or a severity change
+        /// (repeats only update the stored alert's count and last-seen).
+        notify: bool,
     },
 }
 
@@ -90,11 +91,21 @@ pub struct WorkloadStatus {
     pub window_new: u64,
 }
 
+/// The LLM engine and the runtime its calls run on.
+pub struct LlmSeam {
+    /// The engine (client, cache, budget).
+    pub engine: kestrel_scoring::LlmEngine,
+    /// Where its calls run (the engine thread waits for each answer, which
+    /// the client bounds with its timeout).
+    pub runtime: tokio::runtime::Handle,
+}
+
 /// The engine.
 pub struct Engine {
     cfg: EngineConfig,
     embedder: Arc<dyn Embedder>,
     scorer: Scorer,
+    llm: Option<LlmSeam>,
     workloads: BTreeMap<String, WorkloadState>,
 }
 
@@ -109,8 +120,16 @@ impl Engine {
             cfg,
             embedder,
             scorer,
+            llm: None,
             workloads: BTreeMap::new(),
         }
+    }
+
+    /// Adds the LLM's judgement to scoring (without it, its weight goes to
+    /// the other engines and alerts say `LLM: unavailable`).
+    pub fn with_llm(mut self, llm: LlmSeam) -> Self {
+        self.llm = Some(llm);
+        self
     }
 
     /// Loads a stored profile (a restart resumes where it stopped).
@@ -206,17 +225,26 @@ impl Engine {
         }
         if detecting && !obs.outcome.is_known() {
             let candidate = self.candidate(f, &obs.outcome, now);
-            let outcome = self
-                .scorer
-                .assess(&candidate, LlmOutcome::not_configured(), nanos(now));
+            let outcome = match &self.llm {
+                Some(l) => {
+                    l.runtime
+                        .block_on(self.scorer.score(&candidate, Some(&l.engine), nanos(now)))
+                }
+                None => self
+                    .scorer
+                    .assess(&candidate, LlmOutcome::not_configured(), nanos(now)),
+            };
             match outcome {
                 Outcome::Created(alert) => out.push(Output::Alert {
                     alert,
-                    created: true,
+                    notify: true,
                 }),
-                Outcome::Updated { alert, .. } => out.push(Output::Alert {
+                Outcome::Updated {
                     alert,
-                    created: false,
+                    severity_changed,
+                } => out.push(Output::Alert {
+                    alert,
+                    notify: severity_changed,
                 }),
                 Outcome::BelowThreshold { .. } => {}
             }

@@ -18,7 +18,7 @@ use kestrel_agent::edge::{EdgeCounters, EdgeFilter, Forwarded};
 use kestrel_agent::workloads::{WorkloadMap, WorkloadSpec};
 use kestrel_embed::{ArgEmbedder, CacheOptions, EmbedConfig, Embedder, OnnxEmbedder};
 use kestrel_profile::{Digest, Mode, ProfileConfig};
-use kestrel_scoring::{RuleSet, Scorer, ScoringConfig};
+use kestrel_scoring::{RuleSet, Scorer, ScoringConfig, WebhookConfig, WebhookSink};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +61,14 @@ pub struct StandaloneConfig {
     /// Extra rule files (YAML) added to the default pack.
     #[serde(default)]
     pub rules: Vec<PathBuf>,
+    /// Scoring: weights, threshold, severity bands, cluster and incident
+    /// settings, and the OpenAI-compatible LLM endpoint (`scoring.llm`).
+    #[serde(default)]
+    pub scoring: Option<ScoringConfig>,
+    /// A webhook receiving each new alert (and each severity change) as a
+    /// falcosidekick-compatible JSON payload.
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl StandaloneConfig {
@@ -178,7 +186,16 @@ pub fn run(
             std::fs::read_to_string(r).map_err(|e| anyhow::anyhow!("{}: {e}", r.display()))?;
         rules = rules.add_yaml(r.display().to_string(), text);
     }
-    let scorer = Scorer::new(ScoringConfig::default(), rules.build()?)?;
+    let scoring = cfg.scoring.clone().unwrap_or_default();
+    let llm = scoring.build_llm_engine()?;
+    let webhook = cfg.webhook.as_ref().map(WebhookSink::new).transpose()?;
+    let scorer = Scorer::new(scoring, rules.build()?)?;
+    // LLM calls and webhook deliveries run here; one worker is plenty
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("kestrel-io")
+        .enable_all()
+        .build()?;
     let node = hostname();
     let mut engine = Engine::new(
         EngineConfig {
@@ -190,6 +207,13 @@ pub fn run(
         embedder,
         scorer,
     );
+    if let Some(engine_llm) = llm {
+        engine = engine.with_llm(crate::engine::LlmSeam {
+            engine: engine_llm,
+            runtime: runtime.handle().clone(),
+        });
+    }
+    let webhook = webhook.map(Arc::new);
     let now = wall_now();
     for (name, yaml) in store.load_profiles() {
         let loaded = yaml.map_err(|e| e.to_string()).and_then(|y| {
@@ -278,9 +302,17 @@ pub fn run(
                     to: format!("{:?}", transition.to),
                     reason: transition.message,
                 }),
-                Output::Alert { alert, .. } => {
+                Output::Alert { alert, notify } => {
                     if let Err(e) = store.save_alert(&alert) {
                         emit(&Line::StoreError(e.to_string()));
+                    }
+                    if let (Some(sink), true) = (&webhook, notify) {
+                        let (sink, a) = (Arc::clone(sink), alert.clone());
+                        runtime.spawn(async move {
+                            if let Err(e) = sink.send_alert(&a).await {
+                                tracing::warn!(error = %e, alert = %a.id, "webhook delivery failed");
+                            }
+                        });
                     }
                     emit(&Line::Alert(alert));
                 }

@@ -2,13 +2,14 @@
 //! model. Learns a two-replica workload, converges on a short window, then an
 //! unknown binary in one replica raises an alert with its context.
 
+use kestrel_e2e::fake_http::{chat_answer, FakeHttp};
 use kestrel_e2e::{require_privileged, workload};
 use kestrel_operator::standalone::{self, Line, StandaloneConfig};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-const CONFIG: &str = "workloads:
+const WORKLOADS: &str = "workloads:
   - name: web
     image: webapp:v1
     containers: \"e2e-web-*\"
@@ -45,7 +46,19 @@ fn a_learned_workload_converges_and_an_unknown_binary_raises_an_alert_with_conte
     if !require_privileged() {
         return;
     }
-    let cfg: StandaloneConfig = serde_saphyr::from_str(CONFIG).unwrap();
+    // a scripted OpenAI-compatible LLM and a webhook receiver on loopback
+    let llm = FakeHttp::start(|_, _| {
+        let verdict = serde_json::json!({"verdict": "malicious", "score": 97,
+            "explanation": "XMRig crypto miner connecting to a Monero pool", "tactics": ["TA0040"]});
+        (200, chat_answer(&verdict))
+    })
+    .unwrap();
+    let hook = FakeHttp::start(|_, _| (200, "{}".into())).unwrap();
+    let config = format!(
+        "{WORKLOADS}scoring:\n  llm:\n    endpoint: {}/v1\n    model: test\nwebhook:\n  url: {}/alerts\n",
+        llm.base_url, hook.base_url
+    );
+    let cfg: StandaloneConfig = serde_saphyr::from_str(&config).unwrap();
     let embedder = standalone::load_embedder(&cfg).expect("embedding model (make deps)");
     let dir = std::env::temp_dir().join(format!("kestrel-e2e-standalone-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
