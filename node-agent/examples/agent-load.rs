@@ -135,7 +135,7 @@ fn run(kind: &str, secs: f64, workers: usize, procs: &std::path::Path) -> RunRes
                 move || {
                     let _ = tx.send(());
                 },
-                || (),
+                |_| (),
                 move |sensors| {
                     let _ = bpf_tx.send(sensors.program_stats());
                 },

@@ -155,7 +155,7 @@ pub fn run(
     sink: impl FnMut(Event),
     on_ready: impl FnOnce(),
 ) -> Result<CaptureStats, CaptureError> {
-    run_with(cfg, stop, sink, on_ready, || (), |_| ())
+    run_with(cfg, stop, sink, on_ready, |_| (), |_| ())
 }
 
 /// [`run`], with `after_drain` called after every drain of the ring buffer
@@ -166,7 +166,7 @@ pub fn run_with(
     stop: &AtomicBool,
     sink: impl FnMut(Event),
     on_ready: impl FnOnce(),
-    mut after_drain: impl FnMut(),
+    mut after_drain: impl FnMut(&Sensors),
     before_unload: impl FnOnce(&Sensors),
 ) -> Result<CaptureStats, CaptureError> {
     let root = cgroup2_mount().ok_or(CaptureError::NoCgroup2)?;
@@ -249,10 +249,10 @@ pub fn run_with(
             break;
         }
         reader.drain(cfg.poll_interval)?;
-        after_drain();
+        after_drain(&sensors);
     }
     reader.drain(Duration::ZERO)?;
-    after_drain();
+    after_drain(&sensors);
     drop(reader);
     let mut stats = state.borrow().stats.clone();
     stats.kernel = sensors.stats();

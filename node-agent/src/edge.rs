@@ -14,16 +14,7 @@ use kestrel_events::{Event, EventKind};
 use kestrel_profile::Digest;
 use std::collections::HashMap;
 
-/// One ancestor of a process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ancestor {
-    /// Host pid.
-    pub pid: u32,
-    /// Executable name.
-    pub exe: String,
-    /// argv (lossless text form).
-    pub argv: Vec<String>,
-}
+pub use kestrel_events::Ancestor;
 
 /// An event the digest did not know, with what the operator needs.
 #[derive(Debug, Clone)]
@@ -74,6 +65,11 @@ impl EdgeFilter {
             workloads,
             ..Default::default()
         }
+    }
+
+    /// Replaces the container → workload map (the operator's target set).
+    pub fn set_workloads(&mut self, workloads: WorkloadMap) {
+        self.workloads = workloads;
     }
 
     /// Replaces a workload's digest (an empty digest forwards everything).

@@ -16,6 +16,7 @@
 pub mod activity;
 pub mod capture;
 pub mod cgroups;
+pub mod connected;
 pub mod decode;
 pub mod edge;
 pub mod procscan;

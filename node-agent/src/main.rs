@@ -23,6 +23,28 @@ struct Cli {
 enum Command {
     /// Print kernel events as JSON lines (containers only unless --all).
     Capture(CaptureArgs),
+    /// Stream to the operator: capture, filter by the profile digests, forward the rest.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Operator endpoint.
+    #[arg(
+        long,
+        env = "KESTREL_OPERATOR",
+        default_value = "https://127.0.0.1:7443"
+    )]
+    operator: String,
+    /// TLS material (CA and this node's client certificate).
+    #[arg(long, env = "KESTREL_TLS_DIR")]
+    tls_dir: std::path::PathBuf,
+    /// This node's name (a name of its client certificate).
+    #[arg(long, env = "KESTREL_NODE_NAME", default_value = "localhost")]
+    node: String,
+    /// Ring buffer size in bytes.
+    #[arg(long, default_value_t = 8 << 20, env = "KESTREL_RING_BYTES")]
+    ring_bytes: u32,
 }
 
 #[derive(clap::Args)]
@@ -71,6 +93,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Capture(args) => capture_cmd(args),
+        Command::Run(args) => run_cmd(args),
     }
 }
 
@@ -117,7 +140,7 @@ fn capture_cmd(args: CaptureArgs) -> anyhow::Result<()> {
             }
         },
         || eprintln!("{{\"ready\":true}}"),
-        || {
+        |_| {
             if let Err(e) = out.borrow_mut().flush() {
                 stop_writing(e);
             }
@@ -126,6 +149,27 @@ fn capture_cmd(args: CaptureArgs) -> anyhow::Result<()> {
     )
     .context("capture failed (run as root on a kernel with BTF)")?;
     drop(out);
+    eprintln!("{}", serde_json::json!({ "stats": stats }));
+    Ok(())
+}
+
+fn run_cmd(args: RunArgs) -> anyhow::Result<()> {
+    install_signal_handlers();
+    let cfg = kestrel_agent::connected::ConnectedConfig {
+        operator: args.operator,
+        tls_dir: args.tls_dir,
+        node_name: args.node,
+        capture: CaptureConfig {
+            sensors: SensorConfig {
+                ring_bytes: args.ring_bytes,
+                ..SensorConfig::default()
+            },
+            ..CaptureConfig::default()
+        },
+        batch_size: 512,
+    };
+    eprintln!("{{\"ready\":true}}");
+    let stats = kestrel_agent::connected::run(&cfg, &STOP).context("agent failed")?;
     eprintln!("{}", serde_json::json!({ "stats": stats }));
     Ok(())
 }

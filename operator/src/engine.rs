@@ -403,6 +403,15 @@ impl Engine {
             .collect()
     }
 
+    /// Digests of every profile.
+    pub fn all_digests(&self) -> Vec<(String, Digest)> {
+        let seed = self.cfg.digest_seed;
+        self.workloads
+            .iter()
+            .map(|(n, st)| (n.clone(), st.profile.digest(seed)))
+            .collect()
+    }
+
     /// One row per workload.
     pub fn status(&self) -> Vec<WorkloadStatus> {
         self.workloads

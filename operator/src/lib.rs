@@ -7,5 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod engine;
+pub mod pipeline;
+pub mod serve;
 pub mod standalone;
 pub mod store;

@@ -10,15 +10,14 @@
 //!   line per workload every `progress_every` (`{"progress": …}`),
 //! - `DIR/status.json`: workloads and edge counters, rewritten every second.
 
-use crate::engine::{Engine, EngineConfig, Output};
-use crate::store::{DirStore, Store};
+use crate::pipeline::Pipeline;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use kestrel_agent::capture::{self, CaptureConfig, Scope};
 use kestrel_agent::edge::{EdgeCounters, EdgeFilter, Forwarded};
 use kestrel_agent::workloads::{WorkloadMap, WorkloadSpec};
 use kestrel_embed::{ArgEmbedder, CacheOptions, EmbedConfig, Embedder, OnnxEmbedder};
 use kestrel_profile::{Digest, Mode, ProfileConfig};
-use kestrel_scoring::{RuleSet, Scorer, ScoringConfig, WebhookConfig, WebhookSink};
+use kestrel_scoring::{ScoringConfig, WebhookConfig};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,7 +78,7 @@ impl StandaloneConfig {
         serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
-    fn profile_config(&self, default_threshold: f32) -> anyhow::Result<ProfileConfig> {
+    pub(crate) fn profile_config(&self, default_threshold: f32) -> anyhow::Result<ProfileConfig> {
         let mut b = ProfileConfig::builder()
             .similarity_threshold(self.similarity_threshold.unwrap_or(default_threshold));
         let dur = |field: &str, v: &Option<String>| -> anyhow::Result<Option<Duration>> {
@@ -149,7 +148,7 @@ pub struct Summary {
     pub capture: capture::CaptureStats,
 }
 
-fn wall_now() -> Duration {
+pub(crate) fn wall_now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -178,54 +177,7 @@ pub fn run(
     mut emit: impl FnMut(&Line),
     progress_every: Duration,
 ) -> anyhow::Result<Summary> {
-    let store = DirStore::open(state_dir)?;
-    let threshold = kestrel_embed::default_threshold(embedder.model_id()).unwrap_or(0.95);
-    let mut rules = RuleSet::builder().default_pack();
-    for r in &cfg.rules {
-        let text =
-            std::fs::read_to_string(r).map_err(|e| anyhow::anyhow!("{}: {e}", r.display()))?;
-        rules = rules.add_yaml(r.display().to_string(), text);
-    }
-    let scoring = cfg.scoring.clone().unwrap_or_default();
-    let llm = scoring.build_llm_engine()?;
-    let webhook = cfg.webhook.as_ref().map(WebhookSink::new).transpose()?;
-    let scorer = Scorer::new(scoring, rules.build()?)?;
-    // LLM calls and webhook deliveries run here; one worker is plenty
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("kestrel-io")
-        .enable_all()
-        .build()?;
-    let node = hostname();
-    let mut engine = Engine::new(
-        EngineConfig {
-            profile: cfg.profile_config(threshold)?,
-            node: node.clone(),
-            namespace: "standalone".into(),
-            digest_seed: u64::from(std::process::id()) << 32 | 0x6b65,
-        },
-        embedder,
-        scorer,
-    );
-    if let Some(engine_llm) = llm {
-        engine = engine.with_llm(crate::engine::LlmSeam {
-            engine: engine_llm,
-            runtime: runtime.handle().clone(),
-        });
-    }
-    let webhook = webhook.map(Arc::new);
-    let now = wall_now();
-    for (name, yaml) in store.load_profiles() {
-        let loaded = yaml.map_err(|e| e.to_string()).and_then(|y| {
-            engine
-                .load_profile(&name, &y, now)
-                .map_err(|e| e.to_string())
-        });
-        if let Err(e) = loaded {
-            emit(&Line::StoreError(e));
-        }
-    }
-
+    let mut pipeline = Pipeline::build(cfg, state_dir, embedder, "standalone", &mut emit)?;
     let (fwd_tx, fwd_rx): (Sender<Forwarded>, Receiver<Forwarded>) = bounded(65_536);
     type DigestUpdate = (String, Digest);
     let (dig_tx, dig_rx) = bounded::<DigestUpdate>(1024);
@@ -288,73 +240,18 @@ pub fn run(
         anyhow::bail!("capture did not start");
     }
 
-    let mut last_tick = Instant::now();
-    let mut last_progress = Instant::now();
-    let handle_outputs = |outs: Vec<Output>, emit: &mut dyn FnMut(&Line)| {
-        for o in outs {
-            match o {
-                Output::Phase {
-                    workload,
-                    transition,
-                } => emit(&Line::Phase {
-                    workload,
-                    from: format!("{:?}", transition.from),
-                    to: format!("{:?}", transition.to),
-                    reason: transition.message,
-                }),
-                Output::Alert { alert, notify } => {
-                    if let Err(e) = store.save_alert(&alert) {
-                        emit(&Line::StoreError(e.to_string()));
-                    }
-                    if let (Some(sink), true) = (&webhook, notify) {
-                        let (sink, a) = (Arc::clone(sink), alert.clone());
-                        runtime.spawn(async move {
-                            if let Err(e) = sink.send_alert(&a).await {
-                                tracing::warn!(error = %e, alert = %a.id, "webhook delivery failed");
-                            }
-                        });
-                    }
-                    emit(&Line::Alert(alert));
-                }
-            }
-        }
-    };
     while !stop.load(Ordering::Relaxed) {
         match fwd_rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(f) => match engine.handle(&f, wall_now()) {
-                Ok(outs) => handle_outputs(outs, &mut emit),
-                Err(e) => emit(&Line::StoreError(e.to_string())),
-            },
+            Ok(f) => pipeline.handle(&f, &mut emit),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
-        if last_tick.elapsed() >= Duration::from_secs(1) {
-            last_tick = Instant::now();
-            let outs = engine.tick(wall_now());
-            handle_outputs(outs, &mut emit);
-            for (name, yaml) in engine.take_dirty() {
-                match yaml {
-                    Ok(y) => {
-                        if let Err(e) = store.save_profile(&name, &y) {
-                            emit(&Line::StoreError(e.to_string()));
-                        }
-                    }
-                    Err(e) => emit(&Line::StoreError(e.to_string())),
-                }
-            }
-            for d in engine.take_digests() {
-                let _ = dig_tx.try_send(d);
-            }
-            write_status(
-                &store,
-                &engine,
-                &edge_counters,
-                queue_dropped.load(Ordering::Relaxed),
-            );
-        }
-        if last_progress.elapsed() >= progress_every {
-            last_progress = Instant::now();
-            emit(&Line::Progress(engine.status()));
+        let status = || {
+            let edge = edge_counters.lock().map(|c| c.clone()).unwrap_or_default();
+            serde_json::json!({ "edge": edge, "queueDropped": queue_dropped.load(Ordering::Relaxed) })
+        };
+        for d in pipeline.periodic(progress_every, status, &mut emit) {
+            let _ = dig_tx.try_send(d);
         }
     }
     capture_stop.store(true, Ordering::Relaxed);
@@ -363,47 +260,22 @@ pub fn run(
         .map_err(|_| anyhow::anyhow!("capture thread panicked"))??;
     // drain what is queued, then persist everything
     while let Ok(f) = fwd_rx.try_recv() {
-        if let Ok(outs) = engine.handle(&f, wall_now()) {
-            handle_outputs(outs, &mut emit);
-        }
+        pipeline.handle(&f, &mut emit);
     }
-    for (name, yaml) in engine.all_yaml() {
-        if let Ok(y) = yaml {
-            if let Err(e) = store.save_profile(&name, &y) {
-                emit(&Line::StoreError(e.to_string()));
-            }
-        }
-    }
-    write_status(
-        &store,
-        &engine,
-        &edge_counters,
-        queue_dropped.load(Ordering::Relaxed),
-    );
     let edge = edge_counters.lock().map(|c| c.clone()).unwrap_or_default();
+    let queue_dropped = queue_dropped.load(Ordering::Relaxed);
+    pipeline.shutdown(
+        serde_json::json!({ "edge": edge, "queueDropped": queue_dropped }),
+        &mut emit,
+    );
     Ok(Summary {
         edge,
-        queue_dropped: queue_dropped.load(Ordering::Relaxed),
+        queue_dropped,
         capture: capture_stats,
     })
 }
 
-fn write_status(store: &DirStore, engine: &Engine, edge: &Mutex<EdgeCounters>, queue_dropped: u64) {
-    let edge = edge.lock().map(|c| c.clone()).unwrap_or_default();
-    let v = serde_json::json!({
-        "workloads": engine.status(),
-        "edge": edge,
-        "queueDropped": queue_dropped,
-        "alerts": engine.scorer_stats(),
-    });
-    let path = store.root().join("status.json");
-    let tmp = store.root().join("status.json.tmp");
-    if std::fs::write(&tmp, v.to_string()).is_ok() {
-        let _ = std::fs::rename(tmp, path);
-    }
-}
-
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())

@@ -342,6 +342,17 @@ impl NetOp {
     }
 }
 
+/// A process as the agent's process table knows it (for process chains).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ancestor {
+    /// Host pid.
+    pub pid: u32,
+    /// Process name (escaped text form of the bytes).
+    pub exe: String,
+    /// argv (escaped text form of the bytes).
+    pub argv: Vec<String>,
+}
+
 /// A cgroup v2 directory was created or removed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupChange {

@@ -20,6 +20,6 @@ mod event;
 pub use bytes::{escape_bytes, unescape_bytes, ByteStr};
 pub use container::{container_of_cgroup_path, ContainerPathRules, ContainerRef, Runtime};
 pub use event::{
-    Argv, CgroupChange, Direction, Endpoint, Event, EventKind, Exec, Exit, FileAccess, FileOp,
-    FileOpKind, Fork, Namespaces, NetOp, NetOpKind, Task, TcpState,
+    Ancestor, Argv, CgroupChange, Direction, Endpoint, Event, EventKind, Exec, Exit, FileAccess,
+    FileOp, FileOpKind, Fork, Namespaces, NetOp, NetOpKind, Task, TcpState,
 };

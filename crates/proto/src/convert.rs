@@ -166,8 +166,27 @@ impl From<&ev::Event> for wire::Event {
                 runtime: runtime_to_wire(c.runtime) as i32,
             }),
             workload: String::new(),
+            image: String::new(),
+            process: None,
+            chain: Vec::new(),
             kind: Some(kind_to_wire(&e.kind)),
         }
+    }
+}
+
+fn ancestor_to_wire(a: &ev::Ancestor) -> wire::Ancestor {
+    wire::Ancestor {
+        pid: a.pid,
+        exe: a.exe.clone(),
+        argv: a.argv.clone(),
+    }
+}
+
+fn ancestor_from_wire(a: wire::Ancestor) -> ev::Ancestor {
+    ev::Ancestor {
+        pid: a.pid,
+        exe: a.exe,
+        argv: a.argv,
     }
 }
 
@@ -175,6 +194,9 @@ impl From<&WorkloadEvent> for wire::Event {
     fn from(e: &WorkloadEvent) -> Self {
         let mut w = wire::Event::from(&e.event);
         w.workload.clone_from(&e.workload);
+        w.image.clone_from(&e.image);
+        w.process = e.process.as_ref().map(ancestor_to_wire);
+        w.chain = e.chain.iter().map(ancestor_to_wire).collect();
         w
     }
 }
@@ -354,9 +376,18 @@ impl TryFrom<wire::Event> for WorkloadEvent {
 
     fn try_from(mut w: wire::Event) -> Result<Self> {
         let workload = std::mem::take(&mut w.workload);
+        let image = std::mem::take(&mut w.image);
+        let process = w.process.take().map(ancestor_from_wire);
+        let chain = std::mem::take(&mut w.chain)
+            .into_iter()
+            .map(ancestor_from_wire)
+            .collect();
         Ok(WorkloadEvent {
             workload,
+            image,
             event: ev::Event::try_from(w)?,
+            process,
+            chain,
         })
     }
 }
@@ -483,6 +514,7 @@ impl From<&OperatorMessage> for wire::OperatorMessage {
                 arg_hashes: d.arg_hashes.clone(),
                 generation: d.generation,
                 full: d.full,
+                seed: d.seed,
             }),
             OperatorMessage::Targets(t) => Msg::Targets(wire::TargetSet {
                 targets: t
@@ -491,6 +523,7 @@ impl From<&OperatorMessage> for wire::OperatorMessage {
                     .map(|t| wire::ContainerTarget {
                         container_id_glob: t.container_id_glob.clone(),
                         workload: t.workload.clone(),
+                        image: t.image.clone(),
                     })
                     .collect(),
             }),
@@ -521,6 +554,7 @@ impl TryFrom<wire::DigestUpdate> for DigestUpdate {
             arg_hashes: d.arg_hashes,
             generation: d.generation,
             full: d.full,
+            seed: d.seed,
         })
     }
 }
@@ -534,6 +568,7 @@ impl From<wire::TargetSet> for TargetSet {
                 .map(|t| ContainerTarget {
                     container_id_glob: t.container_id_glob,
                     workload: t.workload,
+                    image: t.image,
                 })
                 .collect(),
         }

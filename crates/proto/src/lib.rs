@@ -24,7 +24,7 @@
 //!     container: None,
 //!     kind: EventKind::Fork(Fork { parent_pid: 1 }),
 //! };
-//! let on_wire = wire::Event::from(&WorkloadEvent { workload: "web".into(), event: event.clone() });
+//! let on_wire = wire::Event::from(&WorkloadEvent { image: String::new(), process: None, chain: Vec::new(), workload: "web".into(), event: event.clone() });
 //! let back = WorkloadEvent::try_from(on_wire).unwrap();
 //! assert_eq!((back.workload.as_str(), back.event), ("web", event));
 //! ```

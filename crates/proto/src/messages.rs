@@ -28,8 +28,27 @@ pub struct Hello {
 pub struct WorkloadEvent {
     /// The workload (empty: not resolved).
     pub workload: String,
+    /// The workload's image (empty: unknown).
+    pub image: String,
     /// The event.
     pub event: Event,
+    /// The acting process, as the agent's process table knows it.
+    pub process: Option<kestrel_events::Ancestor>,
+    /// Its ancestors, parent first.
+    pub chain: Vec<kestrel_events::Ancestor>,
+}
+
+impl WorkloadEvent {
+    /// An event of `workload` without image or process context.
+    pub fn new(workload: impl Into<String>, event: Event) -> Self {
+        WorkloadEvent {
+            workload: workload.into(),
+            image: String::new(),
+            event,
+            process: None,
+            chain: Vec::new(),
+        }
+    }
 }
 
 /// Events an agent could not match locally.
@@ -93,6 +112,8 @@ pub struct DigestUpdate {
     pub generation: u64,
     /// `true`: replaces the agent's sets; `false`: adds to them.
     pub full: bool,
+    /// Seed keying the hashes.
+    pub seed: u64,
 }
 
 /// Containers whose id matches a glob belong to a workload.
@@ -102,6 +123,8 @@ pub struct ContainerTarget {
     pub container_id_glob: String,
     /// The workload.
     pub workload: String,
+    /// The workload's image.
+    pub image: String,
 }
 
 /// Which containers the agent watches (replaces the previous set).

@@ -23,6 +23,9 @@ fn every_event_kind_survives_encoding_and_decoding_unchanged() {
 fn the_workload_travels_with_the_event_and_is_dropped_by_the_plain_conversion() {
     let e = base(EventKind::Fork(Fork { parent_pid: 3 }));
     let w = wire::Event::from(&WorkloadEvent {
+        image: String::new(),
+        process: None,
+        chain: Vec::new(),
         workload: "web".into(),
         event: e.clone(),
     });

@@ -109,6 +109,7 @@ async fn every_event_kind_crosses_a_mutual_tls_stream_unchanged_including_non_ut
     let m = material(dir.path());
     let (server, rec, mut rx) = mtls_server(&m).await;
     let digest = OperatorMessage::Digest(DigestUpdate {
+        seed: 7,
         workload: "web".into(),
         phase: Phase::Detecting,
         path_hashes: vec![1, u64::MAX],
@@ -118,6 +119,7 @@ async fn every_event_kind_crosses_a_mutual_tls_stream_unchanged_including_non_ut
     });
     let targets = OperatorMessage::Targets(TargetSet {
         targets: vec![ContainerTarget {
+            image: "webapp:v1".into(),
             container_id_glob: "web-*".into(),
             workload: "web".into(),
         }],
@@ -276,6 +278,9 @@ async fn the_client_splits_batches_below_the_limit_and_counts_an_event_that_cann
         }));
         e.task.as_mut().unwrap().comm = kestrel_events::ByteStr::new(vec![b'c'; 1000]);
         events.push(WorkloadEvent {
+            image: String::new(),
+            process: None,
+            chain: Vec::new(),
             workload: "web".into(),
             event: e,
         });

@@ -33,6 +33,28 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         progress_every: f64,
     },
+    /// The operator: serves node agents over gRPC (mutual TLS) and runs the
+    /// profile/detection/scoring pipeline; state as in standalone mode.
+    Operator {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        listen: std::net::SocketAddr,
+        /// Where profiles, alerts and status.json are kept.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// TLS material (generated when missing).
+        #[arg(long)]
+        tls_dir: PathBuf,
+        /// Node names to issue client certificates for (comma separated).
+        #[arg(long, value_delimiter = ',', default_value = "localhost")]
+        agents: Vec<String>,
+        /// YAML config (workloads, learning, thresholds, scoring).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Seconds between progress lines.
+        #[arg(long, default_value_t = 5.0)]
+        progress_every: f64,
+    },
     /// Print the workloads and alerts kept in a state directory.
     Status {
         /// The state directory.
@@ -93,6 +115,48 @@ fn main() -> anyhow::Result<()> {
             .context("standalone run failed")?;
             eprintln!("{}", serde_json::json!({ "summary": summary }));
             Ok(())
+        }
+        Command::Operator {
+            listen,
+            state_dir,
+            tls_dir,
+            agents,
+            config,
+            progress_every,
+        } => {
+            for sig in [libc::SIGINT, libc::SIGTERM] {
+                // SAFETY: the handler only stores to an atomic.
+                unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+            }
+            let cfg = match &config {
+                Some(p) => StandaloneConfig::load(p)?,
+                None => StandaloneConfig::default(),
+            };
+            let embedder = standalone::load_embedder(&cfg)?;
+            let stdout = std::io::stdout();
+            let serve = kestrel_operator::serve::ServeConfig {
+                listen,
+                tls_dir,
+                agent_names: agents,
+                mutual_tls: true,
+            };
+            kestrel_operator::serve::run(
+                &cfg,
+                &serve,
+                &state_dir,
+                &STOP,
+                embedder,
+                |line: &Line| {
+                    let mut out = stdout.lock();
+                    if serde_json::to_writer(&mut out, line).is_ok() {
+                        let _ = out.write_all(b"\n");
+                        let _ = out.flush();
+                    }
+                },
+                Duration::from_secs_f64(progress_every.max(0.1)),
+                |addr| eprintln!("{}", serde_json::json!({ "listening": addr.to_string() })),
+            )
+            .context("operator failed")
         }
         Command::Status { state_dir, output } => status(&state_dir, &output),
     }

@@ -140,6 +140,9 @@ fn sample_events(agent: usize, n: usize) -> Vec<WorkloadEvent> {
                 }),
             };
             WorkloadEvent {
+                image: String::new(),
+                process: None,
+                chain: Vec::new(),
                 workload: workload.clone(),
                 event: Event {
                     ts_ns: 1_000_000 + i as u64,

@@ -194,6 +194,9 @@ pub fn with_workload(workload: &str, events: Vec<Event>) -> Vec<WorkloadEvent> {
     events
         .into_iter()
         .map(|event| WorkloadEvent {
+            image: String::new(),
+            process: None,
+            chain: Vec::new(),
             workload: workload.into(),
             event,
         })

@@ -1,0 +1,189 @@
+//! The agent in the cluster shape: capture → edge filter → gRPC stream to the
+//! operator. The operator sends back the target set (which containers belong
+//! to which workload, with its image) and each workload's profile digest; the
+//! agent forwards only what the digests do not know, with its process context,
+//! and reports what it matched and what it dropped.
+
+use crate::capture::{self, CaptureConfig, CaptureStats, Scope};
+use crate::edge::{EdgeCounters, EdgeFilter};
+use crate::workloads::{WorkloadMap, WorkloadSpec};
+use kestrel_profile::Digest;
+use kestrel_proto::client::AgentClient;
+use kestrel_proto::{ClientTls, TlsMaterial};
+use kestrel_proto::{Hello, OperatorMessage, WorkloadEvent};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+/// Settings of a connected agent.
+#[derive(Debug, Clone)]
+pub struct ConnectedConfig {
+    /// Operator endpoint (`https://host:port`).
+    pub operator: String,
+    /// TLS material directory (CA, this node's client certificate).
+    pub tls_dir: PathBuf,
+    /// This node's name (must be a name of its client certificate).
+    pub node_name: String,
+    /// Capture settings.
+    pub capture: CaptureConfig,
+    /// Most events per batch.
+    pub batch_size: usize,
+}
+
+/// Counters of a connected run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ConnectedStats {
+    /// Capture counters.
+    pub capture: CaptureStats,
+    /// Edge-filter counters.
+    pub edge: EdgeCounters,
+    /// Events refused by the full outbound queue (reported to the operator too).
+    pub queue_full: u64,
+}
+
+/// Why a connected run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectedError {
+    /// TLS material or endpoint.
+    #[error("transport: {0}")]
+    Transport(#[from] kestrel_proto::Error),
+    /// Capture.
+    #[error(transparent)]
+    Capture(#[from] capture::CaptureError),
+    /// The async runtime could not start.
+    #[error("runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+enum Update {
+    Targets(Vec<WorkloadSpec>),
+    Digest(String, Digest),
+}
+
+/// Runs until `stop` is set.
+pub fn run(cfg: &ConnectedConfig, stop: &AtomicBool) -> Result<ConnectedStats, ConnectedError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let material = TlsMaterial::load_or_generate(
+        &cfg.tls_dir,
+        &["localhost", "127.0.0.1"],
+        &[cfg.node_name.as_str()],
+    )?;
+    let tls = ClientTls::from_material(&material, Some(&cfg.node_name))?;
+    let hello = Hello {
+        node_name: cfg.node_name.clone(),
+        agent_id: format!("{}-{}", cfg.node_name, std::process::id()),
+        version: env!("CARGO_PKG_VERSION").into(),
+        boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .unwrap_or_default()
+            .trim()
+            .into(),
+        instance: 0,
+    };
+    let (client, mut incoming) =
+        runtime.block_on(AgentClient::connect(cfg.operator.clone(), tls, hello))?;
+    let (up_tx, up_rx) = crossbeam_channel::unbounded::<Update>();
+    runtime.spawn(async move {
+        while let Some(msg) = incoming.recv().await {
+            let update = match msg {
+                OperatorMessage::Targets(t) => Update::Targets(
+                    t.targets
+                        .into_iter()
+                        .map(|t| WorkloadSpec {
+                            name: t.workload,
+                            image: (!t.image.is_empty()).then_some(t.image),
+                            containers: t.container_id_glob,
+                        })
+                        .collect(),
+                ),
+                OperatorMessage::Digest(d) => {
+                    let hashes = d.path_hashes.into_iter().chain(d.arg_hashes);
+                    Update::Digest(d.workload, Digest::from_hashes(d.seed, hashes))
+                }
+            };
+            if up_tx.send(update).is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut edge = EdgeFilter::new(WorkloadMap::default());
+    let mut batch: Vec<WorkloadEvent> = Vec::with_capacity(cfg.batch_size);
+    let queue_full = std::cell::Cell::new(0u64);
+    let mut reported = EdgeCounters::default();
+    let mut reported_ring_drops = 0u64;
+    let mut last_report = Instant::now();
+    let flush = |batch: &mut Vec<WorkloadEvent>| {
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        if client.send(std::mem::take(batch)).is_err() {
+            queue_full.set(queue_full.get() + n);
+        }
+    };
+    let batch_size = cfg.batch_size.max(1);
+    let edge_cell = std::cell::RefCell::new(&mut edge);
+    let batch_cell = std::cell::RefCell::new(&mut batch);
+    let capture_stats = capture::run_with(
+        &CaptureConfig {
+            scope: Scope::AllContainers,
+            cgroup_events: false,
+            ..cfg.capture.clone()
+        },
+        stop,
+        |event| {
+            let mut edge = edge_cell.borrow_mut();
+            while let Ok(u) = up_rx.try_recv() {
+                match u {
+                    Update::Targets(specs) => edge.set_workloads(WorkloadMap::new(specs)),
+                    Update::Digest(w, d) => edge.set_digest(&w, d),
+                }
+            }
+            if let Some(f) = edge.process(event) {
+                let mut batch = batch_cell.borrow_mut();
+                batch.push(WorkloadEvent {
+                    workload: f.workload.name,
+                    image: f.workload.image,
+                    event: f.event,
+                    process: f.process,
+                    chain: f.chain,
+                });
+                if batch.len() >= batch_size {
+                    flush(&mut batch);
+                }
+            }
+        },
+        || (),
+        |sensors| {
+            flush(&mut batch_cell.borrow_mut());
+            if last_report.elapsed() >= Duration::from_secs(1) {
+                last_report = Instant::now();
+                let edge = edge_cell.borrow();
+                for (w, n) in &edge.counters().matched {
+                    let before = reported.matched.get(w).copied().unwrap_or(0);
+                    if *n > before {
+                        client.add_matched(w, n - before);
+                    }
+                }
+                reported = edge.counters().clone();
+                let drops = sensors.stats().dropped;
+                if drops > reported_ring_drops {
+                    client.add_ring_dropped(drops - reported_ring_drops);
+                    reported_ring_drops = drops;
+                }
+            }
+        },
+        |_| (),
+    )?;
+    flush(&mut batch_cell.borrow_mut());
+    let edge_counters = edge_cell.borrow().counters().clone();
+    runtime.block_on(client.close(Duration::from_secs(2)));
+    Ok(ConnectedStats {
+        capture: capture_stats,
+        edge: edge_counters,
+        queue_full: queue_full.get(),
+    })
+}
