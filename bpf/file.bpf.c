@@ -40,7 +40,7 @@ static __always_inline struct file_buf *begin(__u32 op, long nr)
 	struct file_buf *b = bpf_map_lookup_elem(&file_scratch, &zero);
 	if (!b)
 		return NULL;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *task = bpf_get_current_task_btf();
 	fill_hdr(&b->ev.hdr, KIND_FILE, task);
 	b->ev.op = op;
 	b->ev.syscall_nr = nr;

@@ -53,7 +53,7 @@ enum kestrel_net_op {
 
 /* Per-CPU counters (index into the `stats` map). */
 enum kestrel_stat {
-	STAT_EMITTED = 0,
+	STAT_EMITTED = 0,        /* unused: the reader counts records */
 	STAT_DROPPED = 1,        /* ring buffer full: record lost */
 	STAT_FILTERED = 2,       /* rejected by the target-cgroup filter */
 	STAT_ARGS_TRUNCATED = 3,

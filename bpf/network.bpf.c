@@ -91,7 +91,7 @@ int handle_connect(struct trace_event_raw_sys_enter *ctx)
 	struct net_event *e = scratch();
 	if (!e)
 		return 0;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *task = bpf_get_current_task_btf();
 	fill_hdr(&e->hdr, KIND_NET, task);
 	e->op = NET_CONNECT;
 	e->fd = ctx->args[0];
@@ -149,7 +149,7 @@ static __always_inline int accept_exit(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	if (!current_wanted())
 		return 0;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct sock *sk = sock_of_fd(task, fd);
 	if (!sk)
 		return 0;
@@ -194,7 +194,7 @@ int handle_sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	struct net_event *e = scratch();
 	if (!e)
 		return 0;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *task = bpf_get_current_task_btf();
 	fill_hdr(&e->hdr, KIND_NET, task);
 	__u64 sk_cgid = cg ? BPF_CORE_READ(cg, kn, id) : 0;
 	if (e->hdr.cgroup_id != sk_cgid) {

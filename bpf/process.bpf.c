@@ -40,10 +40,12 @@ struct cgroup_event _cgroup_event = {};
 
 static __always_inline __u32 ns_pid_of(struct task_struct *task)
 {
-	struct pid *p = BPF_CORE_READ(task, thread_pid);
-	unsigned int level = BPF_CORE_READ(p, level);
+	struct pid *p = task->thread_pid;
+	if (!p)
+		return 0;
+	unsigned int level = p->level;
 	struct upid up = {};
-	bpf_core_read(&up, sizeof(up), &p->numbers[level & 7]);
+	bpf_probe_read_kernel(&up, sizeof(up), &p->numbers[level & 7]);
 	return up.nr;
 }
 
@@ -57,11 +59,10 @@ int handle_exec(struct trace_event_raw_sched_process_exec *ctx)
 	if (!b)
 		return 0;
 	struct exec_event *e = &b->ev;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *task = bpf_get_current_task_btf();
 
 	fill_hdr(&e->hdr, KIND_EXEC, task);
-	struct task_struct *parent = BPF_CORE_READ(task, real_parent);
-	bpf_core_read_str(&e->pcomm, sizeof(e->pcomm), &parent->comm);
+	bpf_probe_read_kernel_str(&e->pcomm, sizeof(e->pcomm), task->real_parent->comm);
 	e->ns_pid = ns_pid_of(task);
 
 	unsigned int off = ctx->__data_loc_filename & 0xFFFF;
@@ -70,14 +71,16 @@ int handle_exec(struct trace_event_raw_sched_process_exec *ctx)
 	if (n == sizeof(e->filename))
 		e->hdr.flags |= FLAG_FILENAME_TRUNCATED;
 
-	struct mm_struct *mm = BPF_CORE_READ(task, mm);
-	const unsigned char *exe_name =
-		BPF_CORE_READ(mm, exe_file, f_path.dentry, d_name.name);
-	if (bpf_probe_read_kernel_str(&e->exe, sizeof(e->exe), exe_name) < 0)
+	struct mm_struct *mm = task->mm;
+	if (!mm)
+		return 0;
+	struct file *exe_file = mm->exe_file;
+	const unsigned char *exe_name = exe_file ? exe_file->f_path.dentry->d_name.name : NULL;
+	if (!exe_name || bpf_probe_read_kernel_str(&e->exe, sizeof(e->exe), exe_name) < 0)
 		e->exe[0] = 0;
 
-	unsigned long start = BPF_CORE_READ(mm, arg_start);
-	unsigned long end = BPF_CORE_READ(mm, arg_end);
+	unsigned long start = mm->arg_start;
+	unsigned long end = mm->arg_end;
 	__u64 size = end > start ? end - start : 0;
 	__u32 len = size > KESTREL_ARGS_MAX ? KESTREL_ARGS_MAX : size;
 	e->args_size = size;
@@ -98,19 +101,19 @@ int handle_exec(struct trace_event_raw_sched_process_exec *ctx)
 	return 0;
 }
 
-SEC("raw_tp/sched_process_fork")
+SEC("tp_btf/sched_process_fork")
 int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 {
 	/* threads share the tgid: only new processes are interesting */
-	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+	if (child->pid != child->tgid)
 		return 0;
 	if (!current_wanted())
 		return 0;
 	struct fork_event e = {};
 	fill_hdr(&e.hdr, KIND_FORK, child);
-	e.hdr.pid = BPF_CORE_READ(child, tgid);
+	e.hdr.pid = child->tgid;
 	e.hdr.tid = e.hdr.pid;
-	e.hdr.ppid = BPF_CORE_READ(parent, tgid);
+	e.hdr.ppid = parent->tgid;
 	e.parent_pid = e.hdr.ppid;
 	submit(&e, sizeof(e));
 	return 0;
@@ -119,15 +122,15 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 SEC("tracepoint/sched/sched_process_exit")
 int handle_exit(void *ctx)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *task = bpf_get_current_task_btf();
 	/* report the process once, when its leader thread goes */
-	if (BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid))
+	if (task->pid != task->tgid)
 		return 0;
 	if (!current_wanted())
 		return 0;
 	struct exit_event e = {};
 	fill_hdr(&e.hdr, KIND_EXIT, task);
-	e.exit_code = BPF_CORE_READ(task, exit_code);
+	e.exit_code = task->exit_code;
 	submit(&e, sizeof(e));
 	return 0;
 }
@@ -141,7 +144,7 @@ static __always_inline int cgroup_change(struct trace_event_raw_cgroup *ctx, __u
 	struct cgroup_buf *b = bpf_map_lookup_elem(&cgroup_scratch, &zero);
 	if (!b)
 		return 0;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *task = bpf_get_current_task_btf();
 	fill_hdr(&b->ev.hdr, KIND_CGROUP, task);
 	b->ev.id = ctx->id;
 	b->ev.level = ctx->level;

@@ -256,6 +256,8 @@ pub fn run_with(
     drop(reader);
     let mut stats = state.borrow().stats.clone();
     stats.kernel = sensors.stats();
+    // every record that reached the ring was read (decoded or not)
+    stats.kernel.emitted = stats.decoded + stats.decode_errors.values().sum::<u64>();
     before_unload(&sensors);
     Ok(stats)
 }

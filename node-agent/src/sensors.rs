@@ -69,7 +69,8 @@ impl<T> Ctx<T> for libbpf_rs::Result<T> {
 /// Kernel-side counters, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct KernelStats {
-    /// Records written to the ring buffer.
+    /// Records written to the ring buffer (counted by the reader: a record
+    /// that made it into the ring is always read; [`Sensors::stats`] leaves it 0).
     pub emitted: u64,
     /// Records lost because the ring buffer was full.
     pub dropped: u64,
@@ -238,7 +239,7 @@ impl Sensors {
             }
         };
         KernelStats {
-            emitted: read(wire::STAT_EMITTED),
+            emitted: 0,
             dropped: read(wire::STAT_DROPPED),
             filtered: read(wire::STAT_FILTERED),
             args_truncated: read(wire::STAT_ARGS_TRUNCATED),
