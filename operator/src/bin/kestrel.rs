@@ -45,6 +45,9 @@ enum Command {
         /// TLS material (generated when missing).
         #[arg(long)]
         tls_dir: PathBuf,
+        /// Do not require client certificates (TLS without mutual authentication).
+        #[arg(long)]
+        no_mutual_tls: bool,
         /// Node names to issue client certificates for (comma separated).
         #[arg(long, value_delimiter = ',', default_value = "localhost")]
         agents: Vec<String>,
@@ -120,6 +123,7 @@ fn main() -> anyhow::Result<()> {
             listen,
             state_dir,
             tls_dir,
+            no_mutual_tls,
             agents,
             config,
             progress_every,
@@ -138,7 +142,7 @@ fn main() -> anyhow::Result<()> {
                 listen,
                 tls_dir,
                 agent_names: agents,
-                mutual_tls: true,
+                mutual_tls: !no_mutual_tls,
             };
             kestrel_operator::serve::run(
                 &cfg,
