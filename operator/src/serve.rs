@@ -37,6 +37,8 @@ pub struct ServeConfig {
     pub agent_names: Vec<String>,
     /// Require client certificates (mutual TLS) and check Hello names.
     pub mutual_tls: bool,
+    /// Interval of the progress lines.
+    pub progress_every: Duration,
 }
 
 struct Handler {
@@ -147,7 +149,6 @@ pub fn run(
     stop: &AtomicBool,
     embedder: Arc<dyn Embedder>,
     mut emit: impl FnMut(&Line),
-    progress_every: Duration,
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let mut pipeline = Pipeline::build(cfg, state_dir, embedder, "default", &mut emit)?;
@@ -209,7 +210,7 @@ pub fn run(
                 "queueDropped": h.queue_dropped.load(Ordering::Relaxed),
             })
         };
-        for (w, d) in pipeline.periodic(progress_every, status, &mut emit) {
+        for (w, d) in pipeline.periodic(serve.progress_every, status, &mut emit) {
             handler.publish(w, d, Phase::Learning);
         }
     }

@@ -75,6 +75,27 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
+/// Stops on SIGINT/SIGTERM and reads the config file (defaults without one).
+fn prepare(config: Option<&std::path::Path>) -> anyhow::Result<StandaloneConfig> {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+    match config {
+        Some(p) => StandaloneConfig::load(p),
+        None => Ok(StandaloneConfig::default()),
+    }
+}
+
+/// One JSON object per line on stdout, flushed at once.
+fn print_line(line: &Line) {
+    let mut out = std::io::stdout().lock();
+    if serde_json::to_writer(&mut out, line).is_ok() {
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -86,33 +107,19 @@ fn main() -> anyhow::Result<()> {
             config,
             progress_every,
         } => {
-            for sig in [libc::SIGINT, libc::SIGTERM] {
-                // SAFETY: the handler only stores to an atomic.
-                unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
-            }
-            let cfg = match &config {
-                Some(p) => StandaloneConfig::load(p)?,
-                None => StandaloneConfig::default(),
-            };
+            let cfg = prepare(config.as_deref())?;
             eprintln!("kestrel: loading the embedding model");
             let embedder = standalone::load_embedder(&cfg)?;
             eprintln!(
                 "kestrel: model {} loaded; starting capture",
                 embedder.model_id()
             );
-            let stdout = std::io::stdout();
             let summary = standalone::run(
                 &cfg,
                 &state_dir,
                 &STOP,
                 embedder,
-                |line: &Line| {
-                    let mut out = stdout.lock();
-                    if serde_json::to_writer(&mut out, line).is_ok() {
-                        let _ = out.write_all(b"\n");
-                        let _ = out.flush();
-                    }
-                },
+                print_line,
                 Duration::from_secs_f64(progress_every.max(0.1)),
             )
             .context("standalone run failed")?;
@@ -128,21 +135,14 @@ fn main() -> anyhow::Result<()> {
             config,
             progress_every,
         } => {
-            for sig in [libc::SIGINT, libc::SIGTERM] {
-                // SAFETY: the handler only stores to an atomic.
-                unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
-            }
-            let cfg = match &config {
-                Some(p) => StandaloneConfig::load(p)?,
-                None => StandaloneConfig::default(),
-            };
+            let cfg = prepare(config.as_deref())?;
             let embedder = standalone::load_embedder(&cfg)?;
-            let stdout = std::io::stdout();
             let serve = kestrel_operator::serve::ServeConfig {
                 listen,
                 tls_dir,
                 agent_names: agents,
                 mutual_tls: !no_mutual_tls,
+                progress_every: Duration::from_secs_f64(progress_every.max(0.1)),
             };
             kestrel_operator::serve::run(
                 &cfg,
@@ -150,14 +150,7 @@ fn main() -> anyhow::Result<()> {
                 &state_dir,
                 &STOP,
                 embedder,
-                |line: &Line| {
-                    let mut out = stdout.lock();
-                    if serde_json::to_writer(&mut out, line).is_ok() {
-                        let _ = out.write_all(b"\n");
-                        let _ = out.flush();
-                    }
-                },
-                Duration::from_secs_f64(progress_every.max(0.1)),
+                print_line,
                 |addr| eprintln!("{}", serde_json::json!({ "listening": addr.to_string() })),
             )
             .context("operator failed")
