@@ -25,10 +25,11 @@ test: deps lint
 	$(CARGO) build $(PROFILE) --workspace --bins
 	$(CARGO) test $(PROFILE) --workspace --no-fail-fast
 
+# criterion benches of every crate, then the load harnesses (agent: root)
 bench: deps
 	$(CARGO) bench --workspace
-	$(CARGO) build $(PROFILE) -p kestrel-node-agent --bins
-	$(CARGO) run $(PROFILE) -p kestrel-node-agent --example agent-load
+	$(CARGO) run $(PROFILE) -p kestrel-node-agent --example agent-load -- 5 2
+	$(CARGO) run $(PROFILE) -p kestrel-proto --bin kestrel-loadgen -- --agents 50 --seconds 10
 
 demo: build
 	$(CARGO) run $(PROFILE) -p kestrel-e2e --bin kestrel-demo
