@@ -513,7 +513,19 @@ impl CrashableServer {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let listener = TcpListener::bind(addr).await.unwrap();
+                // the crashed server's socket may take a moment to close:
+                // retry the bind of the same port for a while
+                let mut tries = 0;
+                let listener = loop {
+                    match TcpListener::bind(addr).await {
+                        Ok(l) => break l,
+                        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 100 => {
+                            tries += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                        Err(e) => panic!("bind {addr}: {e}"),
+                    }
+                };
                 let h = serve(listener, tls, rec).await.unwrap();
                 ready_tx.send(h.local_addr()).unwrap();
                 let _ = tokio::task::spawn_blocking(move || killed.recv()).await;
