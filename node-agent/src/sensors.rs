@@ -143,50 +143,45 @@ impl Sensors {
             .attach()
             .ctx("attach process programs (sched_process_exec/fork/exit, cgroup_mkdir/rmdir)")?;
 
+        // the other classes reuse the process object's ring buffer, filter and counters
+        macro_rules! load_sharing {
+            ($builder:ty, $obj:literal, $attach:literal) => {{
+                let mut open = <$builder>::default()
+                    .open(leaked_object())
+                    .ctx(concat!("open ", $obj))?;
+                configure!(open, cfg);
+                open.maps
+                    .events
+                    .reuse_fd(process.maps.events.as_fd())
+                    .ctx(concat!("share ring buffer with ", $obj))?;
+                open.maps
+                    .target_cgroups
+                    .reuse_fd(process.maps.target_cgroups.as_fd())
+                    .ctx(concat!("share filter map with ", $obj))?;
+                open.maps
+                    .stats
+                    .reuse_fd(process.maps.stats.as_fd())
+                    .ctx(concat!("share stats map with ", $obj))?;
+                let mut skel = open.load().ctx(concat!("load ", $obj))?;
+                skel.attach().ctx($attach)?;
+                skel
+            }};
+        }
         let file = if cfg.file {
-            let mut open = FileSkelBuilder::default()
-                .open(leaked_object())
-                .ctx("open file.bpf.o")?;
-            configure!(open, cfg);
-            open.maps
-                .events
-                .reuse_fd(process.maps.events.as_fd())
-                .ctx("share ring buffer with file programs")?;
-            open.maps
-                .target_cgroups
-                .reuse_fd(process.maps.target_cgroups.as_fd())
-                .ctx("share filter map")?;
-            open.maps
-                .stats
-                .reuse_fd(process.maps.stats.as_fd())
-                .ctx("share stats map")?;
-            let mut skel = open.load().ctx("load file programs")?;
-            skel.attach()
-                .ctx("attach file programs (sys_enter_open*/rename*/unlink*)")?;
-            Some(skel)
+            Some(load_sharing!(
+                FileSkelBuilder,
+                "file.bpf.o",
+                "attach file programs (sys_enter_open*/rename*/unlink*)"
+            ))
         } else {
             None
         };
         let network = if cfg.network {
-            let mut open = NetworkSkelBuilder::default()
-                .open(leaked_object())
-                .ctx("open network.bpf.o")?;
-            configure!(open, cfg);
-            open.maps
-                .events
-                .reuse_fd(process.maps.events.as_fd())
-                .ctx("share ring buffer with network programs")?;
-            open.maps
-                .target_cgroups
-                .reuse_fd(process.maps.target_cgroups.as_fd())
-                .ctx("share filter map")?;
-            open.maps
-                .stats
-                .reuse_fd(process.maps.stats.as_fd())
-                .ctx("share stats map")?;
-            let mut skel = open.load().ctx("load network programs")?;
-            skel.attach().ctx("attach network programs (sys_enter_connect, sys_exit_accept*, inet_sock_set_state)")?;
-            Some(skel)
+            Some(load_sharing!(
+                NetworkSkelBuilder,
+                "network.bpf.o",
+                "attach network programs (sys_enter_connect, sys_exit_accept*, inet_sock_set_state)"
+            ))
         } else {
             None
         };
