@@ -37,6 +37,16 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
+/* Per-CPU count of records submitted by this object (wake-up sampling). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} submit_count SEC(".maps");
+
+#define WAKEUP_CHECK_EVERY 16
+
 static __always_inline void stat_inc(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
@@ -44,12 +54,14 @@ static __always_inline void stat_inc(__u32 idx)
 		*v += 1;
 }
 
-/* Is the current task in a watched cgroup (its own or an ancestor's id)? */
-static __always_inline bool current_wanted(void)
+/* Is the current task in a watched cgroup (its own or an ancestor's id)?
+ * Stores the task's cgroup id in *cgid so fill_hdr need not ask again. */
+static __always_inline bool current_wanted(__u64 *cgid)
 {
+	__u64 id = bpf_get_current_cgroup_id();
+	*cgid = id;
 	if (filter_mode == FILTER_OFF)
 		return (bpf_get_current_pid_tgid() >> 32) != self_tgid;
-	__u64 id = bpf_get_current_cgroup_id();
 	if (bpf_map_lookup_elem(&target_cgroups, &id))
 		return true;
 #pragma unroll
@@ -94,13 +106,14 @@ out:
 
 /* `task` is a BTF pointer (bpf_get_current_task_btf or a raw tracepoint
  * argument): fields are read with direct, fault-checked loads instead of one
- * probe-read helper call per pointer hop. */
+ * probe-read helper call per pointer hop. `cgid` is the current task's cgroup
+ * id, as current_wanted found it. */
 static __always_inline void fill_hdr(struct kestrel_hdr *h, __u32 kind,
-				     struct task_struct *task)
+				     struct task_struct *task, __u64 cgid)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	h->ts_ns = bpf_ktime_get_ns();
-	h->cgroup_id = bpf_get_current_cgroup_id();
+	h->cgroup_id = cgid;
 	h->kind = kind;
 	h->flags = 0;
 	h->pid = pid_tgid >> 32;
@@ -110,14 +123,21 @@ static __always_inline void fill_hdr(struct kestrel_hdr *h, __u32 kind,
 	struct nsproxy *ns = task->nsproxy;
 	h->pid_ns = ns ? ns->pid_ns_for_children->ns.inum : 0;
 	h->mnt_ns = ns ? ns->mnt_ns->ns.inum : 0;
-	bpf_get_current_comm(&h->comm, sizeof(h->comm));
+	/* two direct 8-byte loads instead of the bpf_get_current_comm helper */
+	__builtin_memcpy(h->comm, task->comm, sizeof(h->comm));
 }
 
-/* Submit `size` bytes of `data`; wake the reader only when enough is queued. */
+/* Submit `size` bytes of `data`; wake the reader only when enough is queued.
+ * The fill level is looked at on every WAKEUP_CHECK_EVERY-th record of a CPU
+ * (the reader also drains on its own timer), which keeps the query off the
+ * per-record path. */
 static __always_inline void submit(void *data, __u64 size)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+	__u32 zero = 0;
+	__u32 *n = bpf_map_lookup_elem(&submit_count, &zero);
+	if (n && ((*n)++ & (WAKEUP_CHECK_EVERY - 1)) == 0 &&
+	    bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
 	/* records that made it are counted by the reader; only losses here */
 	if (bpf_ringbuf_output(&events, data, size, flags) != 0)

@@ -34,14 +34,15 @@ struct kestrel_open_how {
 
 static __always_inline struct file_buf *begin(__u32 op, long nr)
 {
-	if (!current_wanted())
+	__u64 cgid;
+	if (!current_wanted(&cgid))
 		return NULL;
 	__u32 zero = 0;
 	struct file_buf *b = bpf_map_lookup_elem(&file_scratch, &zero);
 	if (!b)
 		return NULL;
 	struct task_struct *task = bpf_get_current_task_btf();
-	fill_hdr(&b->ev.hdr, KIND_FILE, task);
+	fill_hdr(&b->ev.hdr, KIND_FILE, task, cgid);
 	b->ev.op = op;
 	b->ev.syscall_nr = nr;
 	b->ev.dfd = AT_FDCWD;

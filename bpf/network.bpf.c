@@ -86,13 +86,14 @@ static __always_inline void fill_from_sock(struct net_event *e, struct sock *sk)
 SEC("tracepoint/syscalls/sys_enter_connect")
 int handle_connect(struct trace_event_raw_sys_enter *ctx)
 {
-	if (!current_wanted())
+	__u64 cgid;
+	if (!current_wanted(&cgid))
 		return 0;
 	struct net_event *e = scratch();
 	if (!e)
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
-	fill_hdr(&e->hdr, KIND_NET, task);
+	fill_hdr(&e->hdr, KIND_NET, task, cgid);
 	e->op = NET_CONNECT;
 	e->fd = ctx->args[0];
 	const void *uaddr = (const void *)ctx->args[1];
@@ -147,7 +148,8 @@ static __always_inline int accept_exit(struct trace_event_raw_sys_exit *ctx)
 	long fd = ctx->ret;
 	if (fd < 0)
 		return 0;
-	if (!current_wanted())
+	__u64 cgid;
+	if (!current_wanted(&cgid))
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct sock *sk = sock_of_fd(task, fd);
@@ -156,7 +158,7 @@ static __always_inline int accept_exit(struct trace_event_raw_sys_exit *ctx)
 	struct net_event *e = scratch();
 	if (!e)
 		return 0;
-	fill_hdr(&e->hdr, KIND_NET, task);
+	fill_hdr(&e->hdr, KIND_NET, task, cgid);
 	e->op = NET_ACCEPT;
 	e->fd = fd;
 	fill_from_sock(e, sk);
@@ -195,7 +197,7 @@ int handle_sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	if (!e)
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
-	fill_hdr(&e->hdr, KIND_NET, task);
+	fill_hdr(&e->hdr, KIND_NET, task, bpf_get_current_cgroup_id());
 	__u64 sk_cgid = cg ? BPF_CORE_READ(cg, kn, id) : 0;
 	if (e->hdr.cgroup_id != sk_cgid) {
 		/* softirq or another task: current is not the socket's owner */

@@ -52,7 +52,8 @@ static __always_inline __u32 ns_pid_of(struct task_struct *task)
 SEC("tracepoint/sched/sched_process_exec")
 int handle_exec(struct trace_event_raw_sched_process_exec *ctx)
 {
-	if (!current_wanted())
+	__u64 cgid;
+	if (!current_wanted(&cgid))
 		return 0;
 	__u32 zero = 0;
 	struct exec_buf *b = bpf_map_lookup_elem(&exec_scratch, &zero);
@@ -61,7 +62,7 @@ int handle_exec(struct trace_event_raw_sched_process_exec *ctx)
 	struct exec_event *e = &b->ev;
 	struct task_struct *task = bpf_get_current_task_btf();
 
-	fill_hdr(&e->hdr, KIND_EXEC, task);
+	fill_hdr(&e->hdr, KIND_EXEC, task, cgid);
 	bpf_probe_read_kernel_str(&e->pcomm, sizeof(e->pcomm), task->real_parent->comm);
 	e->ns_pid = ns_pid_of(task);
 
@@ -107,10 +108,11 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	/* threads share the tgid: only new processes are interesting */
 	if (child->pid != child->tgid)
 		return 0;
-	if (!current_wanted())
+	__u64 cgid;
+	if (!current_wanted(&cgid))
 		return 0;
 	struct fork_event e = {};
-	fill_hdr(&e.hdr, KIND_FORK, child);
+	fill_hdr(&e.hdr, KIND_FORK, child, cgid);
 	e.hdr.pid = child->tgid;
 	e.hdr.tid = e.hdr.pid;
 	e.hdr.ppid = parent->tgid;
@@ -126,10 +128,11 @@ int handle_exit(void *ctx)
 	/* report the process once, when its leader thread goes */
 	if (task->pid != task->tgid)
 		return 0;
-	if (!current_wanted())
+	__u64 cgid;
+	if (!current_wanted(&cgid))
 		return 0;
 	struct exit_event e = {};
-	fill_hdr(&e.hdr, KIND_EXIT, task);
+	fill_hdr(&e.hdr, KIND_EXIT, task, cgid);
 	e.exit_code = task->exit_code;
 	submit(&e, sizeof(e));
 	return 0;
@@ -145,7 +148,7 @@ static __always_inline int cgroup_change(struct trace_event_raw_cgroup *ctx, __u
 	if (!b)
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
-	fill_hdr(&b->ev.hdr, KIND_CGROUP, task);
+	fill_hdr(&b->ev.hdr, KIND_CGROUP, task, bpf_get_current_cgroup_id());
 	b->ev.id = ctx->id;
 	b->ev.level = ctx->level;
 	b->ev.mkdir = mkdir;

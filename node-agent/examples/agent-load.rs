@@ -34,6 +34,31 @@ fn worker(kind: &str, secs: f64) -> ! {
                 n += 1000;
             }
         }
+        "open-rejected" => {
+            // openat(2) with flags the kernel rejects (O_TMPFILE without a
+            // directory) right after the entry tracepoint: every call is a
+            // complete file event (path, flags, mode) while the syscall
+            // itself costs almost nothing, so the harness can offer the
+            // agent more events per second than real opens on 2 cores can
+            let flags = libc::O_TMPFILE | libc::O_RDONLY;
+            #[repr(align(64))]
+            struct Path([u8; 64]);
+            let mut path = Path([0; 64]);
+            path.0[..23].copy_from_slice(b"/kestrel-bench/rejected");
+            while Instant::now() < deadline {
+                for _ in 0..1000 {
+                    // SAFETY: openat(2) on a constant path; it fails with EINVAL.
+                    let fd = unsafe {
+                        libc::openat(libc::AT_FDCWD, path.0.as_ptr().cast(), flags, 0)
+                    };
+                    if fd >= 0 {
+                        // SAFETY: closing the fd we opened (never expected).
+                        unsafe { libc::close(fd) };
+                    }
+                }
+                n += 1000;
+            }
+        }
         _ => {
             // plain fork + execv + waitpid: one fork, one exec, one exit per op
             let path = c"/bin/true";
@@ -204,6 +229,15 @@ fn main() {
         open.stats.kernel.dropped,
         open.stats.kernel.emitted,
         100.0 * open.cpu / open.wall
+    );
+    let rejected = run("open-rejected", secs, workers, &procs);
+    println!(
+        "file events (openat rejected by the kernel after the entry tracepoint): {:.0} calls/s generated, {:.0} events/s decoded, drops {}, kernel emitted {}, agent CPU {:.1}% of one core",
+        rejected.ops as f64 / rejected.wall,
+        rejected.events as f64 / rejected.wall,
+        rejected.stats.kernel.dropped,
+        rejected.stats.kernel.emitted,
+        100.0 * rejected.cpu / rejected.wall
     );
     let _ = std::fs::write(stats_sysctl, "1");
     let exec = run("exec", secs, workers, &procs);
