@@ -48,9 +48,8 @@ fn worker(kind: &str, secs: f64) -> ! {
             while Instant::now() < deadline {
                 for _ in 0..1000 {
                     // SAFETY: openat(2) on a constant path; it fails with EINVAL.
-                    let fd = unsafe {
-                        libc::openat(libc::AT_FDCWD, path.0.as_ptr().cast(), flags, 0)
-                    };
+                    let fd =
+                        unsafe { libc::openat(libc::AT_FDCWD, path.0.as_ptr().cast(), flags, 0) };
                     if fd >= 0 {
                         // SAFETY: closing the fd we opened (never expected).
                         unsafe { libc::close(fd) };
