@@ -128,17 +128,24 @@ static __always_inline void fill_hdr(struct kestrel_hdr *h, __u32 kind,
 }
 
 /* Submit `size` bytes of `data`; wake the reader only when enough is queued.
+ *
+ * Every wake-up is an irq_work self-IPI, which is expensive on this kind of
+ * VM, so a wake-up is sent only while the fill level is in
+ * [wakeup_bytes, 2 * wakeup_bytes): once the reader has been woken, records
+ * that pile up behind it while it is being scheduled do not wake it again.
  * The fill level is looked at on every WAKEUP_CHECK_EVERY-th record of a CPU
- * (the reader also drains on its own timer), which keeps the query off the
- * per-record path. */
+ * (user space caps wakeup_bytes at a quarter of the ring, so a sample always
+ * falls inside the window), and the reader also drains on its own timer. */
 static __always_inline void submit(void *data, __u64 size)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
 	__u32 zero = 0;
 	__u32 *n = bpf_map_lookup_elem(&submit_count, &zero);
-	if (n && ((*n)++ & (WAKEUP_CHECK_EVERY - 1)) == 0 &&
-	    bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
-		flags = BPF_RB_FORCE_WAKEUP;
+	if (n && ((*n)++ & (WAKEUP_CHECK_EVERY - 1)) == 0) {
+		__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+		if (avail >= wakeup_bytes && avail < 2 * wakeup_bytes)
+			flags = BPF_RB_FORCE_WAKEUP;
+	}
 	/* records that made it are counted by the reader; only losses here */
 	if (bpf_ringbuf_output(&events, data, size, flags) != 0)
 		stat_inc(STAT_DROPPED);

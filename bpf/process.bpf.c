@@ -63,7 +63,7 @@ int handle_exec(struct trace_event_raw_sched_process_exec *ctx)
 	struct task_struct *task = bpf_get_current_task_btf();
 
 	fill_hdr(&e->hdr, KIND_EXEC, task, cgid);
-	bpf_probe_read_kernel_str(&e->pcomm, sizeof(e->pcomm), task->real_parent->comm);
+	__builtin_memcpy(e->pcomm, task->real_parent->comm, sizeof(e->pcomm));
 	e->ns_pid = ns_pid_of(task);
 
 	unsigned int off = ctx->__data_loc_filename & 0xFFFF;

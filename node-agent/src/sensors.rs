@@ -22,7 +22,8 @@ pub struct SensorConfig {
     pub ring_bytes: u32,
     /// Only events from cgroups in the target map (or below one) reach user space.
     pub filter_targets: bool,
-    /// Wake the reader only once this many bytes are queued (batched wake-ups).
+    /// Wake the reader only once this many bytes are queued (batched wake-ups;
+    /// capped at a quarter of `ring_bytes`).
     pub wakeup_bytes: u64,
     /// Load the file programs.
     pub file: bool,
@@ -116,12 +117,20 @@ fn ensure_tracefs() {
     }
 }
 
+/// The wake-up threshold the programs use: the configured one, capped at a
+/// quarter of the ring so the BPF side's window `[t, 2t)` (see `submit` in
+/// `bpf/common.bpf.h`) always fits and is always sampled.
+fn effective_wakeup_bytes(cfg: &SensorConfig) -> u64 {
+    cfg.wakeup_bytes
+        .clamp(1, u64::from(cfg.ring_bytes / 4).max(1))
+}
+
 macro_rules! configure {
     ($open:expr, $cfg:expr) => {{
         if let Some(ro) = $open.maps.rodata_data.as_deref_mut() {
             ro.filter_mode = u32::from($cfg.filter_targets);
             ro.self_tgid = std::process::id();
-            ro.wakeup_bytes = $cfg.wakeup_bytes;
+            ro.wakeup_bytes = effective_wakeup_bytes($cfg);
         }
     }};
 }
@@ -318,5 +327,26 @@ impl Reader<'_> {
             Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => Ok(()),
             other => other.map(|_| ()).ctx("consume ring buffer"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wakeup_threshold_is_capped_at_a_quarter_of_the_ring() {
+        let big = SensorConfig::default();
+        assert_eq!(effective_wakeup_bytes(&big), 256 << 10);
+        let tiny = SensorConfig {
+            ring_bytes: 64 << 10,
+            ..SensorConfig::default()
+        };
+        assert_eq!(effective_wakeup_bytes(&tiny), 16 << 10);
+        let zero = SensorConfig {
+            wakeup_bytes: 0,
+            ..SensorConfig::default()
+        };
+        assert_eq!(effective_wakeup_bytes(&zero), 1);
     }
 }

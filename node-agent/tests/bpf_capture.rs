@@ -91,8 +91,12 @@ fn file_and_tcp_activity_in_a_container_is_reported() {
         .exec(&[
             "sh",
             "-c",
+            // the listener may need a while to start on a loaded machine:
+            // retry the connection, then wait for the data to land
             "echo data > /tmp/f1; mv /tmp/f1 /tmp/f2; rm /tmp/f2; \
-             (nc -l -p 8080 > /tmp/got &); sleep 0.5; echo hi | nc -w 1 127.0.0.1 8080; sleep 0.3; cat /tmp/got",
+             (nc -l -p 8080 > /tmp/got &); \
+             i=0; until echo hi | nc -w 1 127.0.0.1 8080; do i=$((i+1)); [ $i -ge 100 ] && break; sleep 0.1; done; \
+             i=0; until [ -s /tmp/got ]; do i=$((i+1)); [ $i -ge 100 ] && break; sleep 0.1; done; cat /tmp/got",
         ])
         .expect("exec");
     assert_eq!(out.stdout, "hi\n", "{out:?}");
