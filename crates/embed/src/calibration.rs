@@ -4,6 +4,9 @@ use crate::error::{Error, Result};
 
 /// The committed calibration set (`calibration/pairs.tsv` in this crate).
 pub const CALIBRATION_TSV: &str = include_str!("../calibration/pairs.tsv");
+/// The committed held-out set (`calibration/holdout.tsv`): labelled before any
+/// score was computed for it and never used to choose a parameter or threshold.
+pub const HOLDOUT_TSV: &str = include_str!("../calibration/holdout.tsv");
 
 /// Two argument strings and whether they are the same behaviour.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +60,26 @@ pub fn parse_pairs(text: &str) -> Result<Vec<LabelledPair>> {
 /// The committed calibration set, parsed.
 pub fn calibration_pairs() -> Result<Vec<LabelledPair>> {
     parse_pairs(CALIBRATION_TSV)
+}
+
+/// The committed held-out set, parsed.
+pub fn holdout_pairs() -> Result<Vec<LabelledPair>> {
+    parse_pairs(HOLDOUT_TSV)
+}
+
+impl LabelledPair {
+    /// The two argument strings as a profile sees them: everything after
+    /// `argv[0]` (the agent reports `argv[1..]`; the program is the leaf).
+    pub fn arguments(&self) -> (&str, &str) {
+        (after_argv0(&self.a), after_argv0(&self.b))
+    }
+}
+
+/// The text after the first word (`argv[0]`), trimmed; empty when there is none.
+fn after_argv0(line: &str) -> &str {
+    let line = line.trim_start();
+    line.split_once(char::is_whitespace)
+        .map_or("", |(_, rest)| rest.trim_start())
 }
 
 /// Summary of a set of similarity scores.
@@ -185,6 +208,34 @@ mod tests {
             assert!(families.contains(&family), "family {family} missing");
         }
         assert!(pairs.iter().any(|p| p.same) && pairs.iter().any(|p| !p.same));
+    }
+
+    #[test]
+    fn the_held_out_set_parses_and_is_disjoint_from_the_tuning_set() {
+        let held = holdout_pairs().unwrap();
+        assert!(held.len() >= 40, "{} pairs", held.len());
+        assert!(held.iter().filter(|p| p.same).count() >= 20);
+        assert!(held.iter().filter(|p| !p.same).count() >= 20);
+        let train = calibration_pairs().unwrap();
+        for p in &held {
+            assert!(
+                !train
+                    .iter()
+                    .any(|t| (t.a == p.a && t.b == p.b) || (t.a == p.b && t.b == p.a)),
+                "{p:?} is also in pairs.tsv"
+            );
+        }
+    }
+
+    #[test]
+    fn arguments_drop_argv0_as_the_agent_does() {
+        let p = LabelledPair {
+            same: true,
+            family: "x".into(),
+            a: "java -jar app.jar".into(),
+            b: "  npm".into(),
+        };
+        assert_eq!(p.arguments(), ("-jar app.jar", ""));
     }
 
     #[test]

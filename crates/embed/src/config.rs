@@ -61,9 +61,12 @@ impl FromStr for Pooling {
 pub struct ModelDefaults {
     /// The model id this row is for.
     pub model_id: &'static str,
-    /// Cosine similarity at or above which two normalised argument strings are
-    /// the same behaviour, from `kestrel-calibrate` on the committed
-    /// calibration set (`docs/embeddings.md` has the distributions).
+    /// Argument similarity ([`arg_similarity`](crate::arg_similarity): the
+    /// embeddings' angle plus the structural distance) at or above which two
+    /// normalised argument strings are the same behaviour, from
+    /// `kestrel-calibrate` on the committed tuning set (`docs/embeddings.md`
+    /// has the distributions and the held-out results). It equals a cosine
+    /// threshold for strings of equal shape, and is negative for MiniLM.
     pub threshold: f32,
     /// Output dimension.
     pub dim: usize,
@@ -77,7 +80,7 @@ pub struct ModelDefaults {
 /// [`UNCALIBRATED_THRESHOLD`] until someone runs `kestrel-calibrate` for it.
 pub const MODEL_DEFAULTS: &[ModelDefaults] = &[ModelDefaults {
     model_id: DEFAULT_MODEL_ID,
-    threshold: 0.63,
+    threshold: -0.298,
     dim: 384,
     max_tokens: 128,
     pooling: Pooling::Mean,

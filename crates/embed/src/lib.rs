@@ -13,22 +13,31 @@
 //! - [`ArgEmbedder`] puts normalisation, an exact LRU cache and a batching
 //!   inference thread in front of any [`Embedder`]; blocking and async callers
 //!   share it.
-//! - [`calibrate`] and the committed [`calibration_pairs`] give each model id
-//!   its similarity threshold ([`default_threshold`]); the
-//!   `kestrel-calibrate` binary prints the numbers.
+//! - [`arg_similarity`] is what profiles compare: the embeddings' angle plus
+//!   a structural distance of the arguments' [`ArgShape`] (flags, operands,
+//!   shell operators); [`ArgComparison`] says why two strings differ
+//!   (`new flags -o -u -p`).
+//! - [`calibrate`], the committed [`calibration_pairs`] (tuning) and
+//!   [`holdout_pairs`] (never tuned on) give each model id its similarity
+//!   threshold ([`default_threshold`]); the `kestrel-calibrate` binary prints
+//!   the numbers.
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use kestrel_embed::{cosine, ArgEmbedder, CacheOptions, EmbedConfig, OnnxEmbedder};
+//! use kestrel_embed::{
+//!     arg_similarity, cosine, ArgEmbedder, ArgShape, CacheOptions, EmbedConfig, OnnxEmbedder,
+//! };
 //!
 //! # fn main() -> kestrel_embed::Result<()> {
 //! let config = EmbedConfig::from_env(); // $KESTREL_MODEL_DIR, $ORT_DYLIB_PATH
 //! let threshold = config.threshold();
 //! let model = OnnxEmbedder::load(config)?; // a clear error if a file is missing
 //! let embedder = ArgEmbedder::new(Arc::new(model), CacheOptions::default())?;
-//! let a = embedder.embed("java -jar app.jar --timestamp=12345")?;
-//! let b = embedder.embed("java -jar app.jar --timestamp=99999")?; // cache hit
-//! assert!(cosine(&a.vector, &b.vector) >= threshold);
+//! // Arguments after argv[0], as the agent reports them.
+//! let a = embedder.embed("-jar app.jar --timestamp=12345")?;
+//! let b = embedder.embed("-jar app.jar --timestamp=99999")?; // cache hit
+//! let (sa, sb) = (ArgShape::of(&a.key), ArgShape::of(&b.key));
+//! assert!(arg_similarity(cosine(&a.vector, &b.vector), &sa, &sb) >= threshold);
 //! # Ok(())
 //! # }
 //! ```
@@ -42,10 +51,11 @@ mod normalize;
 mod onnx;
 mod pooling;
 mod service;
+mod similarity;
 
 pub use calibration::{
-    calibrate, calibration_pairs, parse_pairs, Calibration, Distribution, LabelledPair,
-    CALIBRATION_TSV,
+    calibrate, calibration_pairs, holdout_pairs, parse_pairs, Calibration, Distribution,
+    LabelledPair, CALIBRATION_TSV, HOLDOUT_TSV,
 };
 pub use config::{
     default_threshold, EmbedConfig, ModelDefaults, Pooling, DEFAULT_MODEL_DIR, DEFAULT_MODEL_ID,
@@ -56,6 +66,10 @@ pub use normalize::normalize;
 pub use onnx::{OnnxEmbedder, MAX_INPUT_BYTES};
 pub use pooling::cosine;
 pub use service::{ArgEmbedder, CacheOptions, CacheStats, Embedding, Pending};
+pub use similarity::{
+    angle_of_cosine, arg_distance, arg_similarity, ArgComparison, ArgShape, Feature, FeatureKind,
+    ShapeDiff, STRUCTURE_WEIGHT,
+};
 
 /// One input's vector and whether the input was cut to fit the model.
 #[derive(Clone, Debug, PartialEq)]

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use kestrel_embed::{
-    calibration_pairs, cosine, default_threshold, normalize, ArgEmbedder, CacheOptions,
-    EmbedConfig, Embedder, OnnxEmbedder, Pooling, DEFAULT_MODEL_ID,
+    arg_similarity, calibration_pairs, cosine, default_threshold, holdout_pairs, normalize,
+    ArgComparison, ArgEmbedder, ArgShape, CacheOptions, EmbedConfig, Embedder, LabelledPair,
+    OnnxEmbedder, Pooling, DEFAULT_MODEL_ID,
 };
 
 /// The default model's config, or `None` (with a message) when its files are
@@ -43,11 +44,71 @@ fn embed_one(model: &OnnxEmbedder, text: &str) -> Vec<f32> {
     model.embed_batch(&[text]).expect("embeds").remove(0)
 }
 
+/// What a profile computes for two command lines of one program: the argument
+/// similarity of the normalised arguments after `argv[0]`.
 fn similarity(model: &OnnxEmbedder, a: &str, b: &str) -> f32 {
-    cosine(
-        &embed_one(model, &normalize(a)),
-        &embed_one(model, &normalize(b)),
+    let pair = LabelledPair {
+        same: true,
+        family: String::new(),
+        a: a.into(),
+        b: b.into(),
+    };
+    let (a, b) = pair.arguments();
+    let (a, b) = (normalize(a), normalize(b));
+    let c = cosine(&embed_one(model, &a), &embed_one(model, &b));
+    arg_similarity(c, &ArgShape::of(&a), &ArgShape::of(&b))
+}
+
+fn explain(model: &OnnxEmbedder, p: &LabelledPair) -> String {
+    let (a, b) = p.arguments();
+    let (a, b) = (normalize(a), normalize(b));
+    let c = cosine(&embed_one(model, &a), &embed_one(model, &b));
+    format!(
+        "{} [{}] {}: {a} | {b}",
+        if p.same { "same" } else { "diff" },
+        p.family,
+        ArgComparison::new(&a, &b, c)
     )
+}
+
+/// Checks that every pair of `pairs` falls on its labelled side of the shipped
+/// threshold, except those whose first command line starts with one of
+/// `known_errors` (which must still be on the wrong side, so that the list
+/// stays true), and that every correctly classified pair is at least `margin`
+/// from the threshold.
+fn assert_sides(model: &OnnxEmbedder, pairs: &[LabelledPair], known_errors: &[&str], margin: f32) {
+    let threshold = default_threshold(DEFAULT_MODEL_ID).expect("calibrated");
+    let (mut unexpected, mut fixed) = (Vec::new(), Vec::new());
+    let mut nearest = (f32::MAX, String::new());
+    for p in pairs {
+        let s = similarity(model, &p.a, &p.b);
+        let wrong = (s >= threshold) != p.same;
+        let known = known_errors.iter().any(|k| p.a.starts_with(k) && !p.same);
+        match (wrong, known) {
+            (true, false) => unexpected.push(explain(model, p)),
+            (false, true) => fixed.push(explain(model, p)),
+            (true, true) => {}
+            (false, false) => {
+                if (s - threshold).abs() < nearest.0 {
+                    nearest = ((s - threshold).abs(), explain(model, p));
+                }
+            }
+        }
+    }
+    assert!(
+        unexpected.is_empty(),
+        "newly misclassified: {unexpected:#?}"
+    );
+    assert!(
+        fixed.is_empty(),
+        "documented errors now classified correctly (update the list and docs): {fixed:#?}"
+    );
+    assert!(
+        nearest.0 >= margin,
+        "a correctly classified pair is within {} of the threshold {threshold}: {}",
+        nearest.0,
+        nearest.1
+    );
 }
 
 const SEED_A: &str = "java -jar app.jar --timestamp=12345";
@@ -74,51 +135,39 @@ fn the_seed_java_timestamp_pair_matches_and_the_renamed_miner_does_not() {
     assert!((0.85..0.91).contains(&raw), "raw java/java' {raw}");
 }
 
-/// Pairs of the calibration set that the default model puts on the wrong
-/// side of its threshold (documented in docs/embeddings.md). Any other pair
-/// crossing over fails the test.
-const KNOWN_MISCLASSIFIED: [&str; 6] = [
-    "xmrig -o pool.minexmr.com:4444",
+/// Different-behaviour pairs of the tuning set that the argument similarity
+/// puts above the threshold (documented in docs/embeddings.md): a debug
+/// agent added to the same jar, Celery `beat` instead of `worker`, and the
+/// metadata service's credentials path instead of the instance id. Every
+/// same-behaviour pair matches.
+const KNOWN_MISSED: [&str; 3] = [
+    "java -XX:+UseG1GC -Dserver.port=8080 -jar /app/app.jar",
     "python -m celery -A proj worker --loglevel=info -c 4",
-    "/usr/bin/containerd-shim-runc-v2 -namespace k8s.io",
-    "socat TCP-LISTEN:8080,fork TCP:backend:80",
-    "redis-server *:6379",
     "curl -s http://169.254.169.254/latest/meta-data/instance-id",
 ];
 
 #[test]
 fn the_calibration_set_falls_on_the_documented_sides_of_the_threshold() {
     let Some(model) = model() else { return };
-    let threshold = default_threshold(DEFAULT_MODEL_ID).expect("calibrated");
     let pairs = calibration_pairs().expect("parses");
-    let mut wrong = Vec::new();
-    let mut nearest = f32::MAX;
-    for p in &pairs {
-        let s = similarity(&model, &p.a, &p.b);
-        if (s >= threshold) != p.same {
-            wrong.push(format!(
-                "{} {s:.3}: {} | {}",
-                if p.same { "same" } else { "diff" },
-                p.a,
-                p.b
-            ));
-        } else {
-            nearest = nearest.min((s - threshold).abs());
-        }
-    }
-    let unexpected: Vec<&String> = wrong
-        .iter()
-        .filter(|w| !KNOWN_MISCLASSIFIED.iter().any(|k| w.contains(k)))
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "newly misclassified: {unexpected:#?}"
-    );
-    assert!(wrong.len() <= KNOWN_MISCLASSIFIED.len(), "{wrong:#?}");
-    assert!(
-        nearest >= 0.002,
-        "a correctly classified pair is within {nearest} of the threshold"
-    );
+    // Measured: 0.079 (the threshold is the middle of that gap).
+    assert_sides(&model, &pairs, &KNOWN_MISSED, 0.07);
+}
+
+/// Different-behaviour pairs of the held-out set above the threshold
+/// (measured once the measure and threshold were fixed; docs/embeddings.md).
+const HELD_OUT_MISSED: [&str; 3] = [
+    "mysql -h db -u app -e 'SELECT 1'",
+    "php /var/www/html/index.php",
+    "sh -c 'chmod +x /app/bin/start.sh && /app/bin/start.sh'",
+];
+
+#[test]
+fn the_held_out_set_falls_on_the_documented_sides_of_the_tuned_threshold() {
+    let Some(model) = model() else { return };
+    let pairs = holdout_pairs().expect("parses");
+    // Measured: 0.012 (nothing was tuned on this set).
+    assert_sides(&model, &pairs, &HELD_OUT_MISSED, 0.01);
 }
 
 #[derive(serde::Deserialize)]

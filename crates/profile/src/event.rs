@@ -318,7 +318,11 @@ pub enum MatchOutcome {
     /// The process path is known but the arguments are not similar enough to any
     /// exemplar.
     UnusualArguments {
-        /// Cosine similarity to the nearest exemplar.
+        /// Argument similarity to the nearest exemplar
+        /// ([`kestrel_embed::arg_similarity`]: the embeddings' angle plus the
+        /// structural distance; the cosine when the shapes are equal). Say why
+        /// with `ArgShape::of(nearest).diff(&ArgShape::of(args))`
+        /// (`new flags -o -u -p`).
         best_similarity: f32,
         /// The nearest exemplar's (normalised) argument string.
         nearest_exemplar: String,

@@ -1,15 +1,23 @@
-//! Argument exemplars at the leaves of the process trie, compared by meaning.
+//! Argument exemplars at the leaves of the process trie, compared by meaning
+//! and by shape.
 //!
-//! Each exemplar is a ball on the unit sphere: a normalised argument string, its
-//! embedding, and a minimum cosine similarity (by default the profile's
-//! threshold). An argument is known when it falls inside some ball.
+//! Each exemplar is a ball: a normalised argument string, its embedding, its
+//! [`ArgShape`] (flags, operands, shell operators) and a minimum argument
+//! similarity (by default the profile's threshold). The distance is
+//! [`kestrel_embed::arg_distance`]: the angle between the embeddings plus
+//! `STRUCTURE_WEIGHT` times the weighted Jaccard distance of the shapes (capped
+//! at π), and the similarity is its cosine ([`kestrel_embed::arg_similarity`]).
+//! An argument is known when it falls inside some ball.
 //!
 //! When a leaf holds more than its cap, the pair whose merge gives the smallest
-//! ball is merged: the kept exemplar's radius grows to cover the other ball
-//! (angles obey the triangle inequality on the sphere), so nothing that was known
-//! becomes unknown: compaction loses precision, never knowledge.
+//! ball is merged: the kept exemplar's radius grows to cover the other ball.
+//! The distance is a metric (a sum of two metrics, capped), so the triangle
+//! inequality holds and nothing that was known becomes unknown: compaction
+//! loses precision, never knowledge.
 
 use std::cmp::Ordering;
+
+use kestrel_embed::{arg_distance, ArgShape};
 
 /// Extra angle (radians) added when balls are merged, covering float noise.
 const SLACK: f64 = 1e-4;
@@ -22,20 +30,19 @@ pub(crate) const KNOWN_CACHE_CAP: usize = 1024;
 pub(crate) struct Exemplar {
     pub(crate) args: Box<str>,
     pub(crate) vector: Box<[f32]>,
+    /// The shape of `args` (derived, never serialised).
+    pub(crate) shape: ArgShape,
     pub(crate) min_similarity: f32,
-    /// Squared chord length equivalent to `min_similarity` (precomputed).
-    chord2_limit: f64,
 }
 
 impl Exemplar {
     pub(crate) fn new(args: Box<str>, vector: Box<[f32]>, min_similarity: f32) -> Self {
-        let r = radius(min_similarity);
-        let c = 2.0 * (r / 2.0).sin();
+        let shape = ArgShape::of(&args);
         Exemplar {
             args,
             vector,
+            shape,
             min_similarity,
-            chord2_limit: c * c,
         }
     }
 
@@ -43,9 +50,14 @@ impl Exemplar {
         radius(self.min_similarity)
     }
 
+    /// The argument distance to an argument with vector `v` and shape `shape`.
     #[inline]
-    fn covers(&self, v: &[f32]) -> bool {
-        chord2(&self.vector, v) <= self.chord2_limit
+    fn distance_to(&self, v: &[f32], shape: &ArgShape) -> f64 {
+        arg_distance(angle(&self.vector, v), self.shape.distance(shape))
+    }
+
+    fn distance(&self, other: &Exemplar) -> f64 {
+        self.distance_to(&other.vector, &other.shape)
     }
 }
 
@@ -70,6 +82,7 @@ fn angle(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// Cosine similarity.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let (mut d, mut na, mut nb) = (0f64, 0f64, 0f64);
     for (x, y) in a.iter().zip(b) {
@@ -99,9 +112,10 @@ fn similarity_for_radius(r: f64) -> f32 {
     m
 }
 
-/// What a leaf says about an argument vector.
+/// What a leaf says about an argument (vector and shape).
 pub(crate) struct Nearest<'a> {
     pub(crate) covered: bool,
+    /// Argument similarity to the nearest exemplar (`cos` of the distance).
     pub(crate) best_similarity: f32,
     pub(crate) nearest: Option<&'a Exemplar>,
 }
@@ -146,15 +160,17 @@ impl ArgLeaf {
         self.known.iter().map(|(_, s)| &**s)
     }
 
-    /// The nearest exemplar to `v` and whether some exemplar covers `v`.
-    pub(crate) fn nearest(&self, v: &[f32]) -> Nearest<'_> {
+    /// The nearest exemplar to an argument with vector `v` and shape `shape`,
+    /// and whether some exemplar's ball covers it.
+    pub(crate) fn nearest(&self, v: &[f32], shape: &ArgShape) -> Nearest<'_> {
         let mut out = Nearest {
             covered: false,
             best_similarity: -1.0,
             nearest: None,
         };
         for e in &self.exemplars {
-            let s = cosine(&e.vector, v);
+            let d = e.distance_to(v, shape);
+            let s = d.cos() as f32;
             let closer = match out.nearest {
                 None => true,
                 Some(n) => s > out.best_similarity || (s == out.best_similarity && e.args < n.args),
@@ -163,7 +179,7 @@ impl ArgLeaf {
                 out.best_similarity = s;
                 out.nearest = Some(e);
             }
-            if !out.covered && e.covers(v) {
+            if !out.covered && d <= e.radius() {
                 out.covered = true;
             }
         }
@@ -221,9 +237,7 @@ impl ArgLeaf {
         let contained: Vec<bool> = (0..all.len())
             .map(|i| {
                 (0..all.len()).any(|j| {
-                    j != i
-                        && angle(&all[i].vector, &all[j].vector) + all[i].radius() + SLACK
-                            <= all[j].radius()
+                    j != i && all[i].distance(&all[j]) + all[i].radius() + SLACK <= all[j].radius()
                 })
             })
             .collect();
@@ -242,9 +256,7 @@ impl ArgLeaf {
                     }
                     // Keep i, absorb j.
                     let (a, b) = (&self.exemplars[i], &self.exemplars[j]);
-                    let r = a
-                        .radius()
-                        .max(b.radius() + angle(&a.vector, &b.vector) + SLACK);
+                    let r = a.radius().max(b.radius() + a.distance(b) + SLACK);
                     let better = match best {
                         None => true,
                         Some((br, bi, bj)) => match r.total_cmp(&br) {
@@ -297,8 +309,9 @@ mod tests {
             leaf.add(Exemplar::new(format!("e{i}").into(), v.clone(), 0.95), 2);
         }
         assert_eq!(leaf.exemplars.len(), 2);
-        for v in &vs {
-            assert!(leaf.nearest(v).covered);
+        for (i, v) in vs.iter().enumerate() {
+            let shape = ArgShape::of(&format!("e{i}"));
+            assert!(leaf.nearest(v, &shape).covered);
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use kestrel_embed::Embedder;
+use kestrel_embed::{ArgShape, Embedder};
 
 use crate::config::{Mode, ProfileConfig};
 use crate::convergence::{Convergence, ConvergenceStatus, Phase, Transition};
@@ -163,7 +163,7 @@ impl Profile {
                     return Ok(MatchOutcome::Known);
                 }
                 let v = self.embed_one(embedder, e.args)?;
-                Ok(args_outcome(leaf, &v))
+                Ok(args_outcome(leaf, &v, &ArgShape::of(e.args)))
             }
         }
     }
@@ -249,12 +249,13 @@ impl Profile {
             .node_mut(node)
             .leaf
             .get_or_insert_with(Default::default);
-        let nearest = leaf.nearest(&v);
+        let shape = ArgShape::of(e.args);
+        let nearest = leaf.nearest(&v, &shape);
         if nearest.covered || (leaf.exemplars.is_empty() && before.is_none()) {
             leaf.remember(h, e.args);
             return Ok(learned(before, Change::Branch));
         }
-        let outcome = args_outcome(leaf, &v);
+        let outcome = args_outcome(leaf, &v, &shape);
         leaf.add(Exemplar::new(e.args.into(), v, threshold), cap);
         leaf.remember(h, e.args);
         Ok(match before {
@@ -507,8 +508,8 @@ fn learned_path(class: ActivityClass, ins: Inserted) -> Learned {
     }
 }
 
-fn args_outcome(leaf: &ArgLeaf, v: &[f32]) -> MatchOutcome {
-    let n = leaf.nearest(v);
+fn args_outcome(leaf: &ArgLeaf, v: &[f32], shape: &ArgShape) -> MatchOutcome {
+    let n = leaf.nearest(v, shape);
     if n.covered {
         return MatchOutcome::Known;
     }

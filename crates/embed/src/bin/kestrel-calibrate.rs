@@ -1,12 +1,16 @@
-//! `kestrel-calibrate`: similarity distributions of the labelled calibration
-//! set for a model, with and without normalisation, and the threshold that
-//! separates same-behaviour from different-behaviour pairs.
+//! `kestrel-calibrate`: how well the argument similarity that profiles use
+//! separates same-behaviour from different-behaviour pairs, on the tuning set
+//! (`calibration/pairs.tsv`) and on the held-out set (`calibration/holdout.tsv`,
+//! never tuned on): distributions, the separating threshold, errors, margin,
+//! a leave-one-family-out check of the threshold, and each error explained.
 //!
 //! ```text
-//! kestrel-calibrate [--model-dir DIR] [--pairs FILE] [--verbose] [--drop-argv0]
+//! kestrel-calibrate [--model-dir DIR] [--pairs FILE] [--holdout FILE] [--verbose] [--full-line]
 //!                   [--model-id ID --model FILE --tokenizer FILE --pooling mean|cls|last-token
 //!                    --dim N --max-tokens N --prefix TEXT]
 //! ```
+//! Pairs are compared as the profile compares them: the arguments after
+//! `argv[0]`, normalised (`--full-line` keeps `argv[0]`, for comparison).
 //! The default model comes from `--model-dir`, else `$KESTREL_MODEL_DIR`
 //! (default /var/cache/kestrel/models); the runtime from `$ORT_DYLIB_PATH` or
 //! that folder. The other flags describe another model (see docs/embeddings.md).
@@ -14,21 +18,23 @@
 use std::process::ExitCode;
 
 use kestrel_embed::{
-    calibrate, cosine, normalize, parse_pairs, Calibration, Distribution, EmbedConfig, Embedder,
-    LabelledPair, OnnxEmbedder, CALIBRATION_TSV,
+    arg_similarity, calibrate, cosine, normalize, parse_pairs, ArgComparison, ArgShape,
+    Calibration, Distribution, EmbedConfig, Embedder, LabelledPair, OnnxEmbedder, CALIBRATION_TSV,
+    HOLDOUT_TSV,
 };
 
 const USAGE: &str =
-    "usage: kestrel-calibrate [--model-dir DIR] [--pairs FILE] [--verbose] [--drop-argv0] \
-     [--model-id ID] [--model FILE] [--tokenizer FILE] [--pooling mean|cls|last-token] \
-     [--dim N] [--max-tokens N] [--prefix TEXT]";
+    "usage: kestrel-calibrate [--model-dir DIR] [--pairs FILE] [--holdout FILE] [--verbose] \
+     [--full-line] [--model-id ID] [--model FILE] [--tokenizer FILE] \
+     [--pooling mean|cls|last-token] [--dim N] [--max-tokens N] [--prefix TEXT]";
 
 struct Args {
     model_dir: Option<String>,
     model: Vec<(String, String)>,
     pairs: Option<String>,
+    holdout: Option<String>,
     verbose: bool,
-    drop_argv0: bool,
+    full_line: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -36,16 +42,18 @@ fn parse_args() -> Result<Args, String> {
         model_dir: None,
         model: Vec::new(),
         pairs: None,
+        holdout: None,
         verbose: false,
-        drop_argv0: false,
+        full_line: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--model-dir" => args.model_dir = Some(it.next().ok_or("--model-dir needs a folder")?),
             "--pairs" => args.pairs = Some(it.next().ok_or("--pairs needs a file")?),
+            "--holdout" => args.holdout = Some(it.next().ok_or("--holdout needs a file")?),
             "--verbose" | "-v" => args.verbose = true,
-            "--drop-argv0" => args.drop_argv0 = true,
+            "--full-line" => args.full_line = true,
             "--model-id" | "--model" | "--tokenizer" | "--pooling" | "--dim" | "--max-tokens"
             | "--prefix" => {
                 let value = it.next().ok_or(format!("{a} needs a value"))?;
@@ -70,53 +78,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Scores every pair, once on the normalised strings and once raw.
-fn score(
-    model: &OnnxEmbedder,
-    pairs: &[LabelledPair],
-    normalise: bool,
-) -> Result<Vec<f32>, String> {
-    let prep = |s: &str| {
-        if normalise {
-            normalize(s)
-        } else {
-            s.to_string()
-        }
-    };
-    let a: Vec<String> = pairs.iter().map(|p| prep(&p.a)).collect();
-    let b: Vec<String> = pairs.iter().map(|p| prep(&p.b)).collect();
-    let mut scores = Vec::with_capacity(pairs.len());
-    for (ca, cb) in a.chunks(32).zip(b.chunks(32)) {
-        let ra: Vec<&str> = ca.iter().map(String::as_str).collect();
-        let rb: Vec<&str> = cb.iter().map(String::as_str).collect();
-        let va = model.embed_batch(&ra).map_err(|e| e.to_string())?;
-        let vb = model.embed_batch(&rb).map_err(|e| e.to_string())?;
-        scores.extend(va.iter().zip(&vb).map(|(x, y)| cosine(x, y)));
-    }
-    Ok(scores)
-}
-
-fn row(label: &str, d: &Distribution) {
-    println!(
-        "  {label:<10} {:>4} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3}",
-        d.n, d.min, d.p05, d.median, d.mean, d.p95, d.max
-    );
-}
-
-fn report(title: &str, c: &Calibration) {
-    println!("{title}");
-    println!(
-        "  {:<10} {:>4} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
-        "pairs", "n", "min", "p05", "median", "mean", "p95", "max"
-    );
-    row("same", &c.same);
-    row("different", &c.different);
-    println!(
-        "  separating threshold {:.3}   errors {}   margin {:.3}\n",
-        c.threshold, c.errors, c.margin
-    );
 }
 
 fn run() -> Result<(), String> {
@@ -150,128 +111,254 @@ fn run() -> Result<(), String> {
         };
     }
     let shipped = config.threshold();
-    let text = match &args.pairs {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?,
-        None => CALIBRATION_TSV.to_string(),
-    };
-    let mut pairs = parse_pairs(&text).map_err(|e| e.to_string())?;
-    if args.drop_argv0 {
-        let rest = |s: &str| {
-            s.split_once(' ')
-                .map_or(String::new(), |(_, r)| r.to_string())
+    let read = |path: &Option<String>, default: &str| -> Result<Vec<LabelledPair>, String> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{p}: {e}"))?,
+            None => default.to_string(),
         };
-        for p in &mut pairs {
-            p.a = rest(&p.a);
-            p.b = rest(&p.b);
-        }
-    }
+        parse_pairs(&text).map_err(|e| e.to_string())
+    };
+    let train = read(&args.pairs, CALIBRATION_TSV)?;
+    let held = read(&args.holdout, HOLDOUT_TSV)?;
     eprintln!(
         "loading {} from {}",
         config.model_id,
         config.model_path.display()
     );
     let model = OnnxEmbedder::load(config).map_err(|e| e.to_string())?;
-
-    let split = |scores: &[f32]| -> (Vec<f32>, Vec<f32>) {
-        let same = pairs
-            .iter()
-            .zip(scores)
-            .filter(|(p, _)| p.same)
-            .map(|(_, s)| *s)
-            .collect();
-        let diff = pairs
-            .iter()
-            .zip(scores)
-            .filter(|(p, _)| !p.same)
-            .map(|(_, s)| *s)
-            .collect();
-        (same, diff)
-    };
-    let norm_scores = score(&model, &pairs, true)?;
-    let raw_scores = score(&model, &pairs, false)?;
-    let (ns, nd) = split(&norm_scores);
-    let (rs, rd) = split(&raw_scores);
-    let norm = calibrate(&ns, &nd);
-    let raw = calibrate(&rs, &rd);
+    let train = Scored::new(&model, train, args.full_line)?;
+    let held = Scored::new(&model, held, args.full_line)?;
 
     println!(
-        "model {}: {} pairs ({} same, {} different)\n",
+        "model {}; compared: {}\n",
         model.model_id(),
-        pairs.len(),
-        ns.len(),
-        nd.len()
+        if args.full_line {
+            "full command lines (--full-line)"
+        } else {
+            "arguments after argv[0], normalised (what the profile compares)"
+        }
     );
-    report("normalised (what the profile compares)", &norm);
-    report("raw (no normalisation, for comparison)", &raw);
-
-    let wrong = |t: f32| {
-        pairs
-            .iter()
-            .zip(&norm_scores)
-            .filter(|(p, s)| (**s >= t) != p.same)
-            .count()
-    };
-    println!(
-        "shipped threshold for {}: {shipped:.3} -> {} of {} pairs on the wrong side; \
-         lowest same {:.3} (margin {:+.3}), highest different {:.3} (margin {:+.3})",
-        model.model_id(),
-        wrong(shipped),
-        pairs.len(),
-        norm.same.min,
-        norm.same.min - shipped,
-        norm.different.max,
-        shipped - norm.different.max,
-    );
-
-    let mut families: Vec<&str> = pairs.iter().map(|p| p.family.as_str()).collect();
-    families.sort_unstable();
-    families.dedup();
-    println!("\nper family (normalised): min same / max different");
-    for f in families {
-        let fs = pairs
-            .iter()
-            .zip(&norm_scores)
-            .filter(|(p, _)| p.family == f);
-        let min_same = fs
-            .clone()
-            .filter(|(p, _)| p.same)
-            .map(|(_, s)| *s)
-            .fold(f32::NAN, f32::min);
-        let max_diff = fs
-            .filter(|(p, _)| !p.same)
-            .map(|(_, s)| *s)
-            .fold(f32::NAN, f32::max);
-        println!("  {f:<10} {min_same:>7.3} {max_diff:>7.3}");
-    }
-
-    let mut ranked: Vec<(f32, &LabelledPair, f32)> = pairs
-        .iter()
-        .zip(&norm_scores)
-        .zip(&raw_scores)
-        .map(|((p, n), r)| (*n, p, *r))
-        .collect();
-    ranked.sort_by(|x, y| x.0.total_cmp(&y.0));
-    println!("\nclosest calls (normalised score, raw score):");
-    let hardest_same = ranked.iter().filter(|(_, p, _)| p.same).take(5);
-    let hardest_diff = ranked.iter().rev().filter(|(_, p, _)| !p.same).take(5);
-    for (s, p, r) in hardest_same.chain(hardest_diff) {
-        let label = if p.same { "same" } else { "diff" };
+    let cos_cal = train.calibrate(|s| s.cosine);
+    let sim_cal = train.calibrate(|s| s.similarity);
+    for (title, set) in [
+        ("TUNING SET pairs.tsv", &train),
+        ("HELD-OUT SET holdout.tsv", &held),
+    ] {
         println!(
-            "  {label} {s:.3} ({r:.3}) [{}]  {}  |  {}",
-            p.family, p.a, p.b
+            "{title}: {} pairs ({} same, {} different)",
+            set.pairs.len(),
+            set.pairs.iter().filter(|p| p.same).count(),
+            set.pairs.iter().filter(|p| !p.same).count()
+        );
+        report(
+            "  cosine only",
+            &set.calibrate(|s| s.cosine),
+            set,
+            |s| s.cosine,
+            cos_cal.threshold,
+        );
+        report(
+            "  argument similarity (cosine + structure)",
+            &set.calibrate(|s| s.similarity),
+            set,
+            |s| s.similarity,
+            sim_cal.threshold,
+        );
+        let (wrong, nearest) = set.at(shipped, |s| s.similarity);
+        println!(
+            "  shipped threshold {shipped:.3}: {wrong} of {} on the wrong side; nearest correct pair {nearest:.3} away\n",
+            set.pairs.len()
         );
     }
+    println!(
+        "thresholds are chosen on the tuning set only; the held-out lines above apply them \
+         (\"own best\" is what the held-out set alone would pick, for information)\n"
+    );
+
+    println!("leave-one-family-out on the tuning set (threshold re-chosen without the family):");
+    let mut families: Vec<&str> = train.pairs.iter().map(|p| p.family.as_str()).collect();
+    families.sort_unstable();
+    families.dedup();
+    let (mut lofo_cos, mut lofo_sim) = (0, 0);
+    for f in &families {
+        let errors = |pick: fn(&Score) -> f32| {
+            let rest = train.subset(|p| p.family != *f);
+            let t = rest.calibrate(pick).threshold;
+            train.subset(|p| p.family == *f).at(t, pick).0
+        };
+        let (c, s) = (errors(|s| s.cosine), errors(|s| s.similarity));
+        lofo_cos += c;
+        lofo_sim += s;
+        println!("  {f:<10} cosine errors {c}   similarity errors {s}");
+    }
+    println!("  total      cosine errors {lofo_cos}   similarity errors {lofo_sim}\n");
+
+    for (title, set) in [("tuning", &train), ("held-out", &held)] {
+        println!("{title} pairs on the wrong side of the shipped threshold:");
+        for (p, s) in set.pairs.iter().zip(&set.scores) {
+            if (s.similarity >= shipped) != p.same {
+                set.print_pair(p, s);
+            }
+        }
+    }
     if args.verbose {
-        println!("\nall pairs (normalised score, raw score):");
-        for (s, p, r) in &ranked {
-            let label = if p.same { "same" } else { "diff" };
-            println!(
-                "  {label} {s:.3} ({r:.3}) [{}]  {}  |  {}",
-                p.family,
-                normalize(&p.a),
-                normalize(&p.b)
-            );
+        for (title, set) in [("tuning", &train), ("held-out", &held)] {
+            println!("\nall {title} pairs (argument similarity, cosine, structure):");
+            let mut order: Vec<usize> = (0..set.pairs.len()).collect();
+            order.sort_by(|&x, &y| {
+                set.scores[x]
+                    .similarity
+                    .total_cmp(&set.scores[y].similarity)
+            });
+            for i in order {
+                set.print_pair(&set.pairs[i], &set.scores[i]);
+            }
         }
     }
     Ok(())
+}
+
+/// Scores of one pair.
+#[derive(Clone, Copy)]
+struct Score {
+    cosine: f32,
+    similarity: f32,
+}
+
+/// A labelled set with its compared strings and scores.
+struct Scored {
+    pairs: Vec<LabelledPair>,
+    texts: Vec<(String, String)>,
+    scores: Vec<Score>,
+}
+
+impl Scored {
+    fn new(model: &OnnxEmbedder, pairs: Vec<LabelledPair>, full: bool) -> Result<Self, String> {
+        let texts: Vec<(String, String)> = pairs
+            .iter()
+            .map(|p| {
+                let (a, b) = if full {
+                    (p.a.as_str(), p.b.as_str())
+                } else {
+                    p.arguments()
+                };
+                (normalize(a), normalize(b))
+            })
+            .collect();
+        let mut scores = Vec::with_capacity(pairs.len());
+        for chunk in texts.chunks(32) {
+            let a: Vec<&str> = chunk.iter().map(|t| t.0.as_str()).collect();
+            let b: Vec<&str> = chunk.iter().map(|t| t.1.as_str()).collect();
+            let va = model.embed_batch(&a).map_err(|e| e.to_string())?;
+            let vb = model.embed_batch(&b).map_err(|e| e.to_string())?;
+            for ((x, y), (ta, tb)) in va.iter().zip(&vb).zip(chunk) {
+                let c = cosine(x, y);
+                // The shape never includes argv[0] (the profile's leaf is the program).
+                let (sa, sb) = if full {
+                    (ArgShape::of(after_first(ta)), ArgShape::of(after_first(tb)))
+                } else {
+                    (ArgShape::of(ta), ArgShape::of(tb))
+                };
+                scores.push(Score {
+                    cosine: c,
+                    similarity: arg_similarity(c, &sa, &sb),
+                });
+            }
+        }
+        Ok(Scored {
+            pairs,
+            texts,
+            scores,
+        })
+    }
+
+    fn subset(&self, keep: impl Fn(&LabelledPair) -> bool) -> Scored {
+        let mut out = Scored {
+            pairs: Vec::new(),
+            texts: Vec::new(),
+            scores: Vec::new(),
+        };
+        for ((p, t), s) in self.pairs.iter().zip(&self.texts).zip(&self.scores) {
+            if keep(p) {
+                out.pairs.push(p.clone());
+                out.texts.push(t.clone());
+                out.scores.push(*s);
+            }
+        }
+        out
+    }
+
+    fn calibrate(&self, pick: impl Fn(&Score) -> f32) -> Calibration {
+        let side = |same: bool| -> Vec<f32> {
+            self.pairs
+                .iter()
+                .zip(&self.scores)
+                .filter(|(p, _)| p.same == same)
+                .map(|(_, s)| pick(s))
+                .collect()
+        };
+        calibrate(&side(true), &side(false))
+    }
+
+    /// Pairs on the wrong side of `t`, and the distance from `t` to the nearest
+    /// correctly classified pair.
+    fn at(&self, t: f32, pick: impl Fn(&Score) -> f32) -> (usize, f32) {
+        let (mut wrong, mut nearest) = (0, f32::INFINITY);
+        for (p, s) in self.pairs.iter().zip(&self.scores) {
+            let v = pick(s);
+            if (v >= t) != p.same {
+                wrong += 1;
+            } else {
+                nearest = nearest.min((v - t).abs());
+            }
+        }
+        (wrong, nearest)
+    }
+
+    fn print_pair(&self, p: &LabelledPair, s: &Score) {
+        let i = self
+            .pairs
+            .iter()
+            .position(|q| std::ptr::eq(q, p))
+            .unwrap_or_default();
+        let (a, b) = &self.texts[i];
+        let why = ArgComparison::new(a, b, s.cosine);
+        let label = if p.same { "same" } else { "diff" };
+        println!("  {label} [{}] {why}\n      {a}  |  {b}", p.family);
+    }
+}
+
+fn after_first(s: &str) -> &str {
+    s.split_once(' ').map_or("", |(_, r)| r)
+}
+
+fn row(label: &str, d: &Distribution) {
+    println!(
+        "    {label:<10} {:>4} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3}",
+        d.n, d.min, d.p05, d.median, d.mean, d.p95, d.max
+    );
+}
+
+/// Distributions, the set's own best threshold, and the errors at `applied`
+/// (the threshold chosen on the tuning set).
+fn report(
+    title: &str,
+    own: &Calibration,
+    set: &Scored,
+    pick: impl Fn(&Score) -> f32,
+    applied: f32,
+) {
+    println!("{title}");
+    println!(
+        "    {:<10} {:>4} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "pairs", "n", "min", "p05", "median", "mean", "p95", "max"
+    );
+    row("same", &own.same);
+    row("different", &own.different);
+    let (wrong, nearest) = set.at(applied, pick);
+    println!(
+        "    at the tuning threshold {applied:.3}: errors {wrong}, nearest correct pair {nearest:.3} away   \
+         (own best: threshold {:.3}, errors {}, margin {:.3})",
+        own.threshold, own.errors, own.margin
+    );
 }
