@@ -15,7 +15,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 use crate::event::{ActivityClass, Event, Peer};
-use crate::segment::{path_segments, segment_key, SegBuf, MAX_SEGMENT};
+use crate::segment::{path_segments, segment_key, SegBuf, MAX_SEGMENT, RELATIVE};
+use crate::words::{le64, le_upto16};
 
 const K0: u64 = 0x9e37_79b9_7f4a_7c15;
 const K1: u64 = 0xc2b2_ae3d_27d4_eb4f;
@@ -66,27 +67,20 @@ impl DigestHasher {
     /// field's length, so fields are framed).
     #[inline]
     pub fn text(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(16);
-        for c in &mut chunks {
-            let (lo, hi) = c.split_at(8);
-            let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
-            a.copy_from_slice(lo);
-            b.copy_from_slice(hi);
-            self.absorb(u64::from_le_bytes(a), u64::from_le_bytes(b));
+        let len = bytes.len();
+        let mut at = 0;
+        while len - at >= 16 {
+            self.absorb(le64(bytes, at), le64(bytes, at + 8));
+            at += 16;
         }
-        let rest = chunks.remainder();
-        let mut w = [0u8; 16];
-        w[..rest.len()].copy_from_slice(rest);
-        let (lo, hi) = w.split_at(8);
-        let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
-        a.copy_from_slice(lo);
-        b.copy_from_slice(hi);
+        let rest = &bytes[at..];
+        // The tail, zero-padded to 16 bytes, read without a copy.
+        let (a, b) = le_upto16(rest);
         // At most 15 tail bytes: the top byte of `b` is free for the tail length;
         // the whole length is folded into `a`.
-        let len = bytes.len() as u64;
         self.absorb(
-            u64::from_le_bytes(a) ^ len.rotate_left(40) ^ K2,
-            u64::from_le_bytes(b) ^ ((rest.len() as u64) << 56),
+            a ^ (len as u64).rotate_left(40) ^ K2,
+            b ^ ((rest.len() as u64) << 56),
         );
     }
 
@@ -114,12 +108,44 @@ impl DigestHasher {
         }
     }
 
+    /// Adds the canonical segments of a file path as the profile keys them
+    /// (the same hash as [`DigestHasher::segment`] of each of
+    /// [`path_segments`]), splitting and hashing in one pass.
+    #[inline]
+    pub(crate) fn path(&mut self, path: &[u8]) {
+        let mut segs = path_segments(path);
+        if segs.take_marker() {
+            self.text(RELATIVE);
+        }
+        while let Some((start, end)) = segs.next_range() {
+            let n = end - start;
+            if n < 16 && start + 16 <= path.len() {
+                // A short segment followed by enough of the path: one 16-byte
+                // load, masked to the segment (what `text` absorbs for it).
+                let (a, b) = mask_to(le64(path, start), le64(path, start + 8), n);
+                let len = n as u64;
+                self.absorb(a ^ len.rotate_left(40) ^ K2, b ^ (len << 56));
+            } else {
+                self.segment(path.get(start..end).unwrap_or_default());
+            }
+        }
+    }
+
     /// The hash.
     #[inline]
     pub fn finish(&self) -> u64 {
         let s = mix(self.state ^ K2, K0);
         s ^ (s >> 31)
     }
+}
+
+/// The first `n` (< 16) bytes of the little-endian words `a`, `b`; the rest
+/// zeroed.
+#[inline(always)]
+fn mask_to(a: u64, b: u64, n: usize) -> (u64, u64) {
+    let bits = 8 * n as u32;
+    let keep = |bits: u32| u64::MAX.checked_shr(64 - bits.min(64)).unwrap_or(0);
+    (a & keep(bits), b & keep(bits.saturating_sub(64)))
 }
 
 /// Pass-through hasher for sets of already-hashed keys.
@@ -213,9 +239,7 @@ impl Digest {
                 h.segment(e.image);
                 h.segment(e.process);
                 h.segment(e.access.as_str().as_bytes());
-                for s in path_segments(e.path) {
-                    h.segment(s);
-                }
+                h.path(e.path);
                 h.finish()
             }
             Event::Network(e) => {
@@ -281,6 +305,75 @@ mod tests {
         assert_eq!(h.finish(), PINNED_EVENT);
         assert_eq!(stable_hash(0, b"abc"), PINNED_ABC);
         assert_ne!(stable_hash(0, b"abc"), stable_hash(1, b"abc"));
+    }
+
+    /// kestrel-digest-v1 field hashing as first written (a copy per block):
+    /// the word loads must give the same hashes for every length.
+    fn reference_text(h: &mut DigestHasher, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(16);
+        for c in &mut chunks {
+            let (lo, hi) = c.split_at(8);
+            let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
+            a.copy_from_slice(lo);
+            b.copy_from_slice(hi);
+            h.absorb(u64::from_le_bytes(a), u64::from_le_bytes(b));
+        }
+        let rest = chunks.remainder();
+        let mut w = [0u8; 16];
+        w[..rest.len()].copy_from_slice(rest);
+        let (lo, hi) = w.split_at(8);
+        let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
+        a.copy_from_slice(lo);
+        b.copy_from_slice(hi);
+        let len = bytes.len() as u64;
+        h.absorb(
+            u64::from_le_bytes(a) ^ len.rotate_left(40) ^ K2,
+            u64::from_le_bytes(b) ^ ((rest.len() as u64) << 56),
+        );
+    }
+
+    #[test]
+    fn text_hashes_equal_the_reference_for_every_length_up_to_100() {
+        let data: Vec<u8> = (0..100u32).map(|i| (i * 131 + 7) as u8).collect();
+        for seed in [0, 1, 0x5eed, u64::MAX] {
+            for n in 0..=data.len() {
+                let mut fast = DigestHasher::new(seed, ActivityClass::File);
+                let mut slow = fast;
+                fast.text(&data[..n]);
+                reference_text(&mut slow, &data[..n]);
+                assert_eq!(fast.finish(), slow.finish(), "seed {seed} length {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn hashing_a_path_in_one_pass_equals_hashing_its_segments() {
+        let long = [b"/data/".as_slice(), &[b'x'; 600], b"/tail"].concat();
+        let paths: [&[u8]; 9] = [
+            b"/usr/lib/x86_64-linux-gnu/file-17.dat",
+            b"relative/\xffpath",
+            b"",
+            b"/",
+            b"./a/../b//c/./",
+            b"/exactly-sixteen!/fifteen-bytes-x/and-seventeen-byte/s",
+            b"/a/bb/ccc/dddd/eeeee/ffffff/ggggggg/hhhhhhhh/iiiiiiiii/jjjjjjjjjj",
+            b"no-slash-at-all-and-longer-than-sixteen",
+            &long,
+        ];
+        for path in paths {
+            let mut fast = DigestHasher::new(9, ActivityClass::File);
+            let mut slow = fast;
+            fast.path(path);
+            for s in path_segments(path) {
+                slow.segment(s);
+            }
+            assert_eq!(
+                fast.finish(),
+                slow.finish(),
+                "{:?}",
+                String::from_utf8_lossy(path)
+            );
+        }
     }
 
     const PINNED_EVENT: u64 = 9_123_291_947_642_555_529;

@@ -1,6 +1,7 @@
 //! How raw fields become trie segments: bounded length, canonical file paths.
 
 use crate::digest::stable_hash;
+use crate::words::{le64, le_upto8};
 
 /// Longest segment kept verbatim (Linux `NAME_MAX`).
 pub(crate) const MAX_SEGMENT: usize = 255;
@@ -33,13 +34,103 @@ pub(crate) const RELATIVE: &[u8] = b".";
 
 /// Canonical segments of a file path: empty and `.` segments dropped; a relative
 /// path starts with the [`RELATIVE`] marker. `..` is kept (no symlink resolution).
-pub(crate) fn path_segments(path: &[u8]) -> impl Iterator<Item = &[u8]> + Clone {
-    let relative = path.first() != Some(&b'/');
-    let marker = relative.then_some(RELATIVE);
-    marker.into_iter().chain(
-        path.split(|&b| b == b'/')
-            .filter(|s| !s.is_empty() && *s != b"."),
-    )
+#[inline]
+pub(crate) fn path_segments(path: &[u8]) -> PathSegments<'_> {
+    PathSegments {
+        path,
+        marker: path.first() != Some(&b'/'),
+        start: 0,
+        base: 0,
+        slashes: slashes(load_word(path, 0)),
+    }
+}
+
+/// Iterator of [`path_segments`]. Finds the separators eight bytes at a time.
+#[derive(Debug, Clone)]
+pub(crate) struct PathSegments<'a> {
+    path: &'a [u8],
+    /// The [`RELATIVE`] marker is still to come.
+    marker: bool,
+    /// Start of the segment being scanned.
+    start: usize,
+    /// Offset of the word that `slashes` describes.
+    base: usize,
+    /// `0x80` in each byte of that word that is a not yet consumed `/`.
+    slashes: u64,
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// `0x80` in each byte of `w` that is `/`, `0` elsewhere (exact: no false
+/// positives from borrows).
+#[inline(always)]
+fn slashes(w: u64) -> u64 {
+    let x = w ^ (ONES * u64::from(b'/'));
+    !(((x & LOW7) + LOW7) | x | LOW7)
+}
+
+/// The word at `at`, zero-padded past the end (a zero byte is not `/`).
+#[inline(always)]
+fn load_word(path: &[u8], at: usize) -> u64 {
+    if at + 8 <= path.len() {
+        le64(path, at)
+    } else {
+        le_upto8(path.get(at..).unwrap_or_default())
+    }
+}
+
+impl<'a> PathSegments<'a> {
+    /// Whether the [`RELATIVE`] marker is still to come.
+    #[inline(always)]
+    pub(crate) fn take_marker(&mut self) -> bool {
+        std::mem::take(&mut self.marker)
+    }
+
+    /// The next canonical segment (ignoring the marker) as a byte range of
+    /// [`PathSegments::path`].
+    #[inline(always)]
+    pub(crate) fn next_range(&mut self) -> Option<(usize, usize)> {
+        let len = self.path.len();
+        loop {
+            while self.slashes == 0 {
+                self.base += 8;
+                if self.base >= len {
+                    // The last segment runs to the end of the path.
+                    let start = self.start;
+                    self.start = len;
+                    return (start < len && !is_dot(self.path, start, len)).then_some((start, len));
+                }
+                self.slashes = slashes(load_word(self.path, self.base));
+            }
+            let end = self.base + (self.slashes.trailing_zeros() / 8) as usize;
+            self.slashes &= self.slashes - 1;
+            let start = self.start;
+            self.start = end + 1;
+            if start < end && !is_dot(self.path, start, end) {
+                return Some((start, end));
+            }
+        }
+    }
+}
+
+/// Whether `path[start..end]` is `.`.
+#[inline(always)]
+fn is_dot(path: &[u8], start: usize, end: usize) -> bool {
+    end == start + 1 && path.get(start) == Some(&b'.')
+}
+
+impl<'a> Iterator for PathSegments<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.take_marker() {
+            return Some(RELATIVE);
+        }
+        let (start, end) = self.next_range()?;
+        self.path.get(start..end)
+    }
 }
 
 #[cfg(test)]
@@ -63,6 +154,53 @@ mod tests {
         assert_eq!(ka.len(), MAX_SEGMENT);
         assert_ne!(ka, kb);
         assert_eq!(&ka[..KEPT_PREFIX], &a[..KEPT_PREFIX]);
+    }
+
+    /// The splitting as first written, for comparison.
+    fn reference_segments(path: &[u8]) -> Vec<&[u8]> {
+        let relative = path.first() != Some(&b'/');
+        let marker = relative.then_some(RELATIVE);
+        marker
+            .into_iter()
+            .chain(
+                path.split(|&b| b == b'/')
+                    .filter(|s| !s.is_empty() && *s != b"."),
+            )
+            .collect()
+    }
+
+    #[test]
+    fn word_at_a_time_splitting_equals_the_byte_at_a_time_reference() {
+        let alphabet = [b'/', b'.', b'a', b'\xff', 0];
+        // Every path of up to 7 bytes over the alphabet, then longer ones
+        // crossing word boundaries.
+        for len in 0..=7u32 {
+            for code in 0..5usize.pow(len) {
+                let mut c = code;
+                let path: Vec<u8> = (0..len)
+                    .map(|_| {
+                        let b = alphabet[c % 5];
+                        c /= 5;
+                        b
+                    })
+                    .collect();
+                let fast: Vec<&[u8]> = path_segments(&path).collect();
+                assert_eq!(fast, reference_segments(&path), "{path:?}");
+            }
+        }
+        for path in [
+            &b"/usr/lib/x86_64-linux-gnu/file-17.dat"[..],
+            b"////////////////////////////////",
+            b"/aaaaaaa/bbbbbbb/ccccccc/ddddddd/",
+            b"./././././././././.",
+            b"relative/../path/with/a/segment/longer/than/eight/bytes/xxxxxxxxxxxxxxxxxxxxxx",
+            b"/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/u/v/w/x/y/z",
+        ] {
+            let fast: Vec<&[u8]> = path_segments(path).collect();
+            assert_eq!(fast, reference_segments(path), "{path:?}");
+            let cloned: Vec<&[u8]> = path_segments(path).clone().collect();
+            assert_eq!(cloned, fast);
+        }
     }
 
     #[test]
