@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
-use crate::event::{ActivityClass, Event, Peer};
+use crate::event::{Access, ActivityClass, Direction, Event, Peer, Protocol};
 use crate::segment::{path_segments, segment_key, SegBuf, MAX_SEGMENT, RELATIVE};
 use crate::words::{le64, le_upto16};
 
@@ -65,7 +65,7 @@ impl DigestHasher {
 
     /// Adds a byte field (16 bytes per multiply; the last block carries the
     /// field's length, so fields are framed).
-    #[inline]
+    #[inline(always)]
     pub fn text(&mut self, bytes: &[u8]) {
         let len = bytes.len();
         let mut at = 0;
@@ -98,14 +98,27 @@ impl DigestHasher {
     }
 
     /// Adds a trie segment as the profile keys it (long segments truncated).
-    #[inline]
+    #[inline(always)]
     pub fn segment(&mut self, raw: &[u8]) {
         if raw.len() <= MAX_SEGMENT {
             self.text(raw);
         } else {
-            let mut buf: SegBuf = [0; MAX_SEGMENT];
-            self.text(segment_key(raw, &mut buf));
+            self.long_segment(raw);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn long_segment(&mut self, raw: &[u8]) {
+        let mut buf: SegBuf = [0; MAX_SEGMENT];
+        self.text(segment_key(raw, &mut buf));
+    }
+
+    /// Adds a field of at most 8 bytes given as its little-endian word (the
+    /// same hash as [`DigestHasher::text`] of those bytes).
+    #[inline(always)]
+    fn short(&mut self, (word, len): (u64, u64)) {
+        self.absorb(word ^ len.rotate_left(40) ^ K2, len << 56);
     }
 
     /// Adds the canonical segments of a file path as the profile keys them
@@ -238,7 +251,7 @@ impl Digest {
                 let mut h = DigestHasher::new(seed, ActivityClass::File);
                 h.segment(e.image);
                 h.segment(e.process);
-                h.segment(e.access.as_str().as_bytes());
+                h.short(access_word(e.access));
                 h.path(e.path);
                 h.finish()
             }
@@ -246,16 +259,94 @@ impl Digest {
                 let mut h = DigestHasher::new(seed, ActivityClass::Network);
                 h.segment(e.image);
                 h.segment(e.process);
-                h.segment(e.direction.as_str().as_bytes());
+                h.short(direction_word(e.direction));
                 match e.peer {
                     Peer::Ip(ip) => h.ip(ip),
                     Peer::Name(n) => h.segment(n),
                 }
-                h.segment(e.protocol.key().as_bytes());
-                let mut buf = itoa_buf();
-                h.segment(port_key(e.port, &mut buf));
+                h.short(protocol_word(e.protocol));
+                h.short(decimal_word(e.port));
                 h.finish()
             }
+        }
+    }
+}
+
+/// A label of at most 8 bytes as (little-endian word, length), at compile time.
+const fn word(label: &str) -> (u64, u64) {
+    let b = label.as_bytes();
+    let mut w = 0u64;
+    let mut i = b.len();
+    while i > 0 {
+        i -= 1;
+        w = (w << 8) | b[i] as u64;
+    }
+    (w, b.len() as u64)
+}
+
+/// [`Access::as_str`] as a word.
+#[inline(always)]
+fn access_word(a: Access) -> (u64, u64) {
+    const READ: (u64, u64) = word("read");
+    const WRITE: (u64, u64) = word("write");
+    const CREATE: (u64, u64) = word("create");
+    const DELETE: (u64, u64) = word("delete");
+    const RENAME: (u64, u64) = word("rename");
+    match a {
+        Access::Read => READ,
+        Access::Write => WRITE,
+        Access::Create => CREATE,
+        Access::Delete => DELETE,
+        Access::Rename => RENAME,
+    }
+}
+
+/// [`Direction::as_str`] as a word.
+#[inline(always)]
+fn direction_word(d: Direction) -> (u64, u64) {
+    const OUTBOUND: (u64, u64) = word("outbound");
+    const INBOUND: (u64, u64) = word("inbound");
+    const LISTEN: (u64, u64) = word("listen");
+    match d {
+        Direction::Outbound => OUTBOUND,
+        Direction::Inbound => INBOUND,
+        Direction::Listen => LISTEN,
+    }
+}
+
+/// [`Protocol::key`] as a word.
+#[inline(always)]
+fn protocol_word(p: Protocol) -> (u64, u64) {
+    const TCP: (u64, u64) = word("tcp");
+    const UDP: (u64, u64) = word("udp");
+    const ICMP: (u64, u64) = word("icmp");
+    match p {
+        Protocol::Tcp => TCP,
+        Protocol::Udp => UDP,
+        Protocol::Icmp => ICMP,
+        Protocol::Other(n) => {
+            let (digits, len) = decimal_word(u16::from(n));
+            // "ip" then the digits.
+            (
+                (digits << 16) | u64::from(u16::from_le_bytes(*b"ip")),
+                len + 2,
+            )
+        }
+    }
+}
+
+/// The decimal text of `n` (at most 5 digits) as a word, without memory.
+#[inline(always)]
+fn decimal_word(mut n: u16) -> (u64, u64) {
+    let mut w = 0u64;
+    let mut len = 0;
+    loop {
+        // Each new digit is more significant: it goes first (lowest byte).
+        w = (w << 8) | u64::from(b'0' + (n % 10) as u8);
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            return (w, len);
         }
     }
 }
@@ -373,6 +464,37 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(path)
             );
+        }
+    }
+
+    #[test]
+    fn label_words_hash_like_the_labels_text() {
+        fn same(word: (u64, u64), text: &[u8]) {
+            let mut a = DigestHasher::new(3, ActivityClass::Network);
+            let mut b = a;
+            a.short(word);
+            b.text(text);
+            assert_eq!(a.finish(), b.finish(), "{}", String::from_utf8_lossy(text));
+        }
+        for x in Access::ALL {
+            same(access_word(x), x.as_str().as_bytes());
+        }
+        for x in Direction::ALL {
+            same(direction_word(x), x.as_str().as_bytes());
+        }
+        for n in 0..=u8::MAX {
+            for p in [
+                Protocol::Tcp,
+                Protocol::Udp,
+                Protocol::Icmp,
+                Protocol::Other(n),
+            ] {
+                same(protocol_word(p), p.key().as_bytes());
+            }
+        }
+        for port in 0..=u16::MAX {
+            let mut buf = itoa_buf();
+            same(decimal_word(port), port_key(port, &mut buf));
         }
     }
 
