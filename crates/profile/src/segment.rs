@@ -41,11 +41,11 @@ pub(crate) fn path_segments(path: &[u8]) -> PathSegments<'_> {
         marker: path.first() != Some(&b'/'),
         start: 0,
         base: 0,
-        slashes: slashes(load_word(path, 0)),
+        ends: segment_ends(path, 0),
     }
 }
 
-/// Iterator of [`path_segments`]. Finds the separators eight bytes at a time.
+/// Iterator of [`path_segments`]. Finds the separators 64 bytes at a time.
 #[derive(Debug, Clone)]
 pub(crate) struct PathSegments<'a> {
     path: &'a [u8],
@@ -53,21 +53,42 @@ pub(crate) struct PathSegments<'a> {
     marker: bool,
     /// Start of the segment being scanned.
     start: usize,
-    /// Offset of the word that `slashes` describes.
+    /// Offset of the block that `ends` describes.
     base: usize,
-    /// `0x80` in each byte of that word that is a not yet consumed `/`.
-    slashes: u64,
+    /// Bit `i` set: byte `base + i` is a not yet consumed `/`, or the end of
+    /// the path.
+    ends: u64,
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
 
-/// `0x80` in each byte of `w` that is `/`, `0` elsewhere (exact: no false
-/// positives from borrows).
+/// Bit `i` set for each byte `i` of `w` that is `/` (exact: no false positives
+/// from borrows).
 #[inline(always)]
-fn slashes(w: u64) -> u64 {
+fn slash_bits(w: u64) -> u64 {
     let x = w ^ (ONES * u64::from(b'/'));
-    !(((x & LOW7) + LOW7) | x | LOW7)
+    let high = !(((x & LOW7) + LOW7) | x | LOW7);
+    // Gather the eight 0x80 bits into the top byte (no carries: every
+    // product bit lands on its own position), then down to bits 0..8.
+    ((high >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
+}
+
+/// Segment ends in the 64 bytes of `path` from `base`: the `/` bytes, and the
+/// end of the path when it falls inside the block.
+#[inline(always)]
+fn segment_ends(path: &[u8], base: usize) -> u64 {
+    let len = path.len();
+    let mut bits = 0u64;
+    let mut k = 0;
+    while k < 64 && base + k < len {
+        bits |= slash_bits(load_word(path, base + k)) << k;
+        k += 8;
+    }
+    if len - base < 64 {
+        bits |= 1 << (len - base);
+    }
+    bits
 }
 
 /// The word at `at`, zero-padded past the end (a zero byte is not `/`).
@@ -80,7 +101,7 @@ fn load_word(path: &[u8], at: usize) -> u64 {
     }
 }
 
-impl<'a> PathSegments<'a> {
+impl PathSegments<'_> {
     /// Whether the [`RELATIVE`] marker is still to come.
     #[inline(always)]
     pub(crate) fn take_marker(&mut self) -> bool {
@@ -88,23 +109,19 @@ impl<'a> PathSegments<'a> {
     }
 
     /// The next canonical segment (ignoring the marker) as a byte range of
-    /// [`PathSegments::path`].
+    /// the path.
     #[inline(always)]
     pub(crate) fn next_range(&mut self) -> Option<(usize, usize)> {
-        let len = self.path.len();
         loop {
-            while self.slashes == 0 {
-                self.base += 8;
-                if self.base >= len {
-                    // The last segment runs to the end of the path.
-                    let start = self.start;
-                    self.start = len;
-                    return (start < len && !is_dot(self.path, start, len)).then_some((start, len));
+            while self.ends == 0 {
+                self.base += 64;
+                if self.base > self.path.len() {
+                    return None;
                 }
-                self.slashes = slashes(load_word(self.path, self.base));
+                self.ends = segment_ends(self.path, self.base);
             }
-            let end = self.base + (self.slashes.trailing_zeros() / 8) as usize;
-            self.slashes &= self.slashes - 1;
+            let end = self.base + self.ends.trailing_zeros() as usize;
+            self.ends &= self.ends - 1;
             let start = self.start;
             self.start = end + 1;
             if start < end && !is_dot(self.path, start, end) {
@@ -198,9 +215,22 @@ mod tests {
         ] {
             let fast: Vec<&[u8]> = path_segments(path).collect();
             assert_eq!(fast, reference_segments(path), "{path:?}");
-            let cloned: Vec<&[u8]> = path_segments(path).clone().collect();
-            assert_eq!(cloned, fast);
         }
+        // Separators and ends on both sides of the 64-byte blocks.
+        for len in 60..=200 {
+            for slash in [0, 1, 62, 63, 64, 65, 127, 128, 129, len - 1] {
+                let mut path: Vec<u8> = (0..len)
+                    .map(|i| if i % 9 == 4 { b'/' } else { b'q' })
+                    .collect();
+                if slash < len {
+                    path[slash] = b'/';
+                }
+                let fast: Vec<&[u8]> = path_segments(&path).collect();
+                assert_eq!(fast, reference_segments(&path), "{len} {slash}");
+            }
+        }
+        let cloned: Vec<&[u8]> = path_segments(b"./x/y").clone().collect();
+        assert_eq!(cloned, reference_segments(b"./x/y"));
     }
 
     #[test]
