@@ -79,26 +79,23 @@ fn slash_bits(w: u64) -> u64 {
 #[inline(always)]
 fn segment_ends(path: &[u8], base: usize) -> u64 {
     let len = path.len();
+    let block = path.get(base..len.min(base + 64)).unwrap_or_default();
     let mut bits = 0u64;
     let mut k = 0;
-    while k < 64 && base + k < len {
-        bits |= slash_bits(load_word(path, base + k)) << k;
+    let mut words = block.chunks_exact(8);
+    for w in &mut words {
+        bits |= slash_bits(le64(w, 0)) << k;
         k += 8;
+    }
+    let tail = words.remainder();
+    if !tail.is_empty() {
+        // A zero pad byte is not `/`.
+        bits |= slash_bits(le_upto8(tail)) << k;
     }
     if len - base < 64 {
         bits |= 1 << (len - base);
     }
     bits
-}
-
-/// The word at `at`, zero-padded past the end (a zero byte is not `/`).
-#[inline(always)]
-fn load_word(path: &[u8], at: usize) -> u64 {
-    if at + 8 <= path.len() {
-        le64(path, at)
-    } else {
-        le_upto8(path.get(at..).unwrap_or_default())
-    }
 }
 
 impl PathSegments<'_> {
