@@ -383,16 +383,11 @@ impl<P: Policy> Trie<P> {
     /// `**` above).
     #[inline(always)]
     pub(crate) fn walk_step(&self, walk: &mut Walk, seg: Seg<'_>) -> Option<Found> {
-        match seg {
-            Seg::Text(raw) => self.walk_text(walk, raw),
-            seg => {
-                let next = self.step(walk.node, seg);
-                self.walk_to(walk, next)
-            }
-        }
+        let next = self.step(walk.node, seg);
+        self.walk_to(walk, next)
     }
 
-    /// [`Trie::walk_step`] of a text segment.
+    /// [`Trie::walk_step`] of a text segment (the step inlined: file paths).
     #[inline(always)]
     pub(crate) fn walk_text(&self, walk: &mut Walk, raw: &[u8]) -> Option<Found> {
         let n = &self.nodes[walk.node as usize];
