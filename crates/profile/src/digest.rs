@@ -14,8 +14,9 @@ use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
-use crate::event::{ActivityClass, Event, Peer};
-use crate::segment::{path_segments, segment_key, SegBuf, MAX_SEGMENT};
+use crate::event::{Access, ActivityClass, Direction, Event, Peer, Protocol};
+use crate::segment::{path_segments, segment_key, SegBuf, MAX_SEGMENT, RELATIVE};
+use crate::words::{le64, le_upto16};
 
 const K0: u64 = 0x9e37_79b9_7f4a_7c15;
 const K1: u64 = 0xc2b2_ae3d_27d4_eb4f;
@@ -64,29 +65,22 @@ impl DigestHasher {
 
     /// Adds a byte field (16 bytes per multiply; the last block carries the
     /// field's length, so fields are framed).
-    #[inline]
+    #[inline(always)]
     pub fn text(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(16);
-        for c in &mut chunks {
-            let (lo, hi) = c.split_at(8);
-            let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
-            a.copy_from_slice(lo);
-            b.copy_from_slice(hi);
-            self.absorb(u64::from_le_bytes(a), u64::from_le_bytes(b));
+        let len = bytes.len();
+        let mut at = 0;
+        while len - at >= 16 {
+            self.absorb(le64(bytes, at), le64(bytes, at + 8));
+            at += 16;
         }
-        let rest = chunks.remainder();
-        let mut w = [0u8; 16];
-        w[..rest.len()].copy_from_slice(rest);
-        let (lo, hi) = w.split_at(8);
-        let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
-        a.copy_from_slice(lo);
-        b.copy_from_slice(hi);
+        let rest = &bytes[at..];
+        // The tail, zero-padded to 16 bytes, read without a copy.
+        let (a, b) = le_upto16(rest);
         // At most 15 tail bytes: the top byte of `b` is free for the tail length;
         // the whole length is folded into `a`.
-        let len = bytes.len() as u64;
         self.absorb(
-            u64::from_le_bytes(a) ^ len.rotate_left(40) ^ K2,
-            u64::from_le_bytes(b) ^ ((rest.len() as u64) << 56),
+            a ^ (len as u64).rotate_left(40) ^ K2,
+            b ^ ((rest.len() as u64) << 56),
         );
     }
 
@@ -104,13 +98,49 @@ impl DigestHasher {
     }
 
     /// Adds a trie segment as the profile keys it (long segments truncated).
-    #[inline]
+    #[inline(always)]
     pub fn segment(&mut self, raw: &[u8]) {
         if raw.len() <= MAX_SEGMENT {
             self.text(raw);
         } else {
-            let mut buf: SegBuf = [0; MAX_SEGMENT];
-            self.text(segment_key(raw, &mut buf));
+            self.long_segment(raw);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn long_segment(&mut self, raw: &[u8]) {
+        let mut buf: SegBuf = [0; MAX_SEGMENT];
+        self.text(segment_key(raw, &mut buf));
+    }
+
+    /// Adds a field of at most 8 bytes given as its little-endian word (the
+    /// same hash as [`DigestHasher::text`] of those bytes).
+    #[inline(always)]
+    fn short(&mut self, (word, len): (u64, u64)) {
+        self.absorb(word ^ len.rotate_left(40) ^ K2, len << 56);
+    }
+
+    /// Adds the canonical segments of a file path as the profile keys them
+    /// (the same hash as [`DigestHasher::segment`] of each of
+    /// [`path_segments`]), splitting and hashing in one pass.
+    #[inline]
+    pub(crate) fn path(&mut self, path: &[u8]) {
+        let mut segs = path_segments(path);
+        if segs.take_marker() {
+            self.text(RELATIVE);
+        }
+        while let Some((start, end)) = segs.next_range() {
+            let n = end - start;
+            if n < 16 && start + 16 <= path.len() {
+                // A short segment followed by enough of the path: one 16-byte
+                // load, masked to the segment (what `text` absorbs for it).
+                let (a, b) = mask_to(le64(path, start), le64(path, start + 8), n);
+                let len = n as u64;
+                self.absorb(a ^ len.rotate_left(40) ^ K2, b ^ (len << 56));
+            } else {
+                self.segment(path.get(start..end).unwrap_or_default());
+            }
         }
     }
 
@@ -120,6 +150,15 @@ impl DigestHasher {
         let s = mix(self.state ^ K2, K0);
         s ^ (s >> 31)
     }
+}
+
+/// The first `n` (< 16) bytes of the little-endian words `a`, `b`; the rest
+/// zeroed.
+#[inline(always)]
+fn mask_to(a: u64, b: u64, n: usize) -> (u64, u64) {
+    let bits = 8 * n as u32;
+    let keep = |bits: u32| u64::MAX.checked_shr(64 - bits.min(64)).unwrap_or(0);
+    (a & keep(bits), b & keep(bits.saturating_sub(64)))
 }
 
 /// Pass-through hasher for sets of already-hashed keys.
@@ -212,26 +251,102 @@ impl Digest {
                 let mut h = DigestHasher::new(seed, ActivityClass::File);
                 h.segment(e.image);
                 h.segment(e.process);
-                h.segment(e.access.as_str().as_bytes());
-                for s in path_segments(e.path) {
-                    h.segment(s);
-                }
+                h.short(access_word(e.access));
+                h.path(e.path);
                 h.finish()
             }
             Event::Network(e) => {
                 let mut h = DigestHasher::new(seed, ActivityClass::Network);
                 h.segment(e.image);
                 h.segment(e.process);
-                h.segment(e.direction.as_str().as_bytes());
+                h.short(direction_word(e.direction));
                 match e.peer {
                     Peer::Ip(ip) => h.ip(ip),
                     Peer::Name(n) => h.segment(n),
                 }
-                h.segment(e.protocol.key().as_bytes());
-                let mut buf = itoa_buf();
-                h.segment(port_key(e.port, &mut buf));
+                h.short(protocol_word(e.protocol));
+                h.short(decimal_word(e.port));
                 h.finish()
             }
+        }
+    }
+}
+
+/// A label of at most 8 bytes as (little-endian word, length), at compile time.
+const fn word(label: &str) -> (u64, u64) {
+    let b = label.as_bytes();
+    let mut w = 0u64;
+    let mut i = b.len();
+    while i > 0 {
+        i -= 1;
+        w = (w << 8) | b[i] as u64;
+    }
+    (w, b.len() as u64)
+}
+
+/// [`Access::as_str`] as a word.
+#[inline(always)]
+fn access_word(a: Access) -> (u64, u64) {
+    const READ: (u64, u64) = word("read");
+    const WRITE: (u64, u64) = word("write");
+    const CREATE: (u64, u64) = word("create");
+    const DELETE: (u64, u64) = word("delete");
+    const RENAME: (u64, u64) = word("rename");
+    match a {
+        Access::Read => READ,
+        Access::Write => WRITE,
+        Access::Create => CREATE,
+        Access::Delete => DELETE,
+        Access::Rename => RENAME,
+    }
+}
+
+/// [`Direction::as_str`] as a word.
+#[inline(always)]
+fn direction_word(d: Direction) -> (u64, u64) {
+    const OUTBOUND: (u64, u64) = word("outbound");
+    const INBOUND: (u64, u64) = word("inbound");
+    const LISTEN: (u64, u64) = word("listen");
+    match d {
+        Direction::Outbound => OUTBOUND,
+        Direction::Inbound => INBOUND,
+        Direction::Listen => LISTEN,
+    }
+}
+
+/// [`Protocol::key`] as a word.
+#[inline(always)]
+fn protocol_word(p: Protocol) -> (u64, u64) {
+    const TCP: (u64, u64) = word("tcp");
+    const UDP: (u64, u64) = word("udp");
+    const ICMP: (u64, u64) = word("icmp");
+    match p {
+        Protocol::Tcp => TCP,
+        Protocol::Udp => UDP,
+        Protocol::Icmp => ICMP,
+        Protocol::Other(n) => {
+            let (digits, len) = decimal_word(u16::from(n));
+            // "ip" then the digits.
+            (
+                (digits << 16) | u64::from(u16::from_le_bytes(*b"ip")),
+                len + 2,
+            )
+        }
+    }
+}
+
+/// The decimal text of `n` (at most 5 digits) as a word, without memory.
+#[inline(always)]
+fn decimal_word(mut n: u16) -> (u64, u64) {
+    let mut w = 0u64;
+    let mut len = 0;
+    loop {
+        // Each new digit is more significant: it goes first (lowest byte).
+        w = (w << 8) | u64::from(b'0' + (n % 10) as u8);
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            return (w, len);
         }
     }
 }
@@ -281,6 +396,106 @@ mod tests {
         assert_eq!(h.finish(), PINNED_EVENT);
         assert_eq!(stable_hash(0, b"abc"), PINNED_ABC);
         assert_ne!(stable_hash(0, b"abc"), stable_hash(1, b"abc"));
+    }
+
+    /// kestrel-digest-v1 field hashing as first written (a copy per block):
+    /// the word loads must give the same hashes for every length.
+    fn reference_text(h: &mut DigestHasher, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(16);
+        for c in &mut chunks {
+            let (lo, hi) = c.split_at(8);
+            let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
+            a.copy_from_slice(lo);
+            b.copy_from_slice(hi);
+            h.absorb(u64::from_le_bytes(a), u64::from_le_bytes(b));
+        }
+        let rest = chunks.remainder();
+        let mut w = [0u8; 16];
+        w[..rest.len()].copy_from_slice(rest);
+        let (lo, hi) = w.split_at(8);
+        let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
+        a.copy_from_slice(lo);
+        b.copy_from_slice(hi);
+        let len = bytes.len() as u64;
+        h.absorb(
+            u64::from_le_bytes(a) ^ len.rotate_left(40) ^ K2,
+            u64::from_le_bytes(b) ^ ((rest.len() as u64) << 56),
+        );
+    }
+
+    #[test]
+    fn text_hashes_equal_the_reference_for_every_length_up_to_100() {
+        let data: Vec<u8> = (0..100u32).map(|i| (i * 131 + 7) as u8).collect();
+        for seed in [0, 1, 0x5eed, u64::MAX] {
+            for n in 0..=data.len() {
+                let mut fast = DigestHasher::new(seed, ActivityClass::File);
+                let mut slow = fast;
+                fast.text(&data[..n]);
+                reference_text(&mut slow, &data[..n]);
+                assert_eq!(fast.finish(), slow.finish(), "seed {seed} length {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn hashing_a_path_in_one_pass_equals_hashing_its_segments() {
+        let long = [b"/data/".as_slice(), &[b'x'; 600], b"/tail"].concat();
+        let paths: [&[u8]; 9] = [
+            b"/usr/lib/x86_64-linux-gnu/file-17.dat",
+            b"relative/\xffpath",
+            b"",
+            b"/",
+            b"./a/../b//c/./",
+            b"/exactly-sixteen!/fifteen-bytes-x/and-seventeen-byte/s",
+            b"/a/bb/ccc/dddd/eeeee/ffffff/ggggggg/hhhhhhhh/iiiiiiiii/jjjjjjjjjj",
+            b"no-slash-at-all-and-longer-than-sixteen",
+            &long,
+        ];
+        for path in paths {
+            let mut fast = DigestHasher::new(9, ActivityClass::File);
+            let mut slow = fast;
+            fast.path(path);
+            for s in path_segments(path) {
+                slow.segment(s);
+            }
+            assert_eq!(
+                fast.finish(),
+                slow.finish(),
+                "{:?}",
+                String::from_utf8_lossy(path)
+            );
+        }
+    }
+
+    #[test]
+    fn label_words_hash_like_the_labels_text() {
+        fn same(word: (u64, u64), text: &[u8]) {
+            let mut a = DigestHasher::new(3, ActivityClass::Network);
+            let mut b = a;
+            a.short(word);
+            b.text(text);
+            assert_eq!(a.finish(), b.finish(), "{}", String::from_utf8_lossy(text));
+        }
+        for x in Access::ALL {
+            same(access_word(x), x.as_str().as_bytes());
+        }
+        for x in Direction::ALL {
+            same(direction_word(x), x.as_str().as_bytes());
+        }
+        for n in 0..=u8::MAX {
+            for p in [
+                Protocol::Tcp,
+                Protocol::Udp,
+                Protocol::Icmp,
+                Protocol::Other(n),
+            ] {
+                same(protocol_word(p), p.key().as_bytes());
+            }
+        }
+        for port in 0..=u16::MAX {
+            let mut buf = itoa_buf();
+            same(decimal_word(port), port_key(port, &mut buf));
+        }
     }
 
     const PINNED_EVENT: u64 = 9_123_291_947_642_555_529;

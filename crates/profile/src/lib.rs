@@ -81,6 +81,7 @@ mod segment;
 mod spec;
 pub mod testing;
 mod trie;
+mod words;
 
 pub use cidr::Cidr;
 pub use config::{

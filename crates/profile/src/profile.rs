@@ -14,8 +14,8 @@ use crate::event::{
 };
 use crate::exemplar::{ArgLeaf, Exemplar};
 use crate::policy::{FilePolicy, NetworkPolicy, ProcessPolicy};
-use crate::segment::path_segments;
-use crate::trie::{End, Found, Inserted, NodeId, OwnedSeg, Seg, Trie};
+use crate::segment::{path_segments, RELATIVE};
+use crate::trie::{End, Found, Inserted, NodeId, OwnedSeg, Seg, Trie, Walk};
 
 /// The answer of [`Profile::observe`].
 #[derive(Debug, Clone, PartialEq)]
@@ -170,13 +170,35 @@ impl Profile {
 
     /// Matches a file access. Never allocates.
     pub fn match_file(&self, e: &FileEvent<'_>) -> MatchOutcome {
-        let segs = file_head(e)
-            .into_iter()
-            .chain(path_segments(e.path).map(Seg::Text));
-        match self.file.find(segs) {
+        match self.find_file(e) {
             Found::Known(_) => MatchOutcome::Known,
             Found::Miss(d) => new_branch(ActivityClass::File, d),
         }
+    }
+
+    /// [`Trie::find`] of a file event's path, splitting the path as it goes.
+    #[inline]
+    fn find_file(&self, e: &FileEvent<'_>) -> Found {
+        let trie = &self.file;
+        let mut walk = Walk::new();
+        for seg in file_head(e) {
+            if let Some(found) = trie.walk_step(&mut walk, seg) {
+                return found;
+            }
+        }
+        let mut segs = path_segments(e.path);
+        if segs.take_marker() {
+            if let Some(found) = trie.walk_text(&mut walk, RELATIVE) {
+                return found;
+            }
+        }
+        while let Some((start, end)) = segs.next_range() {
+            let seg = e.path.get(start..end).unwrap_or_default();
+            if let Some(found) = trie.walk_text(&mut walk, seg) {
+                return found;
+            }
+        }
+        trie.walk_end(&walk)
     }
 
     /// Matches network activity. Never allocates.

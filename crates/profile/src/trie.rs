@@ -212,6 +212,26 @@ pub(crate) enum Found {
     Miss(usize),
 }
 
+/// A lookup in progress (see [`Trie::walk_step`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Walk {
+    node: NodeId,
+    rest: Option<NodeId>,
+    depth: usize,
+}
+
+impl Walk {
+    /// At the root.
+    #[inline(always)]
+    pub(crate) fn new() -> Self {
+        Walk {
+            node: ROOT,
+            rest: None,
+            depth: 0,
+        }
+    }
+}
+
 /// What an insertion did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Inserted {
@@ -334,7 +354,7 @@ impl<P: Policy> Trie<P> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn step_text(&self, n: &Node, key: &[u8]) -> Option<NodeId> {
         if let Some(c) = self
             .interner
@@ -349,23 +369,59 @@ impl<P: Policy> Trie<P> {
     /// Looks a path up. Never allocates.
     #[inline]
     pub(crate) fn find<'a>(&self, segs: impl IntoIterator<Item = Seg<'a>>) -> Found {
-        let mut node = ROOT;
-        let mut rest: Option<NodeId> = None;
-        let mut depth = 0;
+        let mut walk = Walk::new();
         for seg in segs {
-            if self.nodes[node as usize].rest {
-                rest = Some(node);
+            if let Some(found) = self.walk_step(&mut walk, seg) {
+                return found;
             }
-            match self.step(node, seg) {
-                Some(c) => node = c,
-                None => return rest.map_or(Found::Miss(depth), Found::Known),
+        }
+        self.walk_end(&walk)
+    }
+
+    /// One step of a lookup ([`Trie::find`] a segment at a time): `Some` when
+    /// the answer is decided before the path ends (a miss, or known through a
+    /// `**` above).
+    #[inline(always)]
+    pub(crate) fn walk_step(&self, walk: &mut Walk, seg: Seg<'_>) -> Option<Found> {
+        let next = self.step(walk.node, seg);
+        self.walk_to(walk, next)
+    }
+
+    /// [`Trie::walk_step`] of a text segment (the step inlined: file paths).
+    #[inline(always)]
+    pub(crate) fn walk_text(&self, walk: &mut Walk, raw: &[u8]) -> Option<Found> {
+        let n = &self.nodes[walk.node as usize];
+        let next = if raw.len() <= MAX_SEGMENT {
+            self.step_text(n, raw)
+        } else {
+            let mut buf: SegBuf = [0; MAX_SEGMENT];
+            self.step_text(n, segment_key(raw, &mut buf))
+        };
+        self.walk_to(walk, next)
+    }
+
+    #[inline(always)]
+    fn walk_to(&self, walk: &mut Walk, next: Option<NodeId>) -> Option<Found> {
+        if self.nodes[walk.node as usize].rest {
+            walk.rest = Some(walk.node);
+        }
+        match next {
+            Some(c) => {
+                walk.node = c;
+                walk.depth += 1;
+                None
             }
-            depth += 1;
+            None => Some(walk.rest.map_or(Found::Miss(walk.depth), Found::Known)),
         }
-        if self.nodes[node as usize].terminal {
-            return Found::Known(node);
+    }
+
+    /// The answer of a lookup whose path has ended.
+    #[inline(always)]
+    pub(crate) fn walk_end(&self, walk: &Walk) -> Found {
+        if self.nodes[walk.node as usize].terminal {
+            return Found::Known(walk.node);
         }
-        rest.map_or(Found::Miss(depth), Found::Known)
+        walk.rest.map_or(Found::Miss(walk.depth), Found::Known)
     }
 
     /// Whether `prefix/**` is already implied.
