@@ -43,7 +43,7 @@ fn corpus(n: usize) -> Vec<String> {
 /// The distinct normalised command lines of the calibration set
 /// (`calibration/pairs.tsv`: real-world JVM, nginx, Python, Node, shell,
 /// package-manager, miner, reverse-shell and download-and-run lines), in file
-/// order. Unlike `corpus`, their lengths spread widely (9 to 128 word pieces,
+/// order. Unlike `corpus`, their lengths spread widely (5 to 128 word pieces,
 /// mean ≈ 31), as a node's real argument strings do.
 fn calibration_lines() -> Vec<String> {
     let pairs = match parse_pairs(include_str!("../calibration/pairs.tsv")) {
