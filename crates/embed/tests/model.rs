@@ -229,6 +229,35 @@ fn vectors_are_unit_length_deterministic_and_independent_of_batch_padding() {
 }
 
 #[test]
+fn a_mixed_length_batch_is_split_into_runs_and_answers_in_input_order() {
+    let Some(model) = model() else { return };
+    // Lengths 2 to 128 tokens: the embedder runs them in several padded runs
+    // (near-equal lengths together) and must put each vector back in place.
+    let long = "curl -s http://<ipv4>:<num>/latest/meta-data/iam ".repeat(20);
+    let texts = [
+        long.as_str(),
+        "node server.js --port <num>",
+        "",
+        SEED_A,
+        "node server.js --port <num> --inspect",
+        RENAMED_MINER,
+        "node server.js --port <num>",
+        "nginx -g daemon off;",
+    ];
+    let batch = model.embed_batch_flagged(&texts).expect("embeds");
+    assert_eq!(batch.len(), texts.len());
+    for (t, e) in texts.iter().zip(&batch) {
+        let alone = embed_one(&model, t);
+        assert!(
+            cosine(&e.vector, &alone) > 0.9999,
+            "{t:?}: vector differs from the input's own"
+        );
+    }
+    assert!(batch[0].truncated, "the 128-token input is cut and flagged");
+    assert!(batch[1..].iter().all(|e| !e.truncated));
+}
+
+#[test]
 fn empty_arguments_embed_to_a_unit_vector() {
     let Some(model) = model() else { return };
     let out = model.embed_batch_flagged(&["", "   "]).expect("embeds");
