@@ -3,7 +3,11 @@
 //! cost per fork+exec+exit (from the kernel's run-time statistics).
 //!
 //! Workers run in their own cgroup (`/kestrel/bench-load`), which is the only
-//! capture target, so the in-kernel filter is on as in production.
+//! capture target, so the in-kernel filter is on as in production. Three runs:
+//! `open()` of a missing file (real opens), `openat()` that the kernel rejects
+//! right after the entry tracepoint (complete file events at a rate real opens
+//! cannot reach on 2 cores: what the agent can decode), and a fork+exec+exit
+//! loop with the kernel's BPF run-time statistics on.
 //!
 //!     cargo run --release -p kestrel-node-agent --example agent-load [-- SECONDS WORKERS]
 

@@ -7,15 +7,25 @@
 //! Patterns (wildcards, CIDRs, `**`) are not in the digest: events they match are
 //! forwarded and matched by the profile itself, so the filter is conservative.
 //!
-//! The hash ("kestrel-digest-v1") is stable across builds and platforms. It is
+//! The hash ("kestrel-digest-v2") is stable across builds and platforms. It is
 //! keyed by the digest's seed; it is fast, not cryptographic.
+//!
+//! v2 hashes every 16-byte block on its own, keyed by the seed and by the
+//! block's position, and adds the results up; only that addition is serial,
+//! so the multiplies of one event run in parallel (v1 chained them, which made
+//! a seven-segment file event cost eleven dependent multiplies). Both keys are
+//! derived from the seed, so no block content is special without knowing it.
+//! Agents and operators must run the same version: the digest travels as
+//! plain hashes.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 use crate::event::{Access, ActivityClass, Direction, Event, Peer, Protocol};
-use crate::segment::{path_segments, segment_key, SegBuf, MAX_SEGMENT, RELATIVE};
+use crate::segment::{
+    is_short_canonical_absolute, path_segments, segment_key, SegBuf, MAX_SEGMENT, RELATIVE,
+};
 use crate::words::{le64, le_upto16};
 
 const K0: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -28,20 +38,25 @@ fn mix(a: u64, b: u64) -> u64 {
     (r as u64) ^ ((r >> 64) as u64)
 }
 
-/// Stable 64-bit hash of one byte string (kestrel-digest-v1 field hash).
+/// Stable 64-bit hash of one byte string (kestrel-digest-v2 field hash).
 pub(crate) fn stable_hash(seed: u64, bytes: &[u8]) -> u64 {
-    let mut h = DigestHasher { state: seed ^ K0 };
+    let mut h = DigestHasher::keyed(seed ^ K0, 0);
     h.text(bytes);
     h.finish()
 }
 
-/// Streaming builder of digest hashes (the kestrel-digest-v1 hash).
+/// Streaming builder of digest hashes (the kestrel-digest-v2 hash).
 ///
 /// Fields are framed (tagged and length-terminated), so `["ab","c"]` and
 /// `["a","bc"]` hash differently.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DigestHasher {
-    state: u64,
+    /// Sum of the blocks' hashes.
+    acc: u64,
+    /// Key of the next block: advances by `K2` per block (position keying).
+    key: u64,
+    /// Key of every block's second word.
+    key2: u64,
 }
 
 impl DigestHasher {
@@ -53,14 +68,23 @@ impl DigestHasher {
             ActivityClass::File => 2,
             ActivityClass::Network => 3,
         };
-        DigestHasher {
-            state: mix(seed ^ K0, K1 ^ tag),
-        }
+        Self::keyed(seed, tag)
     }
 
     #[inline(always)]
+    fn keyed(seed: u64, tag: u64) -> Self {
+        DigestHasher {
+            acc: 0,
+            key: mix(seed ^ K0, K1 ^ tag),
+            key2: mix(seed ^ K1, K2 ^ tag),
+        }
+    }
+
+    /// One 16-byte block: hashed independently of the blocks before it.
+    #[inline(always)]
     fn absorb(&mut self, a: u64, b: u64) {
-        self.state = mix(self.state ^ a, b ^ K1) ^ self.state.rotate_left(29);
+        self.acc = self.acc.wrapping_add(mix(a ^ self.key, b ^ self.key2));
+        self.key = self.key.wrapping_add(K2);
     }
 
     /// Adds a byte field (16 bytes per multiply; the last block carries the
@@ -121,44 +145,99 @@ impl DigestHasher {
         self.absorb(word ^ len.rotate_left(40) ^ K2, len << 56);
     }
 
-    /// Adds the canonical segments of a file path as the profile keys them
-    /// (the same hash as [`DigestHasher::segment`] of each of
-    /// [`path_segments`]), splitting and hashing in one pass.
+    /// Adds a file path as the profile keys it: one text field holding its
+    /// canonical segments (see [`path_segments`]; long ones by their
+    /// [`segment_key`]), each preceded by `/`. A short path that is already
+    /// canonical is exactly that text, so it is hashed without splitting.
     #[inline]
     pub(crate) fn path(&mut self, path: &[u8]) {
+        if is_short_canonical_absolute(path) {
+            self.text(path);
+        } else {
+            self.split_path(path);
+        }
+    }
+
+    #[inline(never)]
+    fn split_path(&mut self, path: &[u8]) {
+        let mut s = TextStream::new(*self);
         let mut segs = path_segments(path);
         if segs.take_marker() {
-            self.text(RELATIVE);
+            s.feed(b"/");
+            s.feed(RELATIVE);
         }
         while let Some((start, end)) = segs.next_range() {
-            let n = end - start;
-            if n < 16 && start + 16 <= path.len() {
-                // A short segment followed by enough of the path: one 16-byte
-                // load, masked to the segment (what `text` absorbs for it).
-                let (a, b) = mask_to(le64(path, start), le64(path, start + 8), n);
-                let len = n as u64;
-                self.absorb(a ^ len.rotate_left(40) ^ K2, b ^ (len << 56));
-            } else {
-                self.segment(path.get(start..end).unwrap_or_default());
-            }
+            let mut buf: SegBuf = [0; MAX_SEGMENT];
+            s.feed(b"/");
+            s.feed(segment_key(
+                path.get(start..end).unwrap_or_default(),
+                &mut buf,
+            ));
         }
+        *self = s.finish();
+    }
+
+    /// Adds a file path given as its (already keyed) canonical segments: the
+    /// same hash as [`DigestHasher::path`] of the path they came from.
+    pub(crate) fn path_of_segments<'a>(&mut self, segs: impl IntoIterator<Item = &'a [u8]>) {
+        let mut s = TextStream::new(*self);
+        for seg in segs {
+            s.feed(b"/");
+            s.feed(seg);
+        }
+        *self = s.finish();
     }
 
     /// The hash.
     #[inline]
     pub fn finish(&self) -> u64 {
-        let s = mix(self.state ^ K2, K0);
+        // the final key encodes the number of blocks
+        let s = mix(self.acc ^ K2, (self.key ^ K0) | 1);
         s ^ (s >> 31)
     }
 }
 
-/// The first `n` (< 16) bytes of the little-endian words `a`, `b`; the rest
-/// zeroed.
-#[inline(always)]
-fn mask_to(a: u64, b: u64, n: usize) -> (u64, u64) {
-    let bits = 8 * n as u32;
-    let keep = |bits: u32| u64::MAX.checked_shr(64 - bits.min(64)).unwrap_or(0);
-    (a & keep(bits), b & keep(bits.saturating_sub(64)))
+/// One text field fed in pieces: the same hash as [`DigestHasher::text`] of
+/// the pieces' concatenation.
+struct TextStream {
+    h: DigestHasher,
+    block: [u8; 16],
+    fill: usize,
+    len: usize,
+}
+
+impl TextStream {
+    fn new(h: DigestHasher) -> Self {
+        TextStream {
+            h,
+            block: [0; 16],
+            fill: 0,
+            len: 0,
+        }
+    }
+
+    fn feed(&mut self, mut bytes: &[u8]) {
+        self.len += bytes.len();
+        while !bytes.is_empty() {
+            let n = (16 - self.fill).min(bytes.len());
+            self.block[self.fill..self.fill + n].copy_from_slice(&bytes[..n]);
+            self.fill += n;
+            bytes = &bytes[n..];
+            if self.fill == 16 {
+                self.h.absorb(le64(&self.block, 0), le64(&self.block, 8));
+                self.fill = 0;
+            }
+        }
+    }
+
+    fn finish(mut self) -> DigestHasher {
+        let (a, b) = le_upto16(&self.block[..self.fill]);
+        self.h.absorb(
+            a ^ (self.len as u64).rotate_left(40) ^ K2,
+            b ^ ((self.fill as u64) << 56),
+        );
+        self.h
+    }
 }
 
 /// Pass-through hasher for sets of already-hashed keys.
@@ -180,10 +259,18 @@ impl Hasher for IdHasher {
 }
 
 /// A set of hashes of what a profile knows, for the agent's edge filter.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Digest {
     seed: u64,
     set: HashSet<u64, BuildHasherDefault<IdHasher>>,
+    /// The hasher of each activity class, keyed by `seed` once (not per event).
+    starts: [DigestHasher; 3],
+}
+
+impl Default for Digest {
+    fn default() -> Self {
+        Digest::from_hashes(0, [])
+    }
 }
 
 impl Digest {
@@ -192,6 +279,11 @@ impl Digest {
         Digest {
             seed,
             set: hashes.into_iter().collect(),
+            starts: [
+                DigestHasher::new(seed, ActivityClass::Process),
+                DigestHasher::new(seed, ActivityClass::File),
+                DigestHasher::new(seed, ActivityClass::Network),
+            ],
         }
     }
 
@@ -227,7 +319,7 @@ impl Digest {
     /// `false` means "forward to the profile", not "anomalous".
     #[inline]
     pub fn contains(&self, event: &Event<'_>) -> bool {
-        self.set.contains(&Self::event_hash(self.seed, event))
+        self.set.contains(&hash_event(&self.starts, event))
     }
 
     pub(crate) fn insert(&mut self, hash: u64) {
@@ -238,36 +330,48 @@ impl Digest {
     /// paths it knows. Never allocates.
     #[inline]
     pub fn event_hash(seed: u64, event: &Event<'_>) -> u64 {
-        match event {
-            Event::Process(e) => {
-                let mut h = DigestHasher::new(seed, ActivityClass::Process);
-                h.segment(e.image);
-                h.segment(e.parent);
-                h.segment(e.exe);
-                h.text(e.args.as_bytes());
-                h.finish()
+        let starts = [
+            DigestHasher::new(seed, ActivityClass::Process),
+            DigestHasher::new(seed, ActivityClass::File),
+            DigestHasher::new(seed, ActivityClass::Network),
+        ];
+        hash_event(&starts, event)
+    }
+}
+
+/// The digest hash of an event from the classes' keyed hashers (process,
+/// file, network).
+#[inline(always)]
+fn hash_event(starts: &[DigestHasher; 3], event: &Event<'_>) -> u64 {
+    match event {
+        Event::Process(e) => {
+            let mut h = starts[0];
+            h.segment(e.image);
+            h.segment(e.parent);
+            h.segment(e.exe);
+            h.text(e.args.as_bytes());
+            h.finish()
+        }
+        Event::File(e) => {
+            let mut h = starts[1];
+            h.segment(e.image);
+            h.segment(e.process);
+            h.short(access_word(e.access));
+            h.path(e.path);
+            h.finish()
+        }
+        Event::Network(e) => {
+            let mut h = starts[2];
+            h.segment(e.image);
+            h.segment(e.process);
+            h.short(direction_word(e.direction));
+            match e.peer {
+                Peer::Ip(ip) => h.ip(ip),
+                Peer::Name(n) => h.segment(n),
             }
-            Event::File(e) => {
-                let mut h = DigestHasher::new(seed, ActivityClass::File);
-                h.segment(e.image);
-                h.segment(e.process);
-                h.short(access_word(e.access));
-                h.path(e.path);
-                h.finish()
-            }
-            Event::Network(e) => {
-                let mut h = DigestHasher::new(seed, ActivityClass::Network);
-                h.segment(e.image);
-                h.segment(e.process);
-                h.short(direction_word(e.direction));
-                match e.peer {
-                    Peer::Ip(ip) => h.ip(ip),
-                    Peer::Name(n) => h.segment(n),
-                }
-                h.short(protocol_word(e.protocol));
-                h.short(decimal_word(e.port));
-                h.finish()
-            }
+            h.short(protocol_word(e.protocol));
+            h.short(decimal_word(e.port));
+            h.finish()
         }
     }
 }
@@ -388,6 +492,22 @@ mod tests {
     }
 
     #[test]
+    fn fields_in_another_order_or_repeated_hash_differently() {
+        let hash = |fields: &[&[u8]]| {
+            let mut h = DigestHasher::new(7, ActivityClass::File);
+            for f in fields {
+                h.text(f);
+            }
+            h.finish()
+        };
+        // blocks are keyed by position: swapping or doubling them shows
+        assert_ne!(hash(&[b"etc", b"shadow"]), hash(&[b"shadow", b"etc"]));
+        assert_ne!(hash(&[b"tmp", b"tmp"]), hash(&[]));
+        assert_ne!(hash(&[b"tmp"]), hash(&[b"tmp", b"tmp", b"tmp"]));
+        assert_ne!(hash(&[b"", b""]), hash(&[b""]));
+    }
+
+    #[test]
     fn the_hash_is_stable_across_builds() {
         // Pinned values: agents and operators of different builds must agree.
         let mut h = DigestHasher::new(1, ActivityClass::Process);
@@ -398,7 +518,7 @@ mod tests {
         assert_ne!(stable_hash(0, b"abc"), stable_hash(1, b"abc"));
     }
 
-    /// kestrel-digest-v1 field hashing as first written (a copy per block):
+    /// Field hashing as first written (a copy per block):
     /// the word loads must give the same hashes for every length.
     fn reference_text(h: &mut DigestHasher, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(16);
@@ -438,9 +558,9 @@ mod tests {
     }
 
     #[test]
-    fn hashing_a_path_in_one_pass_equals_hashing_its_segments() {
+    fn hashing_a_path_equals_hashing_its_keyed_segments() {
         let long = [b"/data/".as_slice(), &[b'x'; 600], b"/tail"].concat();
-        let paths: [&[u8]; 9] = [
+        let paths: [&[u8]; 12] = [
             b"/usr/lib/x86_64-linux-gnu/file-17.dat",
             b"relative/\xffpath",
             b"",
@@ -449,21 +569,77 @@ mod tests {
             b"/exactly-sixteen!/fifteen-bytes-x/and-seventeen-byte/s",
             b"/a/bb/ccc/dddd/eeeee/ffffff/ggggggg/hhhhhhhh/iiiiiiiii/jjjjjjjjjj",
             b"no-slash-at-all-and-longer-than-sixteen",
+            b"/a/./b",
+            b"/a/.",
+            b"/a/..",
             &long,
         ];
         for path in paths {
             let mut fast = DigestHasher::new(9, ActivityClass::File);
             let mut slow = fast;
             fast.path(path);
-            for s in path_segments(path) {
-                slow.segment(s);
-            }
+            let keyed: Vec<Vec<u8>> = path_segments(path)
+                .map(|s| {
+                    let mut buf: SegBuf = [0; MAX_SEGMENT];
+                    segment_key(s, &mut buf).to_vec()
+                })
+                .collect();
+            slow.path_of_segments(keyed.iter().map(Vec::as_slice));
             assert_eq!(
                 fast.finish(),
                 slow.finish(),
                 "{:?}",
                 String::from_utf8_lossy(path)
             );
+        }
+    }
+
+    #[test]
+    fn every_short_path_hashes_like_its_segments() {
+        // all paths of up to 7 bytes over `/ . a`: the canonical fast path
+        // and the splitting path must agree
+        let alphabet = [b'/', b'.', b'a'];
+        let mut paths: Vec<Vec<u8>> = Vec::new();
+        for len in 0..=7u32 {
+            for mut code in 0..3usize.pow(len) {
+                let mut p = Vec::new();
+                for _ in 0..len {
+                    p.push(alphabet[code % 3]);
+                    code /= 3;
+                }
+                paths.push(p);
+            }
+        }
+        let mut checked = 0;
+        for path in &paths {
+            let mut fast = DigestHasher::new(5, ActivityClass::File);
+            let mut slow = fast;
+            fast.path(path);
+            slow.split_path(path);
+            assert_eq!(
+                fast.finish(),
+                slow.finish(),
+                "{:?}",
+                String::from_utf8_lossy(path)
+            );
+            checked += 1;
+        }
+        assert!(checked > 3000, "{checked}");
+    }
+
+    #[test]
+    fn text_streamed_in_pieces_hashes_like_the_whole() {
+        let data: Vec<u8> = (0..70u32).map(|i| (i * 29 + 3) as u8).collect();
+        for n in 0..=data.len() {
+            for cut in [0, 1, 7, 15, 16, 17, 40] {
+                let cut = cut.min(n);
+                let mut whole = DigestHasher::new(2, ActivityClass::File);
+                whole.text(&data[..n]);
+                let mut s = TextStream::new(DigestHasher::new(2, ActivityClass::File));
+                s.feed(&data[..cut]);
+                s.feed(&data[cut..n]);
+                assert_eq!(whole.finish(), s.finish().finish(), "length {n}, cut {cut}");
+            }
         }
     }
 
@@ -498,8 +674,8 @@ mod tests {
         }
     }
 
-    const PINNED_EVENT: u64 = 9_123_291_947_642_555_529;
-    const PINNED_ABC: u64 = 5_023_962_852_960_815_345;
+    const PINNED_EVENT: u64 = 6_953_352_412_477_603_468;
+    const PINNED_ABC: u64 = 15_251_840_977_615_175_591;
 
     #[test]
     fn ports_are_written_in_decimal() {

@@ -465,12 +465,29 @@ fn concrete(seed: u64, class: ActivityClass, path: &[OwnedSeg], end: End) -> Opt
         return None;
     }
     let mut h = DigestHasher::new(seed, class);
-    for s in path {
+    // a file path's segments (after image, process, access) are one field
+    let fields = if class == ActivityClass::File {
+        3
+    } else {
+        path.len()
+    };
+    let (fields, file_path) = path.split_at(fields.min(path.len()));
+    for s in fields {
         match s {
             OwnedSeg::Text(t) => h.text(t),
             OwnedSeg::Ip(ip) => h.ip(*ip),
             OwnedSeg::Wild | OwnedSeg::Cidr(_) => return None,
         }
+    }
+    if class == ActivityClass::File {
+        let mut segs = Vec::with_capacity(file_path.len());
+        for s in file_path {
+            match s {
+                OwnedSeg::Text(t) => segs.push(&t[..]),
+                _ => return None,
+            }
+        }
+        h.path_of_segments(segs);
     }
     Some(h)
 }

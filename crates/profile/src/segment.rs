@@ -67,7 +67,14 @@ const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
 /// from borrows).
 #[inline(always)]
 fn slash_bits(w: u64) -> u64 {
-    let x = w ^ (ONES * u64::from(b'/'));
+    byte_bits(w, b'/')
+}
+
+/// Bit `i` set for each byte `i` of `w` that is `c` (`c` not zero: the zero
+/// padding of a short word never matches).
+#[inline(always)]
+fn byte_bits(w: u64, c: u8) -> u64 {
+    let x = w ^ (ONES * u64::from(c));
     let high = !(((x & LOW7) + LOW7) | x | LOW7);
     // Gather the eight 0x80 bits into the top byte (no carries: every
     // product bit lands on its own position), then down to bits 0..8.
@@ -96,6 +103,34 @@ fn segment_ends(path: &[u8], base: usize) -> u64 {
         bits |= 1 << (len - base);
     }
     bits
+}
+
+/// Whether `path` is absolute, at most 64 bytes, and certainly canonical: no
+/// empty (`//`, trailing `/`) and no `.` segments. Its bytes are then exactly
+/// its [`path_segments`] joined with a leading `/` each.
+///
+/// One mask covers `/` and `.` (0x2f and 0x2e differ in the low bit only); two
+/// neighbours in it (`//`, `/.`, `./`, `..`) send the path to the splitting
+/// hash, which is always right: conservative for names like `/.config`.
+#[inline(always)]
+pub(crate) fn is_short_canonical_absolute(path: &[u8]) -> bool {
+    let len = path.len();
+    if len == 0 || len > 64 || path[0] != b'/' || path[len - 1] == b'/' {
+        return false;
+    }
+    let mut marks = 0u64;
+    let mut k = 0;
+    let mut words = path.chunks_exact(8);
+    for w in &mut words {
+        marks |= byte_bits(le64(w, 0) | ONES, b'/') << k;
+        k += 8;
+    }
+    let tail = words.remainder();
+    if !tail.is_empty() {
+        // the zero padding becomes 0x01: never `/` or `.`
+        marks |= byte_bits(le_upto8(tail) | ONES, b'/') << k;
+    }
+    marks & (marks >> 1) == 0
 }
 
 impl PathSegments<'_> {
