@@ -7,7 +7,7 @@
 
 use kestrel_agent::activity::{Activity, Peer};
 use kestrel_agent::edge::Forwarded;
-use kestrel_embed::Embedder;
+use kestrel_embed::{ArgShape, Embedder};
 use kestrel_events::EventKind;
 use kestrel_profile::{
     ActivityClass, Digest, MatchOutcome, Metadata, Phase, Profile, ProfileConfig, Transition,
@@ -259,10 +259,18 @@ impl Engine {
                     best_similarity,
                     nearest_exemplar,
                 },
-                _,
+                activity,
             ) => Signal::UnusualArguments {
                 best_similarity: *best_similarity,
                 nearest_exemplar: Some(nearest_exemplar.clone()),
+                difference: match activity {
+                    Activity::Process { args, .. } => Some(
+                        ArgShape::of(nearest_exemplar)
+                            .diff(&ArgShape::of(args))
+                            .to_string(),
+                    ),
+                    _ => None,
+                },
             },
             (
                 MatchOutcome::NewBranch {

@@ -58,6 +58,7 @@ fn mix() -> Vec<CandidateAlert> {
             vec![Signal::UnusualArguments {
                 best_similarity: 0.71,
                 nearest_exemplar: None,
+                difference: None,
             }],
         ),
         candidate(

@@ -120,11 +120,17 @@ pub enum Signal {
     UnknownProcess,
     /// The process is known but its arguments are far from every exemplar.
     UnusualArguments {
-        /// Cosine similarity to the nearest exemplar (−1..=1).
+        /// Argument similarity to the nearest exemplar (−1..=1): the cosine of
+        /// the embeddings when both have the same flags and operands, lower
+        /// when they differ (`docs/embeddings.md`).
         best_similarity: f32,
         /// The nearest exemplar's argument text, if the profile keeps it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nearest_exemplar: Option<String>,
+        /// What differs from it, e.g. `new flags -o -u -p; new operands
+        /// stratum+tcp; missing flags -jar`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        difference: Option<String>,
     },
     /// A file access not in the profile.
     UnknownFile {

@@ -52,10 +52,12 @@ fn signal_json(s: &Signal) -> serde_json::Value {
         Signal::UnusualArguments {
             best_similarity,
             nearest_exemplar,
+            difference,
         } => json!({
             "kind": "unusual_arguments",
             "bestSimilarity": (f64::from(*best_similarity) * 1000.0).round() / 1000.0,
             "nearestKnownArguments": nearest_exemplar.as_deref().map(bounded),
+            "difference": difference.as_deref().map(bounded),
         }),
         Signal::UnknownFile { path, access } => json!({
             "kind": "unknown_file", "path": bounded(path), "access": access.as_str(),
