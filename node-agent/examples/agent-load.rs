@@ -224,24 +224,23 @@ fn main() {
     println!(
         "# agent load harness: {secs}s per run, {workers} workers, 8 MiB ring, batched wake-ups"
     );
-    let open = run("open", secs, workers, &procs);
-    println!(
-        "file events: {:.0} opens/s generated, {:.0} events/s decoded, drops {}, kernel emitted {}, agent CPU {:.1}% of one core",
-        open.ops as f64 / open.wall,
-        open.events as f64 / open.wall,
-        open.stats.kernel.dropped,
-        open.stats.kernel.emitted,
-        100.0 * open.cpu / open.wall
-    );
-    let rejected = run("open-rejected", secs, workers, &procs);
-    println!(
-        "file events (openat rejected by the kernel after the entry tracepoint): {:.0} calls/s generated, {:.0} events/s decoded, drops {}, kernel emitted {}, agent CPU {:.1}% of one core",
-        rejected.ops as f64 / rejected.wall,
-        rejected.events as f64 / rejected.wall,
-        rejected.stats.kernel.dropped,
-        rejected.stats.kernel.emitted,
-        100.0 * rejected.cpu / rejected.wall
-    );
+    for (kind, what) in [
+        ("open", "file events (open of a missing file)"),
+        (
+            "open-rejected",
+            "file events (openat rejected by the kernel after the entry tracepoint)",
+        ),
+    ] {
+        let r = run(kind, secs, workers, &procs);
+        println!(
+            "{what}: {:.0} calls/s generated, {:.0} events/s decoded, drops {}, kernel emitted {}, agent CPU {:.1}% of one core",
+            r.ops as f64 / r.wall,
+            r.events as f64 / r.wall,
+            r.stats.kernel.dropped,
+            r.stats.kernel.emitted,
+            100.0 * r.cpu / r.wall
+        );
+    }
     let _ = std::fs::write(stats_sysctl, "1");
     let exec = run("exec", secs, workers, &procs);
     println!(

@@ -10,7 +10,8 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use criterion::measurement::{Measurement, ValueFormatter};
+#[path = "../../../benches/thread_cpu.rs"]
+mod thread_cpu;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use kestrel_embed::normalize;
 use kestrel_profile::testing::{TestEmbedder, TEST_MODEL_ID};
@@ -18,6 +19,7 @@ use kestrel_profile::{
     Access, Digest, Direction, Event, FileEvent, NetworkEvent, Peer, ProcessEvent, Profile,
     ProfileConfig, Protocol,
 };
+use thread_cpu::ThreadCpuTime;
 
 const IMAGE: &[u8] = b"registry.example/shop-api:1.4.2";
 
@@ -88,7 +90,7 @@ fn net_ev(ip: IpAddr, port: u16) -> Event<'static> {
     })
 }
 
-fn matching(c: &mut Criterion<ThreadCpu>) {
+fn matching(c: &mut Criterion<ThreadCpuTime>) {
     let (p, emb) = learned();
     let mut g = c.benchmark_group("match_known");
     g.throughput(Throughput::Elements(1));
@@ -111,7 +113,7 @@ fn matching(c: &mut Criterion<ThreadCpu>) {
     g.finish();
 }
 
-fn learning(c: &mut Criterion<ThreadCpu>) {
+fn learning(c: &mut Criterion<ThreadCpuTime>) {
     let mut g = c.benchmark_group("learn_insert");
     const N: usize = 10_000;
     let paths: Vec<String> = (0..N)
@@ -159,7 +161,7 @@ fn learning(c: &mut Criterion<ThreadCpu>) {
     g.finish();
 }
 
-fn digest(c: &mut Criterion<ThreadCpu>) {
+fn digest(c: &mut Criterion<ThreadCpuTime>) {
     let (p, _) = learned();
     let d = p.digest(0x5eed);
     let mut g = c.benchmark_group("digest_lookup");
@@ -181,69 +183,9 @@ fn digest(c: &mut Criterion<ThreadCpu>) {
     g.finish();
 }
 
-/// CPU time of the calling thread, in nanoseconds.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Criterion measurement: thread CPU time.
-struct ThreadCpu;
-
-impl Measurement for ThreadCpu {
-    type Intermediate = u64;
-    type Value = u64;
-    fn start(&self) -> u64 {
-        thread_cpu_ns()
-    }
-    fn end(&self, i: u64) -> u64 {
-        thread_cpu_ns().saturating_sub(i)
-    }
-    fn add(&self, a: &u64, b: &u64) -> u64 {
-        a + b
-    }
-    fn zero(&self) -> u64 {
-        0
-    }
-    fn to_f64(&self, v: &u64) -> f64 {
-        *v as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        &CpuFormatter
-    }
-}
-
-struct CpuFormatter;
-
-impl ValueFormatter for CpuFormatter {
-    fn scale_values(&self, _typical: f64, _values: &mut [f64]) -> &'static str {
-        "ns (cpu)"
-    }
-    fn scale_throughputs(&self, _typical: f64, t: &Throughput, values: &mut [f64]) -> &'static str {
-        let n = match t {
-            Throughput::Elements(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) => {
-                *n as f64
-            }
-            _ => 1.0,
-        };
-        for v in values.iter_mut() {
-            *v = n * 1e3 / *v;
-        }
-        "M/s (cpu)"
-    }
-    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
-        "ns"
-    }
-}
-
-fn config() -> Criterion<ThreadCpu> {
+fn config() -> Criterion<ThreadCpuTime> {
     Criterion::default()
-        .with_measurement(ThreadCpu)
+        .with_measurement(ThreadCpuTime)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
 }

@@ -319,7 +319,12 @@ impl Digest {
     /// `false` means "forward to the profile", not "anomalous".
     #[inline]
     pub fn contains(&self, event: &Event<'_>) -> bool {
-        self.set.contains(&hash_event(&self.starts, event))
+        let start = match event {
+            Event::Process(_) => self.starts[0],
+            Event::File(_) => self.starts[1],
+            Event::Network(_) => self.starts[2],
+        };
+        self.set.contains(&hash_event(start, event))
     }
 
     pub(crate) fn insert(&mut self, hash: u64) {
@@ -330,22 +335,17 @@ impl Digest {
     /// paths it knows. Never allocates.
     #[inline]
     pub fn event_hash(seed: u64, event: &Event<'_>) -> u64 {
-        let starts = [
-            DigestHasher::new(seed, ActivityClass::Process),
-            DigestHasher::new(seed, ActivityClass::File),
-            DigestHasher::new(seed, ActivityClass::Network),
-        ];
-        hash_event(&starts, event)
+        hash_event(DigestHasher::new(seed, event.class()), event)
     }
 }
 
-/// The digest hash of an event from the classes' keyed hashers (process,
-/// file, network).
+/// The digest hash of an event, from the hasher of its class keyed by the
+/// digest's seed.
 #[inline(always)]
-fn hash_event(starts: &[DigestHasher; 3], event: &Event<'_>) -> u64 {
+fn hash_event(start: DigestHasher, event: &Event<'_>) -> u64 {
     match event {
         Event::Process(e) => {
-            let mut h = starts[0];
+            let mut h = start;
             h.segment(e.image);
             h.segment(e.parent);
             h.segment(e.exe);
@@ -353,7 +353,7 @@ fn hash_event(starts: &[DigestHasher; 3], event: &Event<'_>) -> u64 {
             h.finish()
         }
         Event::File(e) => {
-            let mut h = starts[1];
+            let mut h = start;
             h.segment(e.image);
             h.segment(e.process);
             h.short(access_word(e.access));
@@ -361,7 +361,7 @@ fn hash_event(starts: &[DigestHasher; 3], event: &Event<'_>) -> u64 {
             h.finish()
         }
         Event::Network(e) => {
-            let mut h = starts[2];
+            let mut h = start;
             h.segment(e.image);
             h.segment(e.process);
             h.short(direction_word(e.direction));
