@@ -80,7 +80,7 @@ pub struct ModelDefaults {
 /// [`UNCALIBRATED_THRESHOLD`] until someone runs `kestrel-calibrate` for it.
 pub const MODEL_DEFAULTS: &[ModelDefaults] = &[ModelDefaults {
     model_id: DEFAULT_MODEL_ID,
-    threshold: -0.298,
+    threshold: -0.159,
     dim: 384,
     max_tokens: 128,
     pooling: Pooling::Mean,

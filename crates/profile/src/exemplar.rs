@@ -4,14 +4,16 @@
 //! Each exemplar is a ball: a normalised argument string, its embedding, its
 //! [`ArgShape`] (flags, operands, shell operators) and a minimum argument
 //! similarity (by default the profile's threshold). The distance is
-//! [`kestrel_embed::arg_distance`]: the angle between the embeddings plus
-//! `STRUCTURE_WEIGHT` times the weighted Jaccard distance of the shapes (capped
-//! at π), and the similarity is its cosine ([`kestrel_embed::arg_similarity`]).
+//! [`kestrel_embed::arg_distance`]: the angle between the embeddings plus the
+//! shapes' structural distance ([`ArgShape::structural_distance`]: weighted
+//! Jaccard distance of flags and operands, plus the program-file,
+//! writable-directory and sensitive-word cues), capped at π; the similarity is
+//! its cosine ([`kestrel_embed::arg_similarity`]).
 //! An argument is known when it falls inside some ball.
 //!
 //! When a leaf holds more than its cap, the pair whose merge gives the smallest
 //! ball is merged: the kept exemplar's radius grows to cover the other ball.
-//! The distance is a metric (a sum of two metrics, capped), so the triangle
+//! The distance is a metric (a sum of metrics, capped), so the triangle
 //! inequality holds and nothing that was known becomes unknown: compaction
 //! loses precision, never knowledge.
 
@@ -53,7 +55,10 @@ impl Exemplar {
     /// The argument distance to an argument with vector `v` and shape `shape`.
     #[inline]
     fn distance_to(&self, v: &[f32], shape: &ArgShape) -> f64 {
-        arg_distance(angle(&self.vector, v), self.shape.distance(shape))
+        arg_distance(
+            angle(&self.vector, v),
+            self.shape.structural_distance(shape),
+        )
     }
 
     fn distance(&self, other: &Exemplar) -> f64 {

@@ -121,14 +121,15 @@ pub enum Signal {
     /// The process is known but its arguments are far from every exemplar.
     UnusualArguments {
         /// Argument similarity to the nearest exemplar (−1..=1): the cosine of
-        /// the embeddings when both have the same flags and operands, lower
-        /// when they differ (`docs/embeddings.md`).
+        /// the embeddings when both have the same flags, operands, program
+        /// file, writable-directory paths and sensitive words, lower when they
+        /// differ (`docs/embeddings.md`).
         best_similarity: f32,
         /// The nearest exemplar's argument text, if the profile keeps it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nearest_exemplar: Option<String>,
-        /// What differs from it, e.g. `new flags -o -u -p; new operands
-        /// stratum+tcp; missing flags -jar`.
+        /// What differs from it, e.g. `new sensitive words stratum+tcp; new
+        /// flags -o -u -p; new operands stratum+tcp; missing flags -jar`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         difference: Option<String>,
     },

