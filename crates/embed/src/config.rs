@@ -86,6 +86,30 @@ pub const MODEL_DEFAULTS: &[ModelDefaults] = &[ModelDefaults {
     pooling: Pooling::Mean,
 }];
 
+/// Thresholds that earlier argument measures ([`ARG_MEASURE`](crate::ARG_MEASURE)
+/// below the current one) shipped as a model's default: 0.63 (cosine only)
+/// and −0.298 (cosine + shape). A profile recorded under an older measure
+/// whose threshold is one of these was using the default, and gets today's.
+pub const SUPERSEDED_THRESHOLDS: [(&str, f32); 2] =
+    [(DEFAULT_MODEL_ID, 0.63), (DEFAULT_MODEL_ID, -0.298)];
+
+/// The threshold a profile recorded under argument measure `measure` with
+/// threshold `threshold` should use now: unchanged when the measure is
+/// current or the threshold was not a shipped default (someone chose it);
+/// otherwise today's default for `model_id`.
+pub fn current_threshold(model_id: &str, measure: u32, threshold: f32) -> f32 {
+    if measure == crate::ARG_MEASURE {
+        return threshold;
+    }
+    let superseded = SUPERSEDED_THRESHOLDS
+        .iter()
+        .any(|(m, t)| *m == model_id && *t == threshold);
+    match default_threshold(model_id) {
+        Some(now) if superseded => now,
+        _ => threshold,
+    }
+}
+
 /// The calibrated similarity threshold for `model_id`, if it has one.
 pub fn default_threshold(model_id: &str) -> Option<f32> {
     MODEL_DEFAULTS
@@ -377,5 +401,18 @@ mod tests {
         assert_eq!("last-token".parse::<Pooling>().unwrap(), Pooling::LastToken);
         assert_eq!("cls".parse::<Pooling>().unwrap(), Pooling::Cls);
         assert!("max".parse::<Pooling>().is_err());
+    }
+
+    #[test]
+    fn superseded_default_thresholds_become_todays_and_chosen_ones_stay() {
+        let now = default_threshold(DEFAULT_MODEL_ID).unwrap();
+        assert_eq!(current_threshold(DEFAULT_MODEL_ID, 1, -0.298), now);
+        assert_eq!(current_threshold(DEFAULT_MODEL_ID, 1, 0.63), now);
+        assert_eq!(current_threshold(DEFAULT_MODEL_ID, 1, 0.5), 0.5);
+        assert_eq!(current_threshold("other-model", 1, -0.298), -0.298);
+        assert_eq!(
+            current_threshold(DEFAULT_MODEL_ID, crate::ARG_MEASURE, -0.298),
+            -0.298
+        );
     }
 }

@@ -58,8 +58,9 @@ pub use calibration::{
     Calibration, Distribution, LabelledPair, CALIBRATION_TSV, HOLDOUT2_TSV, HOLDOUT_TSV,
 };
 pub use config::{
-    default_threshold, EmbedConfig, ModelDefaults, Pooling, DEFAULT_MODEL_DIR, DEFAULT_MODEL_ID,
-    MODEL_DEFAULTS, MODEL_DIR_ENV, RUNTIME_ENV, UNCALIBRATED_THRESHOLD,
+    current_threshold, default_threshold, EmbedConfig, ModelDefaults, Pooling, DEFAULT_MODEL_DIR,
+    DEFAULT_MODEL_ID, MODEL_DEFAULTS, MODEL_DIR_ENV, RUNTIME_ENV, SUPERSEDED_THRESHOLDS,
+    UNCALIBRATED_THRESHOLD,
 };
 pub use error::{Error, Result};
 pub use normalize::{model_text, normalize};
@@ -68,7 +69,7 @@ pub use pooling::cosine;
 pub use service::{ArgEmbedder, CacheOptions, CacheStats, Embedding, Pending};
 pub use similarity::{
     angle_of_cosine, arg_distance, arg_similarity, ArgComparison, ArgShape, Feature, FeatureKind,
-    ShapeDiff, CUE_WEIGHT, SENSITIVE_WORDS, STRUCTURE_WEIGHT,
+    ShapeDiff, ARG_MEASURE, CUE_WEIGHT, SENSITIVE_WORDS, STRUCTURE_WEIGHT,
 };
 
 /// One input's vector and whether the input was cut to fit the model.

@@ -23,9 +23,10 @@
 //! *cues* say what a sentence model and word overlap both miss, because one
 //! changed word in a long line carries the behaviour:
 //!
-//! - `script`: the program file the arguments run (the first word ending in
-//!   `.py`, `.php`, `.js`, `.jar`, `.sh`, …): 0 if equal, 1 if both have one and
-//!   they differ, ½ if only one has one (`index.php` → `uploads/shell.php`).
+//! - `script`: the program file the arguments run (the first operand, not a
+//!   flag or URL, ending in `.py`, `.php`, `.js`, `.jar`, `.sh`, …): 0 if
+//!   equal, 1 if both have one and they differ, ½ if only one has one
+//!   (`index.php` → `uploads/shell.php`).
 //! - `writable`: 1 if exactly one string names a path under a world-writable
 //!   directory (`/tmp`, `/var/tmp`, `/dev/shm`), where droppers stage payloads
 //!   (the same directories Falco's and Tetragon's default policies watch).
@@ -39,6 +40,14 @@
 use std::cmp::Ordering;
 use std::f64::consts::PI;
 use std::fmt;
+
+/// Version of the argument measure: [`arg_distance`] and its parts, and the
+/// text the model reads ([`crate::model_text`]). Profiles record it; bump it
+/// whenever a change moves distances, so that radii and thresholds computed
+/// under another version are not trusted (`kestrel-profile` drops them on
+/// load). 1: every build before it was recorded (cosine, then cosine +
+/// shape); 2: shape + cues, placeholders spelled as one word piece.
+pub const ARG_MEASURE: u32 = 2;
 
 /// Radians added to the embedding angle per unit of structural distance
 /// (`J` ∈ [0, 1]). Chosen on the tuning sets only (docs/embeddings.md).
@@ -388,53 +397,93 @@ fn merge(a: &[Feature], b: &[Feature], mut f: impl FnMut(Option<&Feature>, Optio
     }
 }
 
-/// Bytes of a file-name word (`app.jar`, `<tmp>.py`).
-fn file_word_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'_' | b'<' | b'>' | b'.' | b'-')
+/// Length of a normaliser placeholder (`<num>`, `<tmp>` …) at the start of
+/// `b`, if one is there.
+fn placeholder_len(b: &[u8]) -> Option<usize> {
+    let n = b
+        .iter()
+        .skip(1)
+        .position(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit()))?;
+    (b.first() == Some(&b'<') && n > 0 && b.get(n + 1) == Some(&b'>')).then_some(n + 2)
 }
 
-/// The first word (a maximal run of letters, digits and `_<>.-`) that ends in
-/// a [`SCRIPT_ENDINGS`] entry after at least one other byte, lower-cased.
+/// The program file the arguments run: the first operand piece whose last
+/// path segment ends in a [`SCRIPT_ENDINGS`] entry after at least one other
+/// byte (not a dot), lower-cased. Operands are the whitespace-separated
+/// tokens that are not flags (`-…`); a token holding `://` (a URL) or `:` (a
+/// class path, `host:port`) is skipped; a token is cut into pieces at shell
+/// punctuation (`; | & > < ( ) , = \``, quotes) outside placeholders, so
+/// `ok>run.sh` gives `run.sh` and `/tmp/<tmp>.sh` gives `<tmp>.sh`.
 fn script_of(text: &str) -> Option<Box<str>> {
-    let b = text.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if !file_word_byte(b[i]) {
-            i += 1;
+    let cut = |c: u8| {
+        matches!(
+            c,
+            b';' | b'|' | b'&' | b'>' | b'<' | b'(' | b')' | b',' | b'=' | b'`' | b'\'' | b'"'
+        )
+    };
+    for token in text.split_ascii_whitespace() {
+        let token = token.trim_matches(|c| c == '\'' || c == '"');
+        if token.starts_with('-') || token.contains(':') {
             continue;
         }
-        let start = i;
-        while i < b.len() && file_word_byte(b[i]) {
-            i += 1;
-        }
-        let word = text[start..i].to_ascii_lowercase();
-        for end in SCRIPT_ENDINGS {
-            if word.len() > end.len() && word.ends_with(end) {
-                let before = word.as_bytes()[word.len() - end.len() - 1];
-                if before != b'.' {
-                    return Some(word.into());
+        let b = token.as_bytes();
+        let (mut i, mut start) = (0, 0);
+        while i <= b.len() {
+            if i < b.len() && b[i] == b'<' {
+                if let Some(n) = placeholder_len(&b[i..]) {
+                    i += n;
+                    continue;
                 }
             }
+            if i == b.len() || cut(b[i]) {
+                let piece = &token[start..i];
+                let name = piece
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(piece)
+                    .to_ascii_lowercase();
+                for end in SCRIPT_ENDINGS {
+                    if name.len() > end.len() && name.ends_with(end) {
+                        let before = name.as_bytes()[name.len() - end.len() - 1];
+                        if before != b'.' {
+                            return Some(name.into());
+                        }
+                    }
+                }
+                start = i + 1;
+            }
+            i += 1;
         }
     }
     None
 }
 
-/// Whether a path under a [`WRITABLE_DIRS`] entry appears: the directory
-/// starts the text or follows whitespace, a quote, `=`, `:` or `(`, and is
-/// followed by `/` or a byte that is not a letter, digit or `_`.
+/// Whether a path under a [`WRITABLE_DIRS`] entry appears. The directory must
+/// start a path: at the start of the text, after a byte that cannot be part
+/// of a name (not a letter, digit, `_`, `.` or `-`: so after whitespace,
+/// quotes, `= : ( > < ; | & , @` or a backtick, and after `/` as in
+/// `file:///tmp`), or glued to a short option (`-qO/tmp/x`). It must end
+/// there or go on with `/`: `/tmp-cache`, `/tmp.old` and `/app/tmp` are not
+/// writable directories.
 fn names_writable_dir(text: &str) -> bool {
     let b = text.as_bytes();
+    let name_byte = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-');
+    let after_short_option = |i: usize| {
+        let mut k = i;
+        while k > 0 && b[k - 1].is_ascii_alphabetic() {
+            k -= 1;
+        }
+        k < i
+            && k > 0
+            && b[k - 1] == b'-'
+            && (k == 1 || matches!(b[k - 2], b' ' | b'\t' | b'\n' | b'\'' | b'"'))
+    };
     WRITABLE_DIRS.iter().any(|dir| {
         text.match_indices(dir).any(|(i, _)| {
-            let before_ok = i == 0
-                || matches!(
-                    b[i - 1],
-                    b' ' | b'\t' | b'\n' | b'\'' | b'"' | b'=' | b':' | b'('
-                );
+            let before_ok = i == 0 || !name_byte(b[i - 1]) || after_short_option(i);
             let after_ok = match b.get(i + dir.len()) {
                 None => true,
-                Some(&c) => !(c.is_ascii_alphanumeric() || c == b'_'),
+                Some(&c) => c == b'/' || !name_byte(c),
             };
             before_ok && after_ok
         })
@@ -778,7 +827,7 @@ mod tests {
     }
 
     #[test]
-    fn the_program_file_is_the_first_word_with_a_script_ending() {
+    fn the_program_file_is_the_first_operand_with_a_script_ending() {
         let script = |s: &str| ArgShape::of(s).script().map(str::to_owned);
         assert_eq!(
             script("-Xmx1g -jar /app/App.jar --port <num>").as_deref(),
@@ -792,20 +841,34 @@ mod tests {
             script("-c 'chmod +x /tmp/<tmp>.sh'").as_deref(),
             Some("<tmp>.sh")
         );
+        assert_eq!(script("-c 'echo ok>run.sh'").as_deref(), Some("run.sh"));
+        // Flag values, URLs, class paths and host names are not the program.
+        assert_eq!(
+            script("-javaagent:/otel/agent.jar -jar /app/billing.jar").as_deref(),
+            Some("billing.jar")
+        );
+        assert_eq!(script("-cp /a/x.jar:/a/y.jar Main"), None);
+        assert_eq!(script("-fsSL https://bun.sh/install"), None);
+        assert_eq!(script("-o stratum+tcp://pool.example.pl:<num>"), None);
         assert_eq!(script("--config /etc/app/config.json"), None);
         assert_eq!(script("-c /etc/x..sh .py"), None);
         assert_eq!(script(""), None);
     }
 
     #[test]
-    fn paths_in_world_writable_directories_are_noticed_at_a_path_start_only() {
+    fn paths_in_world_writable_directories_are_noticed_where_a_path_starts() {
         let w = |s: &str| ArgShape::of(s).names_writable_dir();
         assert!(w("-c 'chmod +x /tmp/x && /tmp/x'"));
         assert!(w("--dir=/dev/shm/.x"));
         assert!(w("-C /var/tmp"));
         assert!(w("/tmp"));
+        assert!(w("-c 'echo <b64>|base64 -d>/dev/shm/x;sh</dev/shm/x'"));
+        assert!(w("-qO/tmp/.x http://<ipv4>/x"));
+        assert!(w("-d @/tmp/x file:///tmp/y"));
         assert!(!w("--mount /tmpfs/a"));
+        assert!(!w("/tmp-cache/x /tmp.old /var/tmp-x /dev/shm.bak/a"));
         assert!(!w("/app/tmp/x"));
+        assert!(!w("--output/tmp/x"));
         assert!(!w("-jar /app/app.jar"));
     }
 

@@ -81,6 +81,15 @@ pub struct BehaviorProfileSpec {
     /// Embedding model the exemplars are compared with; absent = the loader's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_id: Option<String>,
+    /// Version of the argument measure the radii and the threshold were
+    /// computed with ([`kestrel_embed::ARG_MEASURE`]); absent = 1, every
+    /// build before it was recorded. A profile of another version loads with
+    /// its exemplars but without its merged radii (`minSimilarity`), and a
+    /// threshold that was that version's shipped default becomes today's
+    /// ([`kestrel_embed::current_threshold`]). Hand-written profiles should
+    /// set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argument_measure: Option<u32>,
     /// Cosine similarity an argument needs to an exemplar.
     #[serde(default = "default_threshold")]
     pub similarity_threshold: f32,
@@ -349,6 +358,7 @@ impl Profile {
             spec: BehaviorProfileSpec {
                 mode: c.mode,
                 model_id: Some(self.model_id.clone()),
+                argument_measure: Some(kestrel_embed::ARG_MEASURE),
                 similarity_threshold: threshold,
                 learning: LearningSpec::from(&c.learning),
                 compaction: CompactionSpec::from(&c.compaction),
@@ -413,7 +423,16 @@ impl Profile {
             return Err(Error::field("kind", format!("expected `{KIND}`")));
         }
         let spec = &doc.spec;
-        let config = config_from_spec(spec)?;
+        let mut config = config_from_spec(spec)?;
+        // Radii and thresholds of another argument measure are not distances
+        // of this one: keep the exemplars, drop what was computed with them.
+        let measure = spec.argument_measure.unwrap_or(1);
+        let stale = measure != kestrel_embed::ARG_MEASURE;
+        config.similarity_threshold = kestrel_embed::current_threshold(
+            embedder.model_id(),
+            measure,
+            config.similarity_threshold,
+        );
         if let Some(m) = &spec.model_id {
             if m != embedder.model_id() {
                 return Err(Error::ModelMismatch {
@@ -426,7 +445,7 @@ impl Profile {
         if let Some(st) = &doc.status {
             p.convergence = Convergence::from_status(p.config.learning.clone(), st);
         }
-        load_processes(&mut p, spec, embedder)?;
+        load_processes(&mut p, spec, embedder, stale)?;
         for (i, f) in spec.files.iter().enumerate() {
             let at = |f: &str| format!("spec.files[{i}].{f}");
             let head = [
@@ -483,10 +502,13 @@ impl Profile {
     }
 }
 
+/// Loads the process exemplars; with `stale_radii` (another argument
+/// measure) every exemplar gets the profile's threshold as its radius.
 fn load_processes(
     p: &mut Profile,
     spec: &BehaviorProfileSpec,
     embedder: &dyn Embedder,
+    stale_radii: bool,
 ) -> Result<()> {
     let threshold = p.config.similarity_threshold;
     let cap = p.config.compaction.exemplar_cap;
@@ -539,7 +561,10 @@ fn load_processes(
             let v = vectors
                 .next()
                 .ok_or(Error::Internal("fewer vectors than exemplars"))?;
-            let min = a.min_similarity.unwrap_or(threshold);
+            let min = match a.min_similarity {
+                Some(m) if !stale_radii => m,
+                _ => threshold,
+            };
             leaf.add(Exemplar::new(a.args.as_str().into(), v, min), cap);
             leaf.remember(stable_hash(0, a.args.as_bytes()), &a.args);
         }

@@ -31,6 +31,7 @@ kind: BehaviorProfile
 metadata: {name: web, namespace: shop, uid: ignored}
 spec:
   mode: Detect
+  argumentMeasure: 2
   processes:
     - {image: "web:1", parent: sh, exe: java, arguments: [{args: "java -jar app.jar"}]}
   files:
@@ -130,6 +131,55 @@ fn loading_with_another_model_is_refused() {
     let yaml = GOOD.replace("mode: Detect", "mode: Detect\n  modelId: some-other-model");
     let e = Profile::from_yaml(&yaml, &TestEmbedder::new(), Duration::ZERO).unwrap_err();
     assert!(matches!(e, Error::ModelMismatch { .. }), "{e}");
+}
+
+/// A profile with a merged exemplar (an explicit `minSimilarity`).
+fn with_radius(measure: Option<u32>) -> String {
+    let line = measure.map_or(String::new(), |m| format!("\n  argumentMeasure: {m}"));
+    format!(
+        r#"
+apiVersion: kestrel.dev/v1alpha1
+kind: BehaviorProfile
+metadata: {{name: web}}
+spec:
+  mode: Detect{line}
+  similarityThreshold: 0.5
+  processes:
+    - {{image: "web:1", parent: sh, exe: java, arguments: [{{args: "-jar app.jar", minSimilarity: -0.25}}]}}
+"#
+    )
+}
+
+#[test]
+fn radii_of_another_argument_measure_are_dropped_and_the_exemplars_kept() {
+    let emb = TestEmbedder::new();
+    // Current measure: the merged radius survives a round trip.
+    let current = Profile::from_yaml(
+        &with_radius(Some(kestrel_embed::ARG_MEASURE)),
+        &emb,
+        Duration::ZERO,
+    )
+    .unwrap()
+    .to_yaml(Default::default())
+    .unwrap();
+    assert!(current.contains("minSimilarity: -0.25"), "{current}");
+    // Recorded before the version existed (absent = 1), or by another version:
+    // the exemplar stays, its radius becomes the threshold, the document is
+    // rewritten with today's version.
+    for old in [None, Some(1)] {
+        let back = Profile::from_yaml(&with_radius(old), &emb, Duration::ZERO)
+            .unwrap()
+            .to_yaml(Default::default())
+            .unwrap();
+        assert!(back.contains("-jar app.jar"), "{back}");
+        assert!(!back.contains("minSimilarity"), "{back}");
+        assert!(
+            back.contains(&format!("argumentMeasure: {}", kestrel_embed::ARG_MEASURE)),
+            "{back}"
+        );
+        // 0.5 was never a shipped default, so it was chosen and is kept.
+        assert!(back.contains("similarityThreshold: 0.5"), "{back}");
+    }
 }
 
 #[test]
