@@ -227,40 +227,37 @@ mod tests {
         assert!(pairs.iter().any(|p| p.same) && pairs.iter().any(|p| !p.same));
     }
 
-    #[test]
-    fn the_held_out_set_parses_and_is_disjoint_from_the_tuning_set() {
-        let held = holdout_pairs().unwrap();
-        assert!(held.len() >= 40, "{} pairs", held.len());
-        assert!(held.iter().filter(|p| p.same).count() >= 20);
-        assert!(held.iter().filter(|p| !p.same).count() >= 20);
-        let train = calibration_pairs().unwrap();
-        for p in &held {
-            assert!(
-                !train
-                    .iter()
-                    .any(|t| (t.a == p.a && t.b == p.b) || (t.a == p.b && t.b == p.a)),
-                "{p:?} is also in pairs.tsv"
-            );
-        }
-    }
-
-    #[test]
-    fn the_second_held_out_set_is_disjoint_from_the_tuning_set() {
-        let held = holdout2_pairs().unwrap();
-        assert!(held.len() >= 60, "{} pairs", held.len());
-        assert!(held.iter().filter(|p| p.same).count() >= 30);
-        assert!(held.iter().filter(|p| !p.same).count() >= 30);
-        let tuning = tuning_pairs().unwrap();
-        for p in &held {
+    /// Checks a held-out set: at least `min` pairs and `min_each` of each
+    /// label, one program per pair, and no pair (in either order) in `tuning`.
+    fn check_held_out(set: &[LabelledPair], tuning: &[LabelledPair], min: usize, min_each: usize) {
+        assert!(set.len() >= min, "{} pairs", set.len());
+        assert!(set.iter().filter(|p| p.same).count() >= min_each);
+        assert!(set.iter().filter(|p| !p.same).count() >= min_each);
+        let program = |line: &str| line.split_whitespace().next().map(str::to_owned);
+        for p in set {
             assert!(
                 !tuning
                     .iter()
                     .any(|t| (t.a == p.a && t.b == p.b) || (t.a == p.b && t.b == p.a)),
                 "{p:?} is also in the tuning set"
             );
-            let program = |line: &str| line.split_whitespace().next().map(str::to_owned);
             assert_eq!(program(&p.a), program(&p.b), "{p:?}: one program per pair");
         }
+    }
+
+    #[test]
+    fn the_first_held_out_set_is_disjoint_from_pairs_tsv() {
+        check_held_out(
+            &holdout_pairs().unwrap(),
+            &calibration_pairs().unwrap(),
+            40,
+            20,
+        );
+    }
+
+    #[test]
+    fn the_second_held_out_set_is_disjoint_from_the_tuning_set() {
+        check_held_out(&holdout2_pairs().unwrap(), &tuning_pairs().unwrap(), 60, 30);
     }
 
     #[test]

@@ -326,25 +326,20 @@ impl ArgShape {
     /// What `observed` has that `self` lacks, and what it lacks of `self`.
     pub fn diff(&self, observed: &ArgShape) -> ShapeDiff {
         let mut d = ShapeDiff::default();
-        let new: Vec<&str> = observed
-            .sensitive
-            .iter()
-            .filter(|w| self.sensitive.binary_search(w).is_err())
-            .copied()
-            .collect();
-        if !new.is_empty() {
-            d.notes
-                .push(format!("new sensitive words {}", new.join(" ")));
-        }
-        let gone: Vec<&str> = self
-            .sensitive
-            .iter()
-            .filter(|w| observed.sensitive.binary_search(w).is_err())
-            .copied()
-            .collect();
-        if !gone.is_empty() {
-            d.notes
-                .push(format!("missing sensitive words {}", gone.join(" ")));
+        let only_in = |a: &[&'static str], b: &[&'static str]| -> Vec<&'static str> {
+            a.iter()
+                .filter(|w| b.binary_search(w).is_err())
+                .copied()
+                .collect()
+        };
+        for (label, words) in [
+            ("new", only_in(&observed.sensitive, &self.sensitive)),
+            ("missing", only_in(&self.sensitive, &observed.sensitive)),
+        ] {
+            if !words.is_empty() {
+                d.notes
+                    .push(format!("{label} sensitive words {}", words.join(" ")));
+            }
         }
         if self.writable != observed.writable {
             d.notes.push(if observed.writable {
