@@ -90,7 +90,9 @@ pub struct BehaviorProfileSpec {
     /// set it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub argument_measure: Option<u32>,
-    /// Cosine similarity an argument needs to an exemplar.
+    /// Argument similarity an argument needs to an exemplar
+    /// ([`kestrel_embed::arg_similarity`]; the model's calibrated threshold
+    /// is in [`kestrel_embed::MODEL_DEFAULTS`]).
     #[serde(default = "default_threshold")]
     pub similarity_threshold: f32,
     /// Convergence settings.
