@@ -17,6 +17,7 @@ build: deps
 	$(CARGO) build $(PROFILE) --workspace --bins
 
 lint:
+	scripts/check-deps.sh
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy $(PROFILE) --workspace --all-targets -- -D warnings
 

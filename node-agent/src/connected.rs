@@ -6,7 +6,7 @@
 
 use crate::capture::{self, CaptureConfig, CaptureStats, Scope};
 use crate::edge::{EdgeCounters, EdgeFilter};
-use crate::workloads::{WorkloadMap, WorkloadSpec};
+use kestrel_events::{WorkloadMap, WorkloadSpec};
 use kestrel_profile::Digest;
 use kestrel_proto::client::AgentClient;
 use kestrel_proto::{ClientTls, TlsMaterial};

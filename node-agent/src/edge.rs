@@ -7,29 +7,14 @@
 //! process table). Process lifecycle events feed the process table and are
 //! never forwarded. In steady state almost nothing leaves the node.
 
-use crate::activity::{activity_of, Activity};
 use crate::proctable::ProcTable;
-use crate::workloads::{Workload, WorkloadMap};
+use kestrel_events::WorkloadMap;
 use kestrel_events::{Event, EventKind};
+use kestrel_profile::activity_of;
 use kestrel_profile::Digest;
 use std::collections::HashMap;
 
-pub use kestrel_events::Ancestor;
-
-/// An event the digest did not know, with what the operator needs.
-#[derive(Debug, Clone)]
-pub struct Forwarded {
-    /// The event.
-    pub event: Event,
-    /// Its workload.
-    pub workload: Workload,
-    /// Its profile activity.
-    pub activity: Activity,
-    /// The acting process as the process table knows it.
-    pub process: Option<Ancestor>,
-    /// Ancestors of the acting process, parent first.
-    pub chain: Vec<Ancestor>,
-}
+pub use kestrel_events::{Ancestor, Forwarded};
 
 /// Counters of the filter.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -102,7 +87,10 @@ impl EdgeFilter {
         };
         let workload = self.workloads.resolve(&container.id);
         if let Some(d) = self.digests.get(&workload.name) {
-            if d.contains(&activity.as_event(workload.image.as_bytes())) {
+            if d.contains(&kestrel_profile::profile_event(
+                &activity,
+                workload.image.as_bytes(),
+            )) {
                 *self.counters.matched.entry(workload.name).or_default() += 1;
                 return None;
             }

@@ -8,12 +8,12 @@
 //! - [`cgroups`] maps cgroup ids to paths and container ids.
 //! - [`procscan`] reports processes that were running before the agent.
 //! - [`capture`] ties these together for `kestrel-agent capture`.
-//! - [`edge`] resolves workloads, keeps the process table, and drops what
-//!   the workload's profile digest already knows ([`activity`] says which
-//!   fields of an event form the profile's paths).
+//! - [`edge`] resolves workloads ([`kestrel_events::WorkloadMap`]), keeps the
+//!   process table, and drops what the workload's profile digest already
+//!   knows (`kestrel_profile::activity_of` says which fields of an event form
+//!   the profile's paths).
 #![deny(missing_docs)]
 
-pub mod activity;
 pub mod capture;
 pub mod cgroups;
 pub mod connected;
@@ -22,7 +22,6 @@ pub mod edge;
 pub mod procscan;
 pub mod proctable;
 pub mod sensors;
-pub mod workloads;
 
 /// Generated skeletons (from `bpf/*.bpf.c` by `build.rs`).
 #[allow(missing_docs, clippy::all, unsafe_op_in_unsafe_fn)]

@@ -43,7 +43,7 @@ impl ProcTable {
         match &event.kind {
             EventKind::Exec(x) => {
                 let exe =
-                    kestrel_events::escape_bytes(&crate::activity::process_name(x)).into_owned();
+                    kestrel_events::escape_bytes(&kestrel_profile::process_name(x)).into_owned();
                 let argv = x.argv.args.iter().map(|a| a.to_escaped()).collect();
                 self.insert(
                     task.pid,

@@ -5,10 +5,10 @@
 //! and returns what happened ([`Output`]); storage, printing and transport
 //! are the caller's.
 
-use kestrel_agent::activity::{Activity, Peer};
-use kestrel_agent::edge::Forwarded;
 use kestrel_embed::{ArgShape, Embedder};
 use kestrel_events::EventKind;
+use kestrel_events::Forwarded;
+use kestrel_events::{Activity, Peer};
 use kestrel_profile::{
     ActivityClass, Digest, MatchOutcome, Metadata, Phase, Profile, ProfileConfig, Transition,
 };
@@ -201,7 +201,11 @@ impl Engine {
         let image = f.workload.image.as_bytes();
         let obs = st
             .profile
-            .observe(&f.activity.as_event(image), now, embedder.as_ref())
+            .observe(
+                &kestrel_profile::profile_event(&f.activity, image),
+                now,
+                embedder.as_ref(),
+            )
             .map_err(|source| EngineError::Profile {
                 workload: workload.clone(),
                 source,

@@ -3,11 +3,13 @@
 //! every second: time passes, changed profiles are persisted, changed
 //! digests are handed back for the agents, `status.json` is rewritten.
 
+use crate::clock::{hostname, wall_now};
+use crate::config::OperatorConfig;
 use crate::engine::{Engine, EngineConfig, LlmSeam, Output};
-use crate::standalone::{hostname, wall_now, Line, StandaloneConfig};
+use crate::output::Line;
 use crate::store::{DirStore, Store};
-use kestrel_agent::edge::Forwarded;
 use kestrel_embed::Embedder;
+use kestrel_events::Forwarded;
 use kestrel_profile::Digest;
 use kestrel_scoring::{RuleSet, Scorer, WebhookSink};
 use std::path::Path;
@@ -28,14 +30,15 @@ impl Pipeline {
     /// Builds the engine from the config and loads the stored profiles
     /// (a corrupt file is reported through `emit` and skipped).
     pub fn build(
-        cfg: &StandaloneConfig,
+        cfg: &OperatorConfig,
         state_dir: &Path,
         embedder: Arc<dyn Embedder>,
         namespace: &str,
         emit: &mut dyn FnMut(&Line),
     ) -> anyhow::Result<Self> {
         let store = DirStore::open(state_dir)?;
-        let threshold = kestrel_embed::default_threshold(embedder.model_id()).unwrap_or(0.95);
+        let threshold = kestrel_embed::default_threshold(embedder.model_id())
+            .unwrap_or(kestrel_embed::UNCALIBRATED_THRESHOLD);
         let mut rules = RuleSet::builder().default_pack();
         for r in &cfg.rules {
             let text =

@@ -5,13 +5,14 @@
 //! Kubernetes custom resources are not wired yet: state is the same directory
 //! of YAML files as standalone mode, and workloads come from the same config.
 
+use crate::config::OperatorConfig;
+use crate::output::Line;
 use crate::pipeline::Pipeline;
-use crate::standalone::{Line, StandaloneConfig};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use kestrel_agent::activity::activity_of;
-use kestrel_agent::edge::Forwarded;
-use kestrel_agent::workloads::Workload;
 use kestrel_embed::Embedder;
+use kestrel_events::Forwarded;
+use kestrel_events::Workload;
+use kestrel_profile::activity_of;
 use kestrel_profile::Digest;
 use kestrel_proto::server::{AgentHandler, AgentIdentity, Disconnect, OperatorSender, Refusal};
 use kestrel_proto::{
@@ -143,7 +144,7 @@ impl Handler {
 
 /// Serves agents until `stop` is set; `on_listening` gets the bound address.
 pub fn run(
-    cfg: &StandaloneConfig,
+    cfg: &OperatorConfig,
     serve: &ServeConfig,
     state_dir: &Path,
     stop: &AtomicBool,

@@ -1,4 +1,7 @@
-//! Argument normalisation and embeddings.
+//! Argument normalisation, the argument measure and the embedding seam:
+//! the light half of Kestrel's embeddings, with no model runtime in it
+//! (`kestrel-embed-onnx` runs models; the node agent and the profiles link
+//! only this crate).
 //!
 //! The [`Embedder`] trait is the seam between profiles (which compare
 //! arguments by meaning) and a concrete model.
@@ -6,70 +9,41 @@
 //! - [`normalize`] collapses volatile values (numbers, ids, addresses,
 //!   timestamps, temporary names, tokens) into typed placeholders; its output
 //!   is the cache key.
-//! - [`OnnxEmbedder`] runs any ONNX sentence-embedding model with a
-//!   `tokenizer.json` through ONNX Runtime, loaded at run time from a file
-//!   ([`EmbedConfig`] says where; `scripts/fetch-model.sh` installs the default
-//!   all-MiniLM-L6-v2 int8 model and the runtime).
-//! - [`ArgEmbedder`] puts normalisation, an exact LRU cache and a batching
-//!   inference thread in front of any [`Embedder`]; blocking and async callers
-//!   share it.
 //! - [`arg_similarity`] is what profiles compare: the embeddings' angle plus
 //!   a structural distance of the arguments' [`ArgShape`] (flags, operands,
-//!   shell operators); [`ArgComparison`] says why two strings differ
+//!   shell operators) and three cues (program file, writable directories,
+//!   [`SENSITIVE_WORDS`]); [`ArgComparison`] says why two strings differ
 //!   (`new flags -o -u -p`).
-//! - [`calibrate`], the committed [`calibration_pairs`] (tuning) and
-//!   [`holdout_pairs`] (never tuned on) give each model id its similarity
-//!   threshold ([`default_threshold`]); the `kestrel-calibrate` binary prints
-//!   the numbers.
+//! - [`MODEL_DEFAULTS`] holds each calibrated model's threshold
+//!   ([`default_threshold`]); `kestrel-embed-onnx` has the calibration sets
+//!   and the `kestrel-calibrate` binary that computes it.
 //!
-//! ```no_run
-//! use std::sync::Arc;
-//! use kestrel_embed::{
-//!     arg_similarity, cosine, ArgEmbedder, ArgShape, CacheOptions, EmbedConfig, OnnxEmbedder,
-//! };
-//!
-//! # fn main() -> kestrel_embed::Result<()> {
-//! let config = EmbedConfig::from_env(); // $KESTREL_MODEL_DIR, $ORT_DYLIB_PATH
-//! let threshold = config.threshold();
-//! let model = OnnxEmbedder::load(config)?; // a clear error if a file is missing
-//! let embedder = ArgEmbedder::new(Arc::new(model), CacheOptions::default())?;
-//! // Arguments after argv[0], as the agent reports them.
-//! let a = embedder.embed("-jar app.jar --timestamp=12345")?;
-//! let b = embedder.embed("-jar app.jar --timestamp=99999")?; // cache hit
-//! let (sa, sb) = (ArgShape::of(&a.key), ArgShape::of(&b.key));
-//! assert!(arg_similarity(cosine(&a.vector, &b.vector), &sa, &sb) >= threshold);
-//! # Ok(())
-//! # }
+//! ```
+//! use kestrel_embed::{arg_similarity, normalize, ArgShape};
+//! let a = normalize("-jar app.jar --timestamp=12345");
+//! let b = normalize("-jar app.jar --timestamp=99999");
+//! assert_eq!(a, b); // the cache key: the model runs once for both
+//! let miner = normalize("-o stratum+tcp://pool:3333 -u wallet");
+//! // same embedding (cosine 1.0), different structure: lower similarity
+//! let s = arg_similarity(1.0, &ArgShape::of(&a), &ArgShape::of(&miner));
+//! assert!(s < 0.0);
 //! ```
 #![deny(missing_docs)]
 
-mod calibration;
-mod config;
 mod error;
-mod lru;
+mod models;
 mod normalize;
-mod onnx;
-mod pooling;
-mod service;
 mod similarity;
 
-pub use calibration::{
-    calibrate, calibration_pairs, holdout2_pairs, holdout_pairs, parse_pairs, tuning_pairs,
-    Calibration, Distribution, LabelledPair, CALIBRATION_TSV, HOLDOUT2_TSV, HOLDOUT_TSV,
-};
-pub use config::{
-    current_threshold, default_threshold, EmbedConfig, ModelDefaults, Pooling, DEFAULT_MODEL_DIR,
-    DEFAULT_MODEL_ID, MODEL_DEFAULTS, MODEL_DIR_ENV, RUNTIME_ENV, SUPERSEDED_THRESHOLDS,
-    UNCALIBRATED_THRESHOLD,
-};
 pub use error::{Error, Result};
+pub use models::{
+    current_threshold, default_threshold, ModelDefaults, Pooling, DEFAULT_MODEL_ID, MODEL_DEFAULTS,
+    SUPERSEDED_THRESHOLDS, UNCALIBRATED_THRESHOLD,
+};
 pub use normalize::{model_text, normalize};
-pub use onnx::{OnnxEmbedder, MAX_INPUT_BYTES};
-pub use pooling::cosine;
-pub use service::{ArgEmbedder, CacheOptions, CacheStats, Embedding, Pending};
 pub use similarity::{
-    angle_of_cosine, arg_distance, arg_similarity, ArgComparison, ArgShape, Feature, FeatureKind,
-    ShapeDiff, ARG_MEASURE, CUE_WEIGHT, SENSITIVE_WORDS, STRUCTURE_WEIGHT,
+    angle_of_cosine, arg_distance, arg_similarity, cosine, ArgComparison, ArgShape, Feature,
+    FeatureKind, ShapeDiff, ARG_MEASURE, CUE_WEIGHT, SENSITIVE_WORDS, STRUCTURE_WEIGHT,
 };
 
 /// One input's vector and whether the input was cut to fit the model.

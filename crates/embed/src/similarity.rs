@@ -648,6 +648,24 @@ impl fmt::Display for ShapeDiff {
     }
 }
 
+/// Cosine similarity of two vectors (1.0 = same direction). Returns 0.0 when
+/// either is all zeros or the lengths differ.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return 0.0;
+    }
+    let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        return 0.0;
+    }
+    dot / (na.sqrt() * nb.sqrt())
+}
+
 /// Angle (radians) between two unit vectors given their cosine.
 pub fn angle_of_cosine(cosine: f32) -> f64 {
     f64::from(cosine).clamp(-1.0, 1.0).acos()

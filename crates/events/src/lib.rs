@@ -13,13 +13,17 @@
 //! ```
 #![deny(missing_docs)]
 
+mod activity;
 mod bytes;
 mod container;
 mod event;
+mod workload;
 
+pub use activity::{Activity, Forwarded, Peer, Protocol, ProtocolKey, Workload};
 pub use bytes::{escape_bytes, unescape_bytes, ByteStr};
 pub use container::{container_of_cgroup_path, ContainerPathRules, ContainerRef, Runtime};
 pub use event::{
     Ancestor, Argv, CgroupChange, Direction, Endpoint, Event, EventKind, Exec, Exit, FileAccess,
     FileOp, FileOpKind, Fork, Namespaces, NetOp, NetOpKind, Task, TcpState,
 };
+pub use workload::{glob_match, WorkloadMap, WorkloadSpec};

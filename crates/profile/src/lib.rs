@@ -66,6 +66,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod activity;
 mod cidr;
 mod config;
 mod convergence;
@@ -83,6 +84,7 @@ pub mod testing;
 mod trie;
 mod words;
 
+pub use activity::{activity_of, normalized_args, process_name, profile_event};
 pub use cidr::Cidr;
 pub use config::{
     format_duration, parse_duration, CompactionConfig, LearningConfig, Mode, PrefixLimit,

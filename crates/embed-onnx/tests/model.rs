@@ -8,9 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use kestrel_embed::{
-    arg_similarity, cosine, default_threshold, holdout2_pairs, normalize, tuning_pairs,
-    ArgComparison, ArgEmbedder, ArgShape, CacheOptions, EmbedConfig, Embedder, LabelledPair,
-    OnnxEmbedder, Pooling, DEFAULT_MODEL_ID,
+    arg_similarity, cosine, default_threshold, normalize, ArgComparison, ArgShape, Embedder,
+    Pooling, DEFAULT_MODEL_ID,
+};
+use kestrel_embed_onnx::{
+    holdout2_pairs, tuning_pairs, ArgEmbedder, CacheOptions, EmbedConfig, LabelledPair,
+    OnnxEmbedder,
 };
 
 /// The default model's config, or `None` (with a message) when its files are

@@ -1,12 +1,16 @@
-//! `kestrel`: standalone mode and state inspection.
+//! `kestrel`: standalone mode, the operator, and state inspection.
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kestrel_operator::standalone::{self, Line, StandaloneConfig};
+use kestrel_operator::cli::{
+    init_logging, progress_seconds, read_config, run_operator, stop_on_signals, OperatorArgs,
+};
+use kestrel_operator::config::load_embedder;
+use kestrel_operator::output::print_line;
 use kestrel_operator::store::{DirStore, Store};
-use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use kestrel_cli::standalone;
 
 #[derive(Parser)]
 #[command(
@@ -35,29 +39,7 @@ enum Command {
     },
     /// The operator: serves node agents over gRPC (mutual TLS) and runs the
     /// profile/detection/scoring pipeline; state as in standalone mode.
-    Operator {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:7443")]
-        listen: std::net::SocketAddr,
-        /// Where profiles, alerts and status.json are kept.
-        #[arg(long)]
-        state_dir: PathBuf,
-        /// TLS material (generated when missing).
-        #[arg(long)]
-        tls_dir: PathBuf,
-        /// Do not require client certificates (TLS without mutual authentication).
-        #[arg(long)]
-        no_mutual_tls: bool,
-        /// Node names to issue client certificates for (comma separated).
-        #[arg(long, value_delimiter = ',', default_value = "localhost")]
-        agents: Vec<String>,
-        /// YAML config (workloads, learning, thresholds, scoring).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Seconds between progress lines.
-        #[arg(long, default_value_t = 5.0)]
-        progress_every: f64,
-    },
+    Operator(OperatorArgs),
     /// Print the workloads and alerts kept in a state directory.
     Status {
         /// The state directory.
@@ -69,47 +51,18 @@ enum Command {
     },
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-/// Stops on SIGINT/SIGTERM and reads the config file (defaults without one).
-fn prepare(config: Option<&std::path::Path>) -> anyhow::Result<StandaloneConfig> {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
-    }
-    match config {
-        Some(p) => StandaloneConfig::load(p),
-        None => Ok(StandaloneConfig::default()),
-    }
-}
-
-/// One JSON object per line on stdout, flushed at once.
-fn print_line(line: &Line) {
-    let mut out = std::io::stdout().lock();
-    if serde_json::to_writer(&mut out, line).is_ok() {
-        let _ = out.write_all(b"\n");
-        let _ = out.flush();
-    }
-}
-
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     match Cli::parse().command {
         Command::Standalone {
             state_dir,
             config,
             progress_every,
         } => {
-            let cfg = prepare(config.as_deref())?;
+            let stop = stop_on_signals();
+            let cfg = read_config(config.as_deref())?;
             eprintln!("kestrel: loading the embedding model");
-            let embedder = standalone::load_embedder(&cfg)?;
+            let embedder = load_embedder(&cfg)?;
             eprintln!(
                 "kestrel: model {} loaded; starting capture",
                 embedder.model_id()
@@ -117,44 +70,16 @@ fn main() -> anyhow::Result<()> {
             let summary = standalone::run(
                 &cfg,
                 &state_dir,
-                &STOP,
+                stop,
                 embedder,
                 print_line,
-                Duration::from_secs_f64(progress_every.max(0.1)),
+                Duration::from_secs_f64(progress_seconds(progress_every)),
             )
             .context("standalone run failed")?;
             eprintln!("{}", serde_json::json!({ "summary": summary }));
             Ok(())
         }
-        Command::Operator {
-            listen,
-            state_dir,
-            tls_dir,
-            no_mutual_tls,
-            agents,
-            config,
-            progress_every,
-        } => {
-            let cfg = prepare(config.as_deref())?;
-            let embedder = standalone::load_embedder(&cfg)?;
-            let serve = kestrel_operator::serve::ServeConfig {
-                listen,
-                tls_dir,
-                agent_names: agents,
-                mutual_tls: !no_mutual_tls,
-                progress_every: Duration::from_secs_f64(progress_every.max(0.1)),
-            };
-            kestrel_operator::serve::run(
-                &cfg,
-                &serve,
-                &state_dir,
-                &STOP,
-                embedder,
-                print_line,
-                |addr| eprintln!("{}", serde_json::json!({ "listening": addr.to_string() })),
-            )
-            .context("operator failed")
-        }
+        Command::Operator(args) => run_operator(args),
         Command::Status { state_dir, output } => status(&state_dir, &output),
     }
 }

@@ -2,9 +2,11 @@
 //! model. Learns a two-replica workload, converges on a short window, then an
 //! unknown binary in one replica raises an alert with its context.
 
+use kestrel_cli::standalone;
 use kestrel_e2e::fake_http::{chat_answer, FakeHttp};
 use kestrel_e2e::{require_privileged, workload};
-use kestrel_operator::standalone::{self, Line, StandaloneConfig};
+use kestrel_operator::config::{load_embedder, OperatorConfig};
+use kestrel_operator::output::Line;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -58,8 +60,8 @@ fn a_learned_workload_converges_and_an_unknown_binary_raises_an_alert_with_conte
         "{WORKLOADS}scoring:\n  llm:\n    endpoint: {}/v1\n    model: test\nwebhook:\n  url: {}/alerts\n",
         llm.base_url, hook.base_url
     );
-    let cfg: StandaloneConfig = serde_saphyr::from_str(&config).unwrap();
-    let embedder = standalone::load_embedder(&cfg).expect("embedding model (make deps)");
+    let cfg: OperatorConfig = serde_saphyr::from_str(&config).unwrap();
+    let embedder = load_embedder(&cfg).expect("embedding model (make deps)");
     let dir = std::env::temp_dir().join(format!("kestrel-e2e-standalone-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let stop = Arc::new(AtomicBool::new(false));

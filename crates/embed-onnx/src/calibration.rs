@@ -1,6 +1,6 @@
 //! The labelled calibration set and the threshold that separates it.
 
-use crate::error::{Error, Result};
+use kestrel_embed::{Error, Result};
 
 /// The committed calibration set (`calibration/pairs.tsv` in this crate).
 pub const CALIBRATION_TSV: &str = include_str!("../calibration/pairs.tsv");

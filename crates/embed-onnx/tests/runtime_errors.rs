@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use kestrel_embed::{EmbedConfig, OnnxEmbedder};
+use kestrel_embed_onnx::{EmbedConfig, OnnxEmbedder};
 
 fn scratch_dir(name: &str) -> PathBuf {
     let dir =

@@ -1,4 +1,5 @@
-//! Which workload a container belongs to (standalone mode): named by
+//! Which workload a container belongs to outside Kubernetes (standalone, and
+//! agents served by an operator without an API server): named by
 //! container-id globs in the config; any other container is its own workload.
 
 use serde::{Deserialize, Serialize};
@@ -16,14 +17,7 @@ pub struct WorkloadSpec {
     pub containers: String,
 }
 
-/// A resolved workload.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Workload {
-    /// Name.
-    pub name: String,
-    /// Image.
-    pub image: String,
-}
+pub use crate::activity::Workload;
 
 /// `*` and `?` glob match over bytes (no character classes).
 pub fn glob_match(pattern: &str, text: &str) -> bool {

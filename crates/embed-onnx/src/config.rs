@@ -1,11 +1,15 @@
-//! Embedder configuration, file discovery and the per-model defaults.
+//! Where an ONNX embedding model and the runtime are found, and how the
+//! model is run (file discovery; the per-model defaults come from
+//! [`kestrel_embed::MODEL_DEFAULTS`]).
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use kestrel_embed::{
+    default_threshold, Error, Pooling, Result, DEFAULT_MODEL_ID, MODEL_DEFAULTS,
+    UNCALIBRATED_THRESHOLD,
+};
 
 /// Where `scripts/fetch-model.sh` installs the default model when neither the
 /// config nor `KESTREL_MODEL_DIR` says otherwise.
@@ -14,10 +18,6 @@ pub const DEFAULT_MODEL_DIR: &str = "/var/cache/kestrel/models";
 pub const MODEL_DIR_ENV: &str = "KESTREL_MODEL_DIR";
 /// Environment variable naming the ONNX Runtime shared library (as `ort` uses it).
 pub const RUNTIME_ENV: &str = "ORT_DYLIB_PATH";
-/// Id of the default model: all-MiniLM-L6-v2 as an int8 ONNX graph.
-pub const DEFAULT_MODEL_ID: &str = "all-MiniLM-L6-v2-int8";
-/// Similarity threshold for models that have not been calibrated (the design's default).
-pub const UNCALIBRATED_THRESHOLD: f32 = 0.95;
 
 /// File names of the ONNX Runtime library that are looked for in a model folder, in order.
 const RUNTIME_FILE_NAMES: [&str; 3] = [
@@ -28,95 +28,6 @@ const RUNTIME_FILE_NAMES: [&str; 3] = [
 const FETCH_HINT: &str =
     "run `scripts/fetch-model.sh DIR` (or `make deps`) and set KESTREL_MODEL_DIR=DIR, \
      or point the embedder config at the file";
-
-/// How token vectors become one sentence vector.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Pooling {
-    /// Mean of the token vectors under the attention mask (sentence-transformers MiniLM, BGE-M3…).
-    Mean,
-    /// The first token's vector (`[CLS]`; BGE, E5 variants).
-    Cls,
-    /// The last non-padding token's vector (decoder models such as Qwen3-Embedding).
-    LastToken,
-}
-
-impl FromStr for Pooling {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "mean" => Ok(Pooling::Mean),
-            "cls" => Ok(Pooling::Cls),
-            "last-token" | "last_token" | "last" => Ok(Pooling::LastToken),
-            other => Err(Error::Config(format!(
-                "unknown pooling {other:?} (mean, cls, last-token)"
-            ))),
-        }
-    }
-}
-
-/// Calibrated defaults for a model id.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ModelDefaults {
-    /// The model id this row is for.
-    pub model_id: &'static str,
-    /// Argument similarity ([`arg_similarity`](crate::arg_similarity): the
-    /// embeddings' angle plus the structural distance) at or above which two
-    /// normalised argument strings are the same behaviour, from
-    /// `kestrel-calibrate` on the committed tuning set (`docs/embeddings.md`
-    /// has the distributions and the held-out results). It equals a cosine
-    /// threshold for strings of equal shape, and is negative for MiniLM.
-    pub threshold: f32,
-    /// Output dimension.
-    pub dim: usize,
-    /// Longest token sequence the model takes.
-    pub max_tokens: usize,
-    /// Pooling the model was trained with.
-    pub pooling: Pooling,
-}
-
-/// Calibrated per-model defaults. A model not listed here uses
-/// [`UNCALIBRATED_THRESHOLD`] until someone runs `kestrel-calibrate` for it.
-pub const MODEL_DEFAULTS: &[ModelDefaults] = &[ModelDefaults {
-    model_id: DEFAULT_MODEL_ID,
-    threshold: -0.159,
-    dim: 384,
-    max_tokens: 128,
-    pooling: Pooling::Mean,
-}];
-
-/// Thresholds that earlier argument measures ([`ARG_MEASURE`](crate::ARG_MEASURE)
-/// below the current one) shipped as a model's default: 0.63 (cosine only)
-/// and −0.298 (cosine + shape). A profile recorded under an older measure
-/// whose threshold is one of these was using the default, and gets today's.
-pub const SUPERSEDED_THRESHOLDS: [(&str, f32); 2] =
-    [(DEFAULT_MODEL_ID, 0.63), (DEFAULT_MODEL_ID, -0.298)];
-
-/// The threshold a profile recorded under argument measure `measure` with
-/// threshold `threshold` should use now: unchanged when the measure is
-/// current or the threshold was not a shipped default (someone chose it);
-/// otherwise today's default for `model_id`.
-pub fn current_threshold(model_id: &str, measure: u32, threshold: f32) -> f32 {
-    if measure == crate::ARG_MEASURE {
-        return threshold;
-    }
-    let superseded = SUPERSEDED_THRESHOLDS
-        .iter()
-        .any(|(m, t)| *m == model_id && *t == threshold);
-    match default_threshold(model_id) {
-        Some(now) if superseded => now,
-        _ => threshold,
-    }
-}
-
-/// The calibrated similarity threshold for `model_id`, if it has one.
-pub fn default_threshold(model_id: &str) -> Option<f32> {
-    MODEL_DEFAULTS
-        .iter()
-        .find(|m| m.model_id == model_id)
-        .map(|m| m.threshold)
-}
 
 /// Everything needed to load an ONNX sentence-embedding model.
 ///
@@ -394,25 +305,5 @@ mod tests {
         assert!(base.clone().with_max_tokens(1).validate().is_err());
         assert!(base.clone().with_sessions(0).validate().is_err());
         assert!(base.with_threshold(1.5).validate().is_err());
-    }
-
-    #[test]
-    fn pooling_parses_from_its_config_spelling() {
-        assert_eq!("last-token".parse::<Pooling>().unwrap(), Pooling::LastToken);
-        assert_eq!("cls".parse::<Pooling>().unwrap(), Pooling::Cls);
-        assert!("max".parse::<Pooling>().is_err());
-    }
-
-    #[test]
-    fn superseded_default_thresholds_become_todays_and_chosen_ones_stay() {
-        let now = default_threshold(DEFAULT_MODEL_ID).unwrap();
-        assert_eq!(current_threshold(DEFAULT_MODEL_ID, 1, -0.298), now);
-        assert_eq!(current_threshold(DEFAULT_MODEL_ID, 1, 0.63), now);
-        assert_eq!(current_threshold(DEFAULT_MODEL_ID, 1, 0.5), 0.5);
-        assert_eq!(current_threshold("other-model", 1, -0.298), -0.298);
-        assert_eq!(
-            current_threshold(DEFAULT_MODEL_ID, crate::ARG_MEASURE, -0.298),
-            -0.298
-        );
     }
 }

@@ -1,9 +1,10 @@
 //! How a kernel event becomes profile input: the one place that decides which
-//! fields of an [`Event`] form the process, file and network trie paths.
+//! fields of an [`Event`] form the process, file and network trie paths
+//! (the node agent calls it at the edge, the operator on what agents send).
 //!
 //! - process: image → parent (the parent's comm) → process name, with the
 //!   arguments after `argv[0]`, written losslessly and normalised
-//!   (`kestrel_embed::normalize`). The process name is the basename of the
+//!   ([`kestrel_embed::normalize`]). The process name is the basename of the
 //!   path given to execve (`/bin/sleep` → `sleep`, `./java` → `java`, even when
 //!   it is a renamed or symlinked binary), except for re-execs through
 //!   `/proc/self/exe` (busybox applets), where it is the basename of `argv[0]`;
@@ -13,115 +14,49 @@
 //!   TCP state changes only contribute listeners: connects and accepts are
 //!   already reported with their task by the syscall events.
 
-use kestrel_events::{Endpoint, Event, EventKind, FileAccess, NetOpKind, TcpState};
-use kestrel_profile as profile;
+use crate::event::{Event as ProfileEvent, FileEvent, NetworkEvent, Peer as PeerRef, ProcessEvent};
+use kestrel_events::{
+    Activity, Direction, Endpoint, Event, EventKind, NetOpKind, Peer, Protocol, TcpState,
+};
 
-/// Owned inputs for one profile event (borrowed by [`Activity::as_event`]).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Activity {
-    /// An exec.
-    Process {
-        /// Parent process name.
-        parent: Vec<u8>,
-        /// Executable name.
-        exe: Vec<u8>,
-        /// Normalised argument text (after `argv[0]`).
-        args: String,
-        /// The raw argv, lossless text form, for alerts.
-        argv: Vec<String>,
-    },
-    /// A file access.
-    File {
-        /// The acting process (comm).
-        process: Vec<u8>,
-        /// Access kind.
-        access: profile::Access,
-        /// Path bytes.
-        path: Vec<u8>,
-    },
-    /// A connection or listener.
-    Network {
-        /// The acting process (comm).
-        process: Vec<u8>,
-        /// Direction.
-        direction: profile::Direction,
-        /// Peer address (or a unix socket name).
-        peer: Peer,
-        /// Transport protocol.
-        protocol: profile::Protocol,
-        /// Port.
-        port: u16,
-    },
-}
-
-/// An owned peer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Peer {
-    /// An IP address.
-    Ip(std::net::IpAddr),
-    /// A unix socket path, as `unix:<path>`.
-    Name(Vec<u8>),
-}
-
-impl Activity {
-    /// The profile event for `image`.
-    pub fn as_event<'a>(&'a self, image: &'a [u8]) -> profile::Event<'a> {
-        match self {
-            Activity::Process {
-                parent, exe, args, ..
-            } => profile::Event::Process(profile::ProcessEvent {
-                image,
-                parent,
-                exe,
-                args,
-            }),
-            Activity::File {
-                process,
-                access,
-                path,
-            } => profile::Event::File(profile::FileEvent {
-                image,
-                process,
-                access: *access,
-                path,
-            }),
-            Activity::Network {
-                process,
-                direction,
-                peer,
-                protocol,
-                port,
-            } => profile::Event::Network(profile::NetworkEvent {
-                image,
-                process,
-                direction: *direction,
-                peer: match peer {
-                    Peer::Ip(ip) => profile::Peer::Ip(*ip),
-                    Peer::Name(n) => profile::Peer::Name(n),
-                },
-                protocol: *protocol,
-                port: *port,
-            }),
-        }
-    }
-}
-
-fn access(a: FileAccess) -> profile::Access {
-    match a {
-        FileAccess::Read => profile::Access::Read,
-        FileAccess::Write => profile::Access::Write,
-        FileAccess::Create => profile::Access::Create,
-        FileAccess::Delete => profile::Access::Delete,
-        FileAccess::Rename => profile::Access::Rename,
-    }
-}
-
-fn protocol(n: u16) -> profile::Protocol {
-    match n {
-        6 => profile::Protocol::Tcp,
-        17 => profile::Protocol::Udp,
-        1 | 58 => profile::Protocol::Icmp,
-        n => profile::Protocol::Other(u8::try_from(n).unwrap_or(u8::MAX)),
+/// The profile event of an activity of a container running `image`.
+pub fn profile_event<'a>(activity: &'a Activity, image: &'a [u8]) -> ProfileEvent<'a> {
+    match activity {
+        Activity::Process {
+            parent, exe, args, ..
+        } => ProfileEvent::Process(ProcessEvent {
+            image,
+            parent,
+            exe,
+            args,
+        }),
+        Activity::File {
+            process,
+            access,
+            path,
+        } => ProfileEvent::File(FileEvent {
+            image,
+            process,
+            access: *access,
+            path,
+        }),
+        Activity::Network {
+            process,
+            direction,
+            peer,
+            protocol,
+            port,
+        } => ProfileEvent::Network(NetworkEvent {
+            image,
+            process,
+            direction: *direction,
+            peer: match peer {
+                Peer::Ip(ip) => PeerRef::Ip(*ip),
+                Peer::Name(n) => PeerRef::Name(n),
+            },
+            protocol: *protocol,
+            port: *port,
+        }),
     }
 }
 
@@ -173,26 +108,25 @@ pub fn activity_of(event: &Event) -> Option<Activity> {
             }
             Some(Activity::File {
                 process: comm(),
-                access: access(f.access()),
+                access: f.access(),
                 path: f.path.as_bytes().to_vec(),
             })
         }
         EventKind::Net(n) => {
+            // TCP state changes only contribute listeners
             let direction = match (n.op, n.direction()?) {
-                (NetOpKind::State, kestrel_events::Direction::Listen) => profile::Direction::Listen,
+                (NetOpKind::State, Direction::Listen) => Direction::Listen,
                 (NetOpKind::State, _) => return None,
-                (_, kestrel_events::Direction::Outbound) => profile::Direction::Outbound,
-                (_, kestrel_events::Direction::Inbound) => profile::Direction::Inbound,
-                (_, kestrel_events::Direction::Listen) => profile::Direction::Listen,
+                (_, d) => d,
             };
             let (peer, port) = match direction {
-                profile::Direction::Outbound => match n.remote.as_ref()? {
+                Direction::Outbound => match n.remote.as_ref()? {
                     Endpoint::Ip { addr, port } => (Peer::Ip(*addr), *port),
                     Endpoint::Unix { unix } => {
                         (Peer::Name([b"unix:", unix.as_bytes()].concat()), 0)
                     }
                 },
-                profile::Direction::Inbound => {
+                Direction::Inbound => {
                     let local_port = match n.local.as_ref()? {
                         Endpoint::Ip { port, .. } => *port,
                         Endpoint::Unix { .. } => 0,
@@ -204,7 +138,7 @@ pub fn activity_of(event: &Event) -> Option<Activity> {
                         }
                     }
                 }
-                profile::Direction::Listen => match (n.local.as_ref()?, n.tcp_state) {
+                Direction::Listen => match (n.local.as_ref()?, n.tcp_state) {
                     (Endpoint::Ip { addr, port }, Some((_, TcpState::Listen))) => {
                         (Peer::Ip(*addr), *port)
                     }
@@ -216,9 +150,9 @@ pub fn activity_of(event: &Event) -> Option<Activity> {
                 direction,
                 peer,
                 protocol: if n.family == 1 {
-                    profile::Protocol::Other(0)
+                    Protocol::Other(0)
                 } else {
-                    protocol(n.protocol)
+                    Protocol::from_ip_number(n.protocol)
                 },
                 port,
             })

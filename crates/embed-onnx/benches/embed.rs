@@ -21,9 +21,8 @@ use criterion::measurement::Measurement;
 #[path = "../../../benches/thread_cpu.rs"]
 mod thread_cpu;
 use criterion::{criterion_group, BatchSize, BenchmarkGroup, Criterion, Throughput};
-use kestrel_embed::{
-    normalize, parse_pairs, ArgEmbedder, CacheOptions, EmbedConfig, Embedder, OnnxEmbedder, Result,
-};
+use kestrel_embed::{normalize, Embedder, Result};
+use kestrel_embed_onnx::{parse_pairs, ArgEmbedder, CacheOptions, EmbedConfig, OnnxEmbedder};
 use thread_cpu::ThreadCpuTime;
 
 /// Distinct, already-normalised command lines of typical length (12–40 tokens).

@@ -11,9 +11,9 @@ use ort::value::{Tensor, TensorElementType, ValueType};
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 use crate::config::EmbedConfig;
-use crate::error::{Error, Result};
 use crate::pooling::{pool, Output};
-use crate::{EmbeddedText, Embedder};
+use kestrel_embed::{EmbeddedText, Embedder};
+use kestrel_embed::{Error, Result};
 
 /// Inputs longer than this many bytes are cut (at a character boundary)
 /// before tokenising and flagged as truncated. It bounds tokenizer work on
@@ -226,7 +226,7 @@ impl OnnxEmbedder {
     fn tokenize(&self, inputs: &[&str]) -> Result<Vec<Tokens>> {
         let mut rows = Vec::with_capacity(inputs.len());
         for text in inputs {
-            let spelled = crate::normalize::model_text(text);
+            let spelled = kestrel_embed::model_text(text);
             let (capped, cut) = cap_bytes(&spelled, MAX_INPUT_BYTES);
             let text: Cow<'_, str> = if self.config.instruction_prefix.is_empty() {
                 Cow::Borrowed(capped)

@@ -19,10 +19,10 @@
 
 use std::process::ExitCode;
 
-use kestrel_embed::{
-    arg_similarity, calibrate, cosine, normalize, parse_pairs, tuning_pairs, ArgComparison,
-    ArgShape, Calibration, Distribution, EmbedConfig, Embedder, LabelledPair, OnnxEmbedder,
-    HOLDOUT2_TSV,
+use kestrel_embed::{arg_similarity, cosine, normalize, ArgComparison, ArgShape, Embedder};
+use kestrel_embed_onnx::{
+    calibrate, parse_pairs, tuning_pairs, Calibration, Distribution, EmbedConfig, LabelledPair,
+    OnnxEmbedder, HOLDOUT2_TSV,
 };
 
 const USAGE: &str =
@@ -87,7 +87,8 @@ fn run() -> Result<(), String> {
     let config = match &args.model_dir {
         Some(dir) => {
             let mut c = EmbedConfig::from_dir(dir);
-            if let Some(rt) = std::env::var_os(kestrel_embed::RUNTIME_ENV).filter(|v| !v.is_empty())
+            if let Some(rt) =
+                std::env::var_os(kestrel_embed_onnx::RUNTIME_ENV).filter(|v| !v.is_empty())
             {
                 c.runtime_path = rt.into();
             }

@@ -10,10 +10,10 @@ use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
 use crate::lru::Lru;
-use crate::normalize::normalize;
-use crate::{EmbeddedText, Embedder};
+use kestrel_embed::normalize;
+use kestrel_embed::{EmbeddedText, Embedder};
+use kestrel_embed::{Error, Result};
 
 /// Sizes and time bounds of the cache and the miss batcher.
 #[derive(Clone, Debug, PartialEq, Eq)]

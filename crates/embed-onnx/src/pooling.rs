@@ -1,25 +1,6 @@
 //! Token vectors → one unit-length sentence vector per input.
 
-use crate::config::Pooling;
-use crate::error::{Error, Result};
-
-/// Cosine similarity of two vectors (1.0 = same direction). Returns 0.0 when
-/// either is all zeros or the lengths differ.
-pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    if a.len() != b.len() {
-        return 0.0;
-    }
-    let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
-    for (x, y) in a.iter().zip(b) {
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    if na == 0.0 || nb == 0.0 {
-        return 0.0;
-    }
-    dot / (na.sqrt() * nb.sqrt())
-}
+use kestrel_embed::{Error, Pooling, Result};
 
 /// Scales `v` to unit L2 length in place (an all-zero vector stays zero).
 pub(crate) fn l2_normalize(v: &mut [f32]) {
@@ -124,6 +105,7 @@ pub(crate) fn pool(out: &Output<'_>, pooling: Pooling) -> Result<Vec<Vec<f32>>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kestrel_embed::cosine;
 
     fn output<'a>(shape: &'a [i64], data: &'a [f32], mask: &'a [i64]) -> Output<'a> {
         Output {

@@ -1,0 +1,102 @@
+//! The operator's command line, shared by `kestrel operator` and the
+//! `kestrel-operator` binary (the operator image's entry point), and the
+//! process plumbing both binaries use: stop signals and the config file.
+
+use crate::config::{load_embedder, OperatorConfig};
+use crate::output::print_line;
+use crate::serve::ServeConfig;
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Flags of the operator.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OperatorArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    pub listen: std::net::SocketAddr,
+    /// Where profiles, alerts and status.json are kept.
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// TLS material (generated when missing).
+    #[arg(long)]
+    pub tls_dir: PathBuf,
+    /// Do not require client certificates (TLS without mutual authentication).
+    #[arg(long)]
+    pub no_mutual_tls: bool,
+    /// Node names to issue client certificates for (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "localhost")]
+    pub agents: Vec<String>,
+    /// YAML config (workloads, learning, thresholds, scoring).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 5.0)]
+    pub progress_every: f64,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Sets a flag on SIGINT and SIGTERM, and returns it.
+pub fn stop_on_signals() -> &'static AtomicBool {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+    &STOP
+}
+
+/// Reads the config file (defaults without one).
+pub fn read_config(config: Option<&Path>) -> anyhow::Result<OperatorConfig> {
+    match config {
+        Some(p) => OperatorConfig::load(p),
+        None => Ok(OperatorConfig::default()),
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG`.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs the operator until SIGINT or SIGTERM.
+pub fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
+    let stop = stop_on_signals();
+    let cfg = read_config(args.config.as_deref())?;
+    let embedder = load_embedder(&cfg)?;
+    let serve = ServeConfig {
+        listen: args.listen,
+        tls_dir: args.tls_dir,
+        agent_names: args.agents,
+        mutual_tls: !args.no_mutual_tls,
+        progress_every: Duration::from_secs_f64(progress_seconds(args.progress_every)),
+    };
+    crate::serve::run(
+        &cfg,
+        &serve,
+        &args.state_dir,
+        stop,
+        embedder,
+        print_line,
+        |addr| eprintln!("{}", serde_json::json!({ "listening": addr.to_string() })),
+    )
+    .context("operator failed")
+}
+
+/// A progress interval in seconds, kept finite and at least 0.1 s.
+pub fn progress_seconds(s: f64) -> f64 {
+    if s.is_finite() {
+        s.max(0.1)
+    } else {
+        3600.0
+    }
+}
