@@ -86,20 +86,21 @@ fn main() -> anyhow::Result<()> {
 
 fn status(dir: &std::path::Path, output: &str) -> anyhow::Result<()> {
     let store = DirStore::open(dir)?;
-    let mut rows = Vec::new();
-    for (name, yaml) in store.load_profiles() {
-        let row = yaml.map_err(|e| e.to_string()).and_then(|y| {
-            serde_saphyr::from_str::<kestrel_profile::ProfileDocument>(&y)
-                .map_err(|e| format!("{name}: {e}"))
-        });
-        rows.push((name, row));
-    }
-    let alerts = store.load_alerts();
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let profiles = runtime.block_on(store.load_profiles())?;
+    let alerts = runtime.block_on(store.load_alerts())?;
+    let rows: Vec<(String, Result<kestrel_profile::ProfileDocument, String>)> = profiles
+        .into_iter()
+        .map(|p| match p {
+            Ok(p) => (p.workload, Ok(p.document)),
+            Err(e) => (String::new(), Err(e.to_string())),
+        })
+        .collect();
     if output == "json" {
         let v = serde_json::json!({
             "workloads": rows.iter().map(|(n, r)| match r {
                 Ok(doc) => serde_json::json!({"workload": n, "phase": doc.status.as_ref().map(|s| format!("{:?}", s.phase))}),
-                Err(e) => serde_json::json!({"workload": n, "error": e}),
+                Err(e) => serde_json::json!({"error": e}),
             }).collect::<Vec<_>>(),
             "alerts": alerts.iter().filter_map(|a| a.as_ref().ok()).map(|a| serde_json::json!({
                 "name": a.metadata.name, "severity": format!("{:?}", a.spec.severity), "score": a.spec.score,
@@ -125,7 +126,7 @@ fn status(dir: &std::path::Path, output: &str) -> anyhow::Result<()> {
                 doc.spec.processes.len(),
                 doc.spec.files.len(),
             ),
-            Err(e) => println!("{name:<24} ERROR {e}"),
+            Err(e) => println!("ERROR {e}"),
         }
     }
     println!();

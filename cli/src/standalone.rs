@@ -17,7 +17,7 @@ use kestrel_embed::Embedder;
 use kestrel_events::{Forwarded, WorkloadMap};
 use kestrel_operator::config::OperatorConfig;
 use kestrel_operator::output::Line;
-use kestrel_operator::pipeline::Pipeline;
+use kestrel_operator::pipeline::{Parts, Pipeline};
 use kestrel_profile::Digest;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,7 +45,8 @@ pub fn run(
     mut emit: impl FnMut(&Line),
     progress_every: Duration,
 ) -> anyhow::Result<Summary> {
-    let mut pipeline = Pipeline::build(cfg, state_dir, embedder, "standalone", &mut emit)?;
+    let parts = Parts::state_dir(state_dir, embedder, "standalone")?;
+    let mut pipeline = Pipeline::build(cfg, parts, &mut emit)?;
     let (fwd_tx, fwd_rx): (Sender<Forwarded>, Receiver<Forwarded>) = bounded(65_536);
     type DigestUpdate = (String, Digest);
     let (dig_tx, dig_rx) = bounded::<DigestUpdate>(1024);
@@ -119,7 +120,7 @@ pub fn run(
             serde_json::json!({ "edge": edge, "queueDropped": queue_dropped.load(Ordering::Relaxed) })
         };
         for d in pipeline.periodic(progress_every, status, &mut emit) {
-            let _ = dig_tx.try_send(d);
+            let _ = dig_tx.try_send((d.workload, d.digest));
         }
     }
     capture_stop.store(true, Ordering::Relaxed);

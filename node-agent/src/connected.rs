@@ -99,8 +99,7 @@ pub fn run(cfg: &ConnectedConfig, stop: &AtomicBool) -> Result<ConnectedStats, C
                         .collect(),
                 ),
                 OperatorMessage::Digest(d) => {
-                    let hashes = d.path_hashes.into_iter().chain(d.arg_hashes);
-                    Update::Digest(d.workload, Digest::from_hashes(d.seed, hashes))
+                    Update::Digest(d.workload, Digest::from_hashes(d.seed, d.path_hashes))
                 }
             };
             if up_tx.send(update).is_err() {

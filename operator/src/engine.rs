@@ -10,7 +10,8 @@ use kestrel_events::EventKind;
 use kestrel_events::Forwarded;
 use kestrel_events::{Activity, Peer};
 use kestrel_profile::{
-    ActivityClass, Digest, MatchOutcome, Metadata, Phase, Profile, ProfileConfig, Transition,
+    ActivityClass, Digest, MatchOutcome, Metadata, Mode, Phase, Profile, ProfileConfig,
+    ProfileDocument, Transition, TransitionReason,
 };
 use kestrel_scoring::{
     Arguments, CandidateAlert, LlmOutcome, Outcome, ProcessAncestor, Scorer, SecurityAlert, Signal,
@@ -31,6 +32,63 @@ pub enum EngineError {
         /// The cause.
         #[source]
         source: kestrel_profile::Error,
+    },
+    /// A command named a workload the engine has no profile for.
+    #[error("no profile for workload {0:?}")]
+    UnknownWorkload(String),
+}
+
+impl EngineError {
+    /// A short stable label for metrics and output lines.
+    pub fn label(&self) -> &'static str {
+        match self {
+            EngineError::Profile {
+                source: kestrel_profile::Error::Embedding(_),
+                ..
+            } => "embedding",
+            EngineError::Profile { .. } => "profile",
+            EngineError::UnknownWorkload(_) => "unknown_workload",
+        }
+    }
+}
+
+/// What a controller, a person or Git asks of the engine (the inbound API).
+///
+/// Ownership: a profile's `spec` (mode, and for promoted profiles the
+/// baseline) belongs to people and Git; the learned content and the status
+/// belong to the engine. These commands are how spec changes reach the
+/// engine; the engine never writes a spec back.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Replaces a workload's profile with this document (GitOps: a promoted
+    /// or edited profile applied as it is). Its content and settings replace
+    /// what the engine held; its `status` is ignored, since the status is
+    /// the engine's: the phase follows the document's mode.
+    Apply {
+        /// The workload.
+        workload: String,
+        /// The whole document.
+        document: Box<ProfileDocument>,
+    },
+    /// Sets the mode (`Detect` freezes a learned profile: the lock without
+    /// Git; `Learn` holds it in learning; `Auto` lets convergence decide).
+    SetMode {
+        /// The workload.
+        workload: String,
+        /// The mode.
+        mode: Mode,
+    },
+    /// Starts learning again from now, keeping what was learned, until the
+    /// profile converges anew (after a rollout that changed behaviour on
+    /// purpose).
+    Relearn {
+        /// The workload.
+        workload: String,
+    },
+    /// Drops a workload's profile from memory (its stored copy stays).
+    Forget {
+        /// The workload.
+        workload: String,
     },
 }
 
@@ -65,6 +123,17 @@ pub enum Output {
         /// (repeats only update the stored alert's count and last-seen).
         notify: bool,
     },
+}
+
+/// A workload's digest for the agents' edge filters, with its phase.
+#[derive(Debug, Clone)]
+pub struct WorkloadDigest {
+    /// The workload.
+    pub workload: String,
+    /// Its profile's phase.
+    pub phase: Phase,
+    /// What its profile knows.
+    pub digest: Digest,
 }
 
 /// One workload's state.
@@ -136,16 +205,21 @@ impl Engine {
     pub fn load_profile(
         &mut self,
         workload: &str,
-        yaml: &str,
+        document: &ProfileDocument,
         now: Duration,
     ) -> Result<(), EngineError> {
-        let profile = Profile::from_yaml(yaml, self.embedder.as_ref(), now).map_err(|source| {
-            EngineError::Profile {
-                workload: workload.into(),
-                source,
-            }
-        })?;
-        let image = String::new();
+        let profile =
+            Profile::from_document(document, self.embedder.as_ref(), now).map_err(|source| {
+                EngineError::Profile {
+                    workload: workload.into(),
+                    source,
+                }
+            })?;
+        let image = self
+            .workloads
+            .get(workload)
+            .map(|st| st.image.clone())
+            .unwrap_or_default();
         self.workloads.insert(
             workload.to_string(),
             WorkloadState {
@@ -156,6 +230,67 @@ impl Engine {
             },
         );
         Ok(())
+    }
+
+    /// Carries out a command (see [`Command`] for who owns what).
+    pub fn command(&mut self, command: Command, now: Duration) -> Result<Vec<Output>, EngineError> {
+        let (workload, transitions) = match command {
+            Command::Apply {
+                workload,
+                mut document,
+            } => {
+                let before = self.workloads.get(&workload).map(|st| st.profile.phase());
+                // the status is the engine's: the phase follows the applied
+                // mode (Detect: detecting at once; Auto, Learn: learning on
+                // top of the applied content)
+                document.status = None;
+                self.load_profile(&workload, &document, now)?;
+                let st = self.known(&workload)?;
+                st.dirty = true;
+                let to = st.profile.phase();
+                let t = match before {
+                    Some(from) if from != to => vec![Transition {
+                        from,
+                        to,
+                        at: now,
+                        reason: TransitionReason::Applied,
+                        message: format!("a profile document was applied: {from:?} -> {to:?}"),
+                    }],
+                    _ => Vec::new(),
+                };
+                (workload, t)
+            }
+            Command::SetMode { workload, mode } => {
+                let st = self.known(&workload)?;
+                (workload, st.profile.set_mode(mode, now))
+            }
+            Command::Relearn { workload } => {
+                let st = self.known(&workload)?;
+                (workload, st.profile.relearn(now))
+            }
+            Command::Forget { workload } => {
+                return match self.workloads.remove(&workload) {
+                    Some(_) => Ok(Vec::new()),
+                    None => Err(EngineError::UnknownWorkload(workload)),
+                };
+            }
+        };
+        let st = self.known(&workload)?;
+        st.dirty = true;
+        st.digest_dirty = true;
+        Ok(transitions
+            .into_iter()
+            .map(|transition| Output::Phase {
+                workload: workload.clone(),
+                transition,
+            })
+            .collect())
+    }
+
+    fn known(&mut self, workload: &str) -> Result<&mut WorkloadState, EngineError> {
+        self.workloads
+            .get_mut(workload)
+            .ok_or_else(|| EngineError::UnknownWorkload(workload.to_string()))
     }
 
     fn state(
@@ -381,46 +516,55 @@ impl Engine {
         out
     }
 
-    /// YAML of the profiles changed since the last call.
-    pub fn take_dirty(&mut self) -> Vec<(String, Result<String, EngineError>)> {
+    /// Documents of the profiles changed since the last call.
+    pub fn take_dirty(&mut self) -> Vec<(String, ProfileDocument)> {
         let ns = self.cfg.namespace.clone();
         self.workloads
             .iter_mut()
             .filter(|(_, st)| st.dirty)
             .map(|(name, st)| {
                 st.dirty = false;
-                (name.clone(), yaml_of(name, &ns, &st.profile))
+                (name.clone(), document_of(name, &ns, &st.profile))
             })
             .collect()
     }
 
-    /// YAML of every profile.
-    pub fn all_yaml(&self) -> Vec<(String, Result<String, EngineError>)> {
+    /// Documents of every profile.
+    pub fn all_documents(&self) -> Vec<(String, ProfileDocument)> {
         self.workloads
             .iter()
-            .map(|(n, st)| (n.clone(), yaml_of(n, &self.cfg.namespace, &st.profile)))
+            .map(|(n, st)| (n.clone(), document_of(n, &self.cfg.namespace, &st.profile)))
             .collect()
     }
 
-    /// Digests of the profiles changed since the last call (for the edge).
-    pub fn take_digests(&mut self) -> Vec<(String, Digest)> {
+    /// Digests of the profiles changed since the last call (for the edge),
+    /// with each profile's phase.
+    pub fn take_digests(&mut self) -> Vec<WorkloadDigest> {
         let seed = self.cfg.digest_seed;
         self.workloads
             .iter_mut()
             .filter(|(_, st)| st.digest_dirty)
             .map(|(n, st)| {
                 st.digest_dirty = false;
-                (n.clone(), st.profile.digest(seed))
+                WorkloadDigest {
+                    workload: n.clone(),
+                    phase: st.profile.phase(),
+                    digest: st.profile.digest(seed),
+                }
             })
             .collect()
     }
 
     /// Digests of every profile.
-    pub fn all_digests(&self) -> Vec<(String, Digest)> {
+    pub fn all_digests(&self) -> Vec<WorkloadDigest> {
         let seed = self.cfg.digest_seed;
         self.workloads
             .iter()
-            .map(|(n, st)| (n.clone(), st.profile.digest(seed)))
+            .map(|(n, st)| WorkloadDigest {
+                workload: n.clone(),
+                phase: st.profile.phase(),
+                digest: st.profile.digest(seed),
+            })
             .collect()
     }
 
@@ -461,13 +605,168 @@ fn file_access(a: kestrel_profile::Access) -> kestrel_scoring::FileAccess {
     }
 }
 
-fn yaml_of(name: &str, namespace: &str, p: &Profile) -> Result<String, EngineError> {
-    p.to_yaml(Metadata {
+fn document_of(name: &str, namespace: &str, p: &Profile) -> ProfileDocument {
+    p.to_document(Metadata {
         name: Some(name.to_string()),
         namespace: Some(namespace.to_string()),
     })
-    .map_err(|source| EngineError::Profile {
-        workload: name.into(),
-        source,
-    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kestrel_events::{Activity, Event, EventKind, Exec, Forwarded, Namespaces, Workload};
+    use kestrel_profile::testing::{TestEmbedder, TEST_MODEL_ID};
+    use kestrel_scoring::{RuleSet, ScoringConfig};
+
+    fn engine() -> Engine {
+        let scorer = Scorer::new(
+            ScoringConfig::default(),
+            RuleSet::default_pack().expect("default rule pack"),
+        )
+        .expect("scorer");
+        let _ = TEST_MODEL_ID;
+        Engine::new(
+            EngineConfig {
+                profile: ProfileConfig::default(),
+                node: "node-1".into(),
+                namespace: "shop".into(),
+                digest_seed: 7,
+            },
+            Arc::new(TestEmbedder::new()),
+            scorer,
+        )
+    }
+
+    fn exec(exe: &str, args: &str) -> Forwarded {
+        let argv: Vec<String> = std::iter::once(exe.to_string())
+            .chain(args.split(' ').map(String::from))
+            .collect();
+        Forwarded {
+            event: Event {
+                ts_ns: 0,
+                cgroup_id: 1,
+                task: None,
+                ns: Namespaces::default(),
+                container: None,
+                kind: EventKind::Exec(Exec {
+                    filename: format!("/usr/bin/{exe}").as_str().into(),
+                    exe: exe.into(),
+                    parent_comm: "sh".into(),
+                    ns_pid: 2,
+                    argv: kestrel_events::Argv {
+                        args: argv.iter().map(|a| a.as_str().into()).collect(),
+                        size: 0,
+                        truncated: false,
+                        read_failed: false,
+                    },
+                    from_proc_scan: false,
+                }),
+            },
+            workload: Workload {
+                name: "Deployment/webapp".into(),
+                image: "webapp:v1".into(),
+            },
+            activity: Activity::Process {
+                parent: b"sh".to_vec(),
+                exe: exe.as_bytes().to_vec(),
+                args: kestrel_embed::normalize(args),
+                argv,
+            },
+            process: None,
+            chain: Vec::new(),
+        }
+    }
+
+    const T: Duration = Duration::from_secs(1_700_000_000);
+
+    #[test]
+    fn set_mode_detect_locks_a_learning_profile_and_new_behaviour_alerts() {
+        let mut e = engine();
+        e.handle(&exec("java", "-jar app.jar"), T).unwrap();
+        let out = e
+            .command(
+                Command::SetMode {
+                    workload: "Deployment/webapp".into(),
+                    mode: Mode::Detect,
+                },
+                T,
+            )
+            .unwrap();
+        assert!(
+            matches!(&out[..], [Output::Phase { workload, transition }]
+                if workload == "Deployment/webapp" && transition.to == Phase::Detecting),
+            "{out:?}"
+        );
+        let miner = e
+            .handle(&exec("xmrig", "-o stratum+tcp://pool:3333 -u w"), T)
+            .unwrap();
+        assert!(
+            miner.iter().any(|o| matches!(o, Output::Alert { alert, .. }
+                if alert.evidence.workload == "Deployment/webapp")),
+            "{miner:?}"
+        );
+    }
+
+    #[test]
+    fn an_applied_document_replaces_the_profile_and_relearn_restarts_learning() {
+        let mut e = engine();
+        e.handle(&exec("java", "-jar app.jar"), T).unwrap();
+        let mut doc = e.all_documents().pop().unwrap().1;
+        doc.spec.mode = Mode::Detect;
+        let out = e
+            .command(
+                Command::Apply {
+                    workload: "Deployment/webapp".into(),
+                    document: Box::new(doc),
+                },
+                T,
+            )
+            .unwrap();
+        assert!(
+            matches!(&out[..], [Output::Phase { transition, .. }]
+                if transition.reason == TransitionReason::Applied
+                    && transition.to == Phase::Detecting),
+            "{out:?}"
+        );
+        // the applied profile still knows what was learned
+        let known = e.handle(&exec("java", "-jar app.jar"), T).unwrap();
+        assert!(known.is_empty(), "{known:?}");
+        let out = e
+            .command(
+                Command::Relearn {
+                    workload: "Deployment/webapp".into(),
+                },
+                T,
+            )
+            .unwrap();
+        assert!(
+            matches!(&out[..], [Output::Phase { transition, .. }] if transition.to == Phase::Learning),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn commands_for_unknown_workloads_are_typed_errors() {
+        let mut e = engine();
+        let err = e
+            .command(
+                Command::Relearn {
+                    workload: "nope".into(),
+                },
+                T,
+            )
+            .unwrap_err();
+        assert_eq!(err.label(), "unknown_workload");
+        assert!(err.to_string().contains("nope"));
+        let err = e
+            .command(
+                Command::Forget {
+                    workload: "nope".into(),
+                },
+                T,
+            )
+            .unwrap_err();
+        assert_eq!(err.label(), "unknown_workload");
+    }
 }

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod error;
 pub mod output;
 pub mod pipeline;
 pub mod serve;

@@ -23,8 +23,15 @@ pub enum Line {
     Progress(Vec<crate::engine::WorkloadStatus>),
     /// An alert (created or updated).
     Alert(Box<kestrel_scoring::SecurityAlert>),
-    /// Stored state that could not be loaded (the rest still loads).
-    StoreError(String),
+    /// Something failed (the run goes on): stored state that could not be
+    /// read or written, an engine or embedding failure.
+    Error {
+        /// A stable label (`store_io`, `store_format`, `profile`,
+        /// `embedding`, …), as in metrics.
+        kind: String,
+        /// What happened, naming the file, object or workload.
+        message: String,
+    },
 }
 
 /// Writes one line to stdout as JSON, flushed at once.
@@ -33,5 +40,15 @@ pub fn print_line(line: &Line) {
     if serde_json::to_writer(&mut out, line).is_ok() {
         let _ = out.write_all(b"\n");
         let _ = out.flush();
+    }
+}
+
+impl Line {
+    /// The line of an error.
+    pub fn error(e: &crate::error::Error) -> Self {
+        Line::Error {
+            kind: e.label().to_string(),
+            message: e.to_string(),
+        }
     }
 }

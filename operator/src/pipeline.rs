@@ -1,48 +1,87 @@
 //! The operator's processing loop, shared by standalone mode and the gRPC
 //! server: forwarded events → engine → alerts (store, stdout, webhook);
 //! every second: time passes, changed profiles are persisted, changed
-//! digests are handed back for the agents, `status.json` is rewritten.
+//! digests are handed back for the agents, and the status goes to its sink.
+//!
+//! The pipeline owns no I/O of its own: the [`Store`], the [`StatusSink`]
+//! and the [`Clock`] are passed in.
 
-use crate::clock::{hostname, wall_now};
+use crate::clock::{hostname, Clock};
 use crate::config::OperatorConfig;
-use crate::engine::{Engine, EngineConfig, LlmSeam, Output};
+use crate::engine::{Command, Engine, EngineConfig, LlmSeam, Output, WorkloadDigest};
+use crate::error::{Error, Result};
 use crate::output::Line;
-use crate::store::{DirStore, Store};
+use crate::store::{AlertDocument, StatusSink, Store, StoredProfile};
 use kestrel_embed::Embedder;
 use kestrel_events::Forwarded;
-use kestrel_profile::Digest;
 use kestrel_scoring::{RuleSet, Scorer, WebhookSink};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Engine, store and sinks, driven by the caller's loop.
 pub struct Pipeline {
     engine: Engine,
-    store: DirStore,
+    store: Arc<dyn Store>,
+    status: Box<dyn StatusSink>,
+    clock: Box<dyn Clock>,
+    namespace: String,
     runtime: tokio::runtime::Runtime,
     webhook: Option<Arc<WebhookSink>>,
     last_tick: Instant,
     last_progress: Instant,
 }
 
-impl Pipeline {
-    /// Builds the engine from the config and loads the stored profiles
-    /// (a corrupt file is reported through `emit` and skipped).
-    pub fn build(
-        cfg: &OperatorConfig,
-        state_dir: &Path,
+/// What the pipeline is built from besides the config.
+pub struct Parts {
+    /// Where profiles and alerts are kept.
+    pub store: Arc<dyn Store>,
+    /// Where the status goes.
+    pub status: Box<dyn StatusSink>,
+    /// The time.
+    pub clock: Box<dyn Clock>,
+    /// The embedding model.
+    pub embedder: Arc<dyn Embedder>,
+    /// Namespace of the profiles and alerts.
+    pub namespace: String,
+}
+
+impl Parts {
+    /// The parts of standalone mode and of the operator without an API
+    /// server: a state directory (profiles, alerts, `status.json`) and the
+    /// system clock.
+    pub fn state_dir(
+        dir: &std::path::Path,
         embedder: Arc<dyn Embedder>,
         namespace: &str,
-        emit: &mut dyn FnMut(&Line),
-    ) -> anyhow::Result<Self> {
-        let store = DirStore::open(state_dir)?;
+    ) -> Result<Self> {
+        Ok(Parts {
+            store: Arc::new(crate::store::DirStore::open(dir)?),
+            status: Box::new(crate::store::StatusFile::in_dir(dir)),
+            clock: Box::new(crate::clock::SystemClock),
+            embedder,
+            namespace: namespace.to_string(),
+        })
+    }
+}
+
+impl Pipeline {
+    /// Builds the engine from the config and loads the stored profiles
+    /// (one that cannot be read or loaded is reported through `emit` and
+    /// skipped; the others load).
+    pub fn build(cfg: &OperatorConfig, parts: Parts, emit: &mut dyn FnMut(&Line)) -> Result<Self> {
+        let Parts {
+            store,
+            status,
+            clock,
+            embedder,
+            namespace,
+        } = parts;
         let threshold = kestrel_embed::default_threshold(embedder.model_id())
             .unwrap_or(kestrel_embed::UNCALIBRATED_THRESHOLD);
         let mut rules = RuleSet::builder().default_pack();
         for r in &cfg.rules {
-            let text =
-                std::fs::read_to_string(r).map_err(|e| anyhow::anyhow!("{}: {e}", r.display()))?;
+            let text = std::fs::read_to_string(r)
+                .map_err(|e| Error::Config(format!("rules {}: {e}", r.display())))?;
             rules = rules.add_yaml(r.display().to_string(), text);
         }
         let scoring = cfg.scoring.clone().unwrap_or_default();
@@ -54,17 +93,21 @@ impl Pipeline {
             .transpose()?
             .map(Arc::new);
         let scorer = Scorer::new(scoring, rules.build()?)?;
-        // LLM calls and webhook deliveries run here; one worker is plenty
+        // LLM calls, webhook deliveries and store calls run here; one worker
+        // is plenty
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("kestrel-io")
             .enable_all()
             .build()?;
+        let profile = cfg
+            .profile_config(threshold)
+            .map_err(|e| Error::Config(e.to_string()))?;
         let mut engine = Engine::new(
             EngineConfig {
-                profile: cfg.profile_config(threshold)?,
+                profile,
                 node: hostname(),
-                namespace: namespace.into(),
+                namespace: namespace.clone(),
                 digest_seed: digest_seed(),
             },
             embedder,
@@ -76,20 +119,23 @@ impl Pipeline {
                 runtime: runtime.handle().clone(),
             });
         }
-        let now = wall_now();
-        for (name, yaml) in store.load_profiles() {
-            let loaded = yaml.map_err(|e| e.to_string()).and_then(|y| {
+        let now = clock.now();
+        for stored in runtime.block_on(store.load_profiles())? {
+            let loaded = stored.map_err(Error::from).and_then(|p| {
                 engine
-                    .load_profile(&name, &y, now)
-                    .map_err(|e| e.to_string())
+                    .load_profile(&p.workload, &p.document, now)
+                    .map_err(Error::from)
             });
             if let Err(e) = loaded {
-                emit(&Line::StoreError(e));
+                emit(&Line::error(&e));
             }
         }
         Ok(Pipeline {
             engine,
             store,
+            status,
+            clock,
+            namespace,
             runtime,
             webhook,
             last_tick: Instant::now(),
@@ -99,10 +145,18 @@ impl Pipeline {
 
     /// Handles one forwarded event.
     pub fn handle(&mut self, f: &Forwarded, emit: &mut dyn FnMut(&Line)) {
-        match self.engine.handle(f, wall_now()) {
+        match self.engine.handle(f, self.clock.now()) {
             Ok(outs) => self.outputs(outs, emit),
-            Err(e) => emit(&Line::StoreError(e.to_string())),
+            Err(e) => emit(&Line::error(&Error::from(e))),
         }
+    }
+
+    /// Carries out an engine command (apply a profile, set a mode, relearn,
+    /// forget) and persists its effect with the next flush.
+    pub fn command(&mut self, command: Command, emit: &mut dyn FnMut(&Line)) -> Result<()> {
+        let outs = self.engine.command(command, self.clock.now())?;
+        self.outputs(outs, emit);
+        Ok(())
     }
 
     fn outputs(&mut self, outs: Vec<Output>, emit: &mut dyn FnMut(&Line)) {
@@ -118,8 +172,9 @@ impl Pipeline {
                     reason: transition.message,
                 }),
                 Output::Alert { alert, notify } => {
-                    if let Err(e) = self.store.save_alert(&alert) {
-                        emit(&Line::StoreError(e.to_string()));
+                    let doc = AlertDocument::new((*alert).clone());
+                    if let Err(e) = self.runtime.block_on(self.store.save_alert(&doc)) {
+                        emit(&Line::error(&Error::from(e)));
                     }
                     if let (Some(sink), true) = (&self.webhook, notify) {
                         let (sink, a) = (Arc::clone(sink), alert.clone());
@@ -136,22 +191,22 @@ impl Pipeline {
     }
 
     /// Call often: once a second lets time pass, persists changed profiles,
-    /// rewrites `status.json` (with `extra_status` merged in) and returns the
+    /// publishes the status (with `extra_status` merged in) and returns the
     /// digests that changed; every `progress_every` emits a progress line.
     pub fn periodic(
         &mut self,
         progress_every: Duration,
         extra_status: impl FnOnce() -> serde_json::Value,
         emit: &mut dyn FnMut(&Line),
-    ) -> Vec<(String, Digest)> {
+    ) -> Vec<WorkloadDigest> {
         let mut digests = Vec::new();
         if self.last_tick.elapsed() >= Duration::from_secs(1) {
             self.last_tick = Instant::now();
-            let outs = self.engine.tick(wall_now());
+            let outs = self.engine.tick(self.clock.now());
             self.outputs(outs, emit);
             self.persist(false, emit);
             digests = self.engine.take_digests();
-            self.write_status(extra_status());
+            self.publish_status(extra_status());
         }
         if self.last_progress.elapsed() >= progress_every {
             self.last_progress = Instant::now();
@@ -161,35 +216,31 @@ impl Pipeline {
     }
 
     /// Every current digest (for an agent that just connected).
-    pub fn all_digests(&self) -> Vec<(String, Digest)> {
+    pub fn all_digests(&self) -> Vec<WorkloadDigest> {
         self.engine.all_digests()
     }
 
     fn persist(&mut self, all: bool, emit: &mut dyn FnMut(&Line)) {
         let profiles = if all {
-            self.engine.all_yaml()
+            self.engine.all_documents()
         } else {
             self.engine.take_dirty()
         };
-        for (name, yaml) in profiles {
-            let saved = yaml.map_err(|e| e.to_string()).and_then(|y| {
-                self.store
-                    .save_profile(&name, &y)
-                    .map_err(|e| e.to_string())
-            });
-            if let Err(e) = saved {
-                emit(&Line::StoreError(e));
+        for (name, document) in profiles {
+            let stored = StoredProfile::new(&name, &self.namespace, document);
+            if let Err(e) = self.runtime.block_on(self.store.save_profile(&stored)) {
+                emit(&Line::error(&Error::from(e)));
             }
         }
     }
 
-    /// Persists everything and writes the final status.
+    /// Persists everything and publishes the final status.
     pub fn shutdown(&mut self, extra_status: serde_json::Value, emit: &mut dyn FnMut(&Line)) {
         self.persist(true, emit);
-        self.write_status(extra_status);
+        self.publish_status(extra_status);
     }
 
-    fn write_status(&self, extra: serde_json::Value) {
+    fn publish_status(&mut self, extra: serde_json::Value) {
         let mut v = serde_json::json!({
             "workloads": self.engine.status(),
             "alerts": self.engine.scorer_stats(),
@@ -197,11 +248,7 @@ impl Pipeline {
         if let (Some(obj), serde_json::Value::Object(more)) = (v.as_object_mut(), extra) {
             obj.extend(more);
         }
-        let path = self.store.root().join("status.json");
-        let tmp = self.store.root().join("status.json.tmp");
-        if std::fs::write(&tmp, v.to_string()).is_ok() {
-            let _ = std::fs::rename(tmp, path);
-        }
+        self.status.publish(&v);
     }
 }
 

@@ -6,14 +6,14 @@
 //! of YAML files as standalone mode, and workloads come from the same config.
 
 use crate::config::OperatorConfig;
+use crate::engine::WorkloadDigest;
 use crate::output::Line;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Parts, Pipeline};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use kestrel_embed::Embedder;
 use kestrel_events::Forwarded;
 use kestrel_events::Workload;
 use kestrel_profile::activity_of;
-use kestrel_profile::Digest;
 use kestrel_proto::server::{AgentHandler, AgentIdentity, Disconnect, OperatorSender, Refusal};
 use kestrel_proto::{
     ContainerTarget, Counters, DigestUpdate, EventBatch, OperatorMessage, Phase, ServerTls,
@@ -116,7 +116,17 @@ impl AgentHandler for Handler {
 }
 
 impl Handler {
-    fn publish(&self, workload: String, digest: Digest, phase: Phase) {
+    fn publish(&self, d: WorkloadDigest) {
+        let WorkloadDigest {
+            workload,
+            phase,
+            digest,
+        } = d;
+        let phase = match phase {
+            kestrel_profile::Phase::Learning => Phase::Learning,
+            kestrel_profile::Phase::Converged => Phase::Converged,
+            kestrel_profile::Phase::Detecting => Phase::Detecting,
+        };
         let update = {
             let Ok(mut all) = self.digests.lock() else {
                 return;
@@ -126,7 +136,6 @@ impl Handler {
                 workload: workload.clone(),
                 phase,
                 path_hashes: digest.hashes(),
-                arg_hashes: Vec::new(),
                 generation,
                 full: true,
                 seed: digest.seed(),
@@ -152,7 +161,8 @@ pub fn run(
     mut emit: impl FnMut(&Line),
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
-    let mut pipeline = Pipeline::build(cfg, state_dir, embedder, "default", &mut emit)?;
+    let parts = Parts::state_dir(state_dir, embedder, "default")?;
+    let mut pipeline = Pipeline::build(cfg, parts, &mut emit)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -186,8 +196,8 @@ pub fn run(
         matched: Mutex::new(BTreeMap::new()),
         ring_dropped: Mutex::new(BTreeMap::new()),
     });
-    for (w, d) in pipeline.all_digests() {
-        handler.publish(w, d, Phase::Learning);
+    for d in pipeline.all_digests() {
+        handler.publish(d);
     }
     let server = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(serve.listen).await?;
@@ -211,8 +221,8 @@ pub fn run(
                 "queueDropped": h.queue_dropped.load(Ordering::Relaxed),
             })
         };
-        for (w, d) in pipeline.periodic(serve.progress_every, status, &mut emit) {
-            handler.publish(w, d, Phase::Learning);
+        for d in pipeline.periodic(serve.progress_every, status, &mut emit) {
+            handler.publish(d);
         }
     }
     if let Err(e) = runtime.block_on(server.shutdown()) {

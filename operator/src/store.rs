@@ -1,11 +1,26 @@
-//! Where profiles and alerts live. Two implementations share the CR schema:
-//! Kubernetes custom resources (operator mode, later) and a directory of YAML
-//! files (standalone): `DIR/profiles/<workload>.yaml` (`BehaviorProfile`) and
-//! `DIR/alerts/<name>.yaml` (`SecurityAlert`).
+//! Where profiles and alerts live: the [`Store`] seam. Two implementations
+//! share the CR schema: Kubernetes custom resources (operator mode, next) and
+//! a directory of YAML files ([`DirStore`], standalone and the operator
+//! without an API server): `DIR/profiles/<file>.yaml` (`BehaviorProfile`)
+//! and `DIR/alerts/<name>.yaml` (`SecurityAlert`).
+//!
+//! The store moves typed documents, never YAML strings, and names a profile
+//! by its exact workload name, which round-trips (`Deployment/webapp` is
+//! `Deployment/webapp` again after a restart): the name is kept inside the
+//! document; the file name is only a safe spelling of it.
+//!
+//! Who owns what: a document's `spec` is owned by whoever authored it (a
+//! person or Git for promoted profiles, the operator once when it creates a
+//! learned profile); its learned content and status are written only by the
+//! engine through the pipeline. Writes are whole documents; the store does
+//! not merge.
 
+use kestrel_profile::{Metadata, ProfileDocument};
 use kestrel_scoring::SecurityAlert;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// A store failure, naming the file or object.
 #[derive(Debug, thiserror::Error)]
@@ -27,10 +42,29 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
+    /// No such document.
+    #[error("{what} {name:?} not found")]
+    NotFound {
+        /// `profile` or `alert`.
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+}
+
+impl StoreError {
+    /// A short stable label for metrics and output lines.
+    pub fn label(&self) -> &'static str {
+        match self {
+            StoreError::Io { .. } => "store_io",
+            StoreError::Format { .. } => "store_format",
+            StoreError::NotFound { .. } => "store_not_found",
+        }
+    }
 }
 
 /// API group/version of Kestrel's resources.
-pub const API_VERSION: &str = "kestrel.dev/v1alpha1";
+pub const API_VERSION: &str = kestrel_profile::API_VERSION;
 
 /// A `SecurityAlert` document as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +97,37 @@ impl AlertDocument {
             spec: alert,
         }
     }
+
+    /// The object name.
+    pub fn name(&self) -> String {
+        self.metadata
+            .name
+            .clone()
+            .unwrap_or_else(|| alert_name(&self.spec))
+    }
+}
+
+/// A stored profile: the exact workload name and its document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredProfile {
+    /// The workload (exactly as the engine names it).
+    pub workload: String,
+    /// The `BehaviorProfile` document.
+    pub document: ProfileDocument,
+}
+
+impl StoredProfile {
+    /// A profile document for `workload` in `namespace`.
+    pub fn new(workload: &str, namespace: &str, mut document: ProfileDocument) -> Self {
+        document.metadata = Metadata {
+            name: Some(workload.to_string()),
+            namespace: Some(namespace.to_string()),
+        };
+        StoredProfile {
+            workload: workload.to_string(),
+            document,
+        }
+    }
 }
 
 /// The object name of an alert: `<workload>-<id>`, lower-case, DNS-safe.
@@ -82,7 +147,9 @@ pub fn alert_name(alert: &SecurityAlert) -> String {
     s.trim_matches('-').to_string()
 }
 
-/// A file name for a workload: DNS-label characters only, so any name is safe.
+/// A file name for a workload: DNS-label characters only, so any name is
+/// safe; a name that had to be changed gets a short hash of the exact name,
+/// so `Deployment/web` and `Deployment-web` never share a file.
 pub fn file_stem(name: &str) -> String {
     let s: String = name
         .chars()
@@ -94,35 +161,95 @@ pub fn file_stem(name: &str) -> String {
             }
         })
         .collect();
-    if s.is_empty() || s.starts_with('.') {
+    let s = if s.is_empty() || s.starts_with('.') {
         format!("w{s}")
     } else {
         s
+    };
+    if s == name {
+        s
+    } else {
+        format!(
+            "{s}-{:08x}",
+            kestrel_events::stable_hash(name.as_bytes()) as u32
+        )
     }
 }
 
-/// Persistence for profiles and alerts.
-pub trait Store: Send {
-    /// Every stored profile: its name and its YAML, or why it could not be read.
-    fn load_profiles(&self) -> Vec<(String, Result<String, StoreError>)>;
-    /// Writes a profile (replacing the previous one).
-    fn save_profile(&self, workload: &str, yaml: &str) -> Result<(), StoreError>;
+/// One item of a listing: the document, or why that one could not be read
+/// (the others still load).
+pub type Listed<T> = Result<T, StoreError>;
+
+/// Persistence for profiles and alerts, as typed documents.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Every stored profile, each one or why it could not be read.
+    async fn load_profiles(&self) -> Result<Vec<Listed<StoredProfile>>, StoreError>;
+    /// Writes a profile (replacing the previous one of its workload).
+    async fn save_profile(&self, profile: &StoredProfile) -> Result<(), StoreError>;
+    /// Deletes a workload's profile.
+    async fn delete_profile(&self, workload: &str) -> Result<(), StoreError>;
+    /// Every stored alert, each one or why it could not be read.
+    async fn load_alerts(&self) -> Result<Vec<Listed<AlertDocument>>, StoreError>;
     /// Writes an alert (replacing the previous version of the same incident).
-    fn save_alert(&self, alert: &SecurityAlert) -> Result<(), StoreError>;
-    /// Every stored alert, or why it could not be read.
-    fn load_alerts(&self) -> Vec<Result<AlertDocument, StoreError>>;
+    async fn save_alert(&self, alert: &AlertDocument) -> Result<(), StoreError>;
+    /// Deletes an alert by object name.
+    async fn delete_alert(&self, name: &str) -> Result<(), StoreError>;
+}
+
+/// Where the pipeline's status goes (`status.json` next to the state, or
+/// metrics, or a CR status).
+pub trait StatusSink: Send {
+    /// Publishes the current status.
+    fn publish(&mut self, status: &serde_json::Value);
+}
+
+/// Writes the status to a JSON file through a rename.
+#[derive(Debug, Clone)]
+pub struct StatusFile {
+    path: PathBuf,
+}
+
+impl StatusFile {
+    /// `DIR/status.json`.
+    pub fn in_dir(dir: &Path) -> Self {
+        StatusFile {
+            path: dir.join("status.json"),
+        }
+    }
+}
+
+impl StatusSink for StatusFile {
+    fn publish(&mut self, status: &serde_json::Value) {
+        let tmp = self.path.with_extension("json.tmp");
+        let written = std::fs::write(&tmp, status.to_string())
+            .and_then(|()| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = written {
+            tracing::warn!(path = %self.path.display(), error = %e, "status not written");
+        }
+    }
 }
 
 /// A directory of YAML files.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DirStore {
     root: PathBuf,
+    /// The file each loaded or saved workload's profile lives in (a file
+    /// written by an older release keeps its name).
+    files: Mutex<HashMap<String, PathBuf>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+fn format_error<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> StoreError + '_ {
+    move |e| StoreError::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
     }
 }
 
@@ -133,6 +260,17 @@ fn write_atomic(path: &Path, data: &str) -> Result<(), StoreError> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
+fn remove(path: &Path, what: &'static str, name: &str) -> Result<(), StoreError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound {
+            what,
+            name: name.to_string(),
+        }),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
 impl DirStore {
     /// A store under `root` (created if missing).
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
@@ -141,7 +279,10 @@ impl DirStore {
             let d = root.join(sub);
             std::fs::create_dir_all(&d).map_err(io(&d))?;
         }
-        Ok(DirStore { root })
+        Ok(DirStore {
+            root,
+            files: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The directory.
@@ -149,68 +290,106 @@ impl DirStore {
         &self.root
     }
 
-    fn yaml_files(&self, sub: &str) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.root.join(sub))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-                    .collect()
-            })
-            .unwrap_or_default();
+    fn yaml_files(&self, sub: &str) -> Result<Vec<PathBuf>, StoreError> {
+        let dir = self.root.join(sub);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
         files.sort();
-        files
+        Ok(files)
+    }
+
+    fn profile_path(&self, workload: &str) -> PathBuf {
+        if let Some(p) = self
+            .files
+            .lock()
+            .ok()
+            .and_then(|f| f.get(workload).cloned())
+        {
+            return p;
+        }
+        self.root
+            .join("profiles")
+            .join(format!("{}.yaml", file_stem(workload)))
+    }
+
+    fn remember(&self, workload: &str, path: &Path) {
+        if let Ok(mut f) = self.files.lock() {
+            f.insert(workload.to_string(), path.to_path_buf());
+        }
+    }
+
+    fn read_profile(&self, path: &Path) -> Result<StoredProfile, StoreError> {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let document: ProfileDocument =
+            serde_saphyr::from_str(&text).map_err(format_error(path))?;
+        // the exact name is inside; files without one (hand-written) are
+        // named by their file stem
+        let workload = document.metadata.name.clone().unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        self.remember(&workload, path);
+        Ok(StoredProfile { workload, document })
     }
 }
 
+#[async_trait::async_trait]
 impl Store for DirStore {
-    fn load_profiles(&self) -> Vec<(String, Result<String, StoreError>)> {
-        self.yaml_files("profiles")
+    async fn load_profiles(&self) -> Result<Vec<Listed<StoredProfile>>, StoreError> {
+        Ok(self
+            .yaml_files("profiles")?
             .into_iter()
-            .map(|p| {
-                let name = p
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let text = std::fs::read_to_string(&p).map_err(io(&p));
-                (name, text)
-            })
-            .collect()
+            .map(|p| self.read_profile(&p))
+            .collect())
     }
 
-    fn save_profile(&self, workload: &str, yaml: &str) -> Result<(), StoreError> {
-        write_atomic(
-            &self
-                .root
-                .join("profiles")
-                .join(format!("{}.yaml", file_stem(workload))),
-            yaml,
-        )
+    async fn save_profile(&self, profile: &StoredProfile) -> Result<(), StoreError> {
+        let path = self.profile_path(&profile.workload);
+        let yaml = serde_saphyr::to_string(&profile.document).map_err(format_error(&path))?;
+        write_atomic(&path, &yaml)?;
+        self.remember(&profile.workload, &path);
+        Ok(())
     }
 
-    fn save_alert(&self, alert: &SecurityAlert) -> Result<(), StoreError> {
-        let doc = AlertDocument::new(alert.clone());
-        let path = self.root.join("alerts").join(format!(
-            "{}.yaml",
-            doc.metadata.name.clone().unwrap_or_default()
-        ));
-        let yaml = serde_saphyr::to_string(&doc).map_err(|e| StoreError::Format {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        write_atomic(&path, &yaml)
+    async fn delete_profile(&self, workload: &str) -> Result<(), StoreError> {
+        let path = self.profile_path(workload);
+        remove(&path, "profile", workload)?;
+        if let Ok(mut f) = self.files.lock() {
+            f.remove(workload);
+        }
+        Ok(())
     }
 
-    fn load_alerts(&self) -> Vec<Result<AlertDocument, StoreError>> {
-        self.yaml_files("alerts")
+    async fn load_alerts(&self) -> Result<Vec<Listed<AlertDocument>>, StoreError> {
+        Ok(self
+            .yaml_files("alerts")?
             .into_iter()
             .map(|p| {
                 let text = std::fs::read_to_string(&p).map_err(io(&p))?;
-                serde_saphyr::from_str::<AlertDocument>(&text).map_err(|e| StoreError::Format {
-                    path: p.clone(),
-                    message: e.to_string(),
-                })
+                serde_saphyr::from_str::<AlertDocument>(&text).map_err(format_error(&p))
             })
-            .collect()
+            .collect())
+    }
+
+    async fn save_alert(&self, alert: &AlertDocument) -> Result<(), StoreError> {
+        let path = self
+            .root
+            .join("alerts")
+            .join(format!("{}.yaml", alert.name()));
+        let yaml = serde_saphyr::to_string(alert).map_err(format_error(&path))?;
+        write_atomic(&path, &yaml)
+    }
+
+    async fn delete_alert(&self, name: &str) -> Result<(), StoreError> {
+        let path = self
+            .root
+            .join("alerts")
+            .join(format!("{}.yaml", file_stem(name)));
+        remove(&path, "alert", name)
     }
 }

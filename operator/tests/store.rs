@@ -1,7 +1,8 @@
-//! State directory: a corrupt file is named and skipped, the rest loads; a
-//! restart resumes the stored phase.
+//! State directory: typed documents, exact workload names that round-trip,
+//! a corrupt file named and skipped while the rest loads, a restart that
+//! resumes the stored phase.
 
-use kestrel_operator::store::{DirStore, Store};
+use kestrel_operator::store::{DirStore, Store, StoredProfile};
 use kestrel_profile::testing::{TestEmbedder, TEST_MODEL_ID};
 use kestrel_profile::{Event, Metadata, Mode, ProcessEvent, Profile, ProfileConfig};
 use std::time::Duration;
@@ -12,21 +13,33 @@ fn tmp(name: &str) -> std::path::PathBuf {
     d
 }
 
-#[test]
-fn a_corrupt_profile_file_is_named_and_the_others_still_load() {
-    let dir = tmp("corrupt");
-    let store = DirStore::open(&dir).unwrap();
-    let emb = TestEmbedder::new();
-    let mut p = Profile::new(ProfileConfig::default(), TEST_MODEL_ID, Duration::ZERO).unwrap();
-    let ev = Event::Process(ProcessEvent {
+fn exec() -> Event<'static> {
+    Event::Process(ProcessEvent {
         image: b"web:v1",
         parent: b"sh",
         exe: b"java",
         args: "-jar app.jar",
-    });
-    p.learn(&ev, &emb).unwrap();
+    })
+}
+
+fn learned(emb: &TestEmbedder) -> Profile {
+    let mut p = Profile::new(ProfileConfig::default(), TEST_MODEL_ID, Duration::ZERO).unwrap();
+    p.learn(&exec(), emb).unwrap();
+    p
+}
+
+fn stored(workload: &str, p: &Profile) -> StoredProfile {
+    StoredProfile::new(workload, "default", p.to_document(Metadata::default()))
+}
+
+#[tokio::test]
+async fn a_corrupt_profile_file_is_named_and_the_others_still_load() {
+    let dir = tmp("corrupt");
+    let store = DirStore::open(&dir).unwrap();
+    let emb = TestEmbedder::new();
     store
-        .save_profile("good", &p.to_yaml(Metadata::default()).unwrap())
+        .save_profile(&stored("good", &learned(&emb)))
+        .await
         .unwrap();
     std::fs::write(
         dir.join("profiles/bad.yaml"),
@@ -34,47 +47,93 @@ fn a_corrupt_profile_file_is_named_and_the_others_still_load() {
     )
     .unwrap();
 
-    let loaded = store.load_profiles();
+    let loaded = store.load_profiles().await.unwrap();
     assert_eq!(loaded.len(), 2);
-    let mut ok = 0;
-    for (name, yaml) in loaded {
-        let r = yaml
-            .map_err(|e| e.to_string())
-            .and_then(|y| Profile::from_yaml(&y, &emb, Duration::ZERO).map_err(|e| e.to_string()));
-        match (name.as_str(), r) {
-            ("good", Ok(p)) => {
-                ok += 1;
-                assert!(p.match_event(&ev, &emb).unwrap().is_known());
+    let (mut good, mut bad) = (0, 0);
+    for item in loaded {
+        match item {
+            Ok(p) => {
+                assert_eq!(p.workload, "good");
+                let profile = Profile::from_document(&p.document, &emb, Duration::ZERO).unwrap();
+                assert!(profile.match_event(&exec(), &emb).unwrap().is_known());
+                good += 1;
             }
-            ("bad", Err(e)) => assert!(!e.is_empty()),
-            (n, r) => panic!("unexpected {n}: {:?}", r.map(|_| ())),
+            Err(e) => {
+                assert!(e.to_string().contains("profiles/bad.yaml"), "{e}");
+                assert_eq!(e.label(), "store_format");
+                bad += 1;
+            }
         }
     }
-    assert_eq!(ok, 1);
+    assert_eq!((good, bad), (1, 1));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn a_restarted_profile_resumes_detection() {
+#[tokio::test]
+async fn a_restarted_profile_resumes_detection() {
     let dir = tmp("restart");
     let store = DirStore::open(&dir).unwrap();
     let emb = TestEmbedder::new();
     let mut p = Profile::new(ProfileConfig::default(), TEST_MODEL_ID, Duration::ZERO).unwrap();
     p.set_mode(Mode::Detect, Duration::from_secs(1));
-    store
-        .save_profile("web", &p.to_yaml(Metadata::default()).unwrap())
+    store.save_profile(&stored("web", &p)).await.unwrap();
+    let again = DirStore::open(&dir).unwrap();
+    let loaded = again.load_profiles().await.unwrap().pop().unwrap().unwrap();
+    let back = Profile::from_document(&loaded.document, &emb, Duration::from_secs(2)).unwrap();
+    assert_eq!(back.phase(), p.phase());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn workload_names_with_slashes_round_trip_and_never_share_a_file() {
+    let dir = tmp("names");
+    let store = DirStore::open(&dir).unwrap();
+    let emb = TestEmbedder::new();
+    let p = learned(&emb);
+    for w in [
+        "Deployment/webapp",
+        "Deployment-webapp",
+        "shop/StatefulSet/db-0",
+    ] {
+        store.save_profile(&stored(w, &p)).await.unwrap();
+    }
+    // a fresh store, as after a restart
+    let again = DirStore::open(&dir).unwrap();
+    let mut names: Vec<String> = again
+        .load_profiles()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap().workload)
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "Deployment-webapp",
+            "Deployment/webapp",
+            "shop/StatefulSet/db-0"
+        ]
+    );
+    // saving after the restart rewrites the same file, no second copy
+    again
+        .save_profile(&stored("Deployment/webapp", &p))
+        .await
         .unwrap();
-    let (_, yaml) = store.load_profiles().pop().unwrap();
-    let again = Profile::from_yaml(&yaml.unwrap(), &emb, Duration::from_secs(2)).unwrap();
-    assert_eq!(again.phase(), p.phase());
+    let files = std::fs::read_dir(dir.join("profiles")).unwrap().count();
+    assert_eq!(files, 3);
+    again.delete_profile("Deployment/webapp").await.unwrap();
+    assert_eq!(again.load_profiles().await.unwrap().len(), 2);
+    let missing = again.delete_profile("Deployment/webapp").await.unwrap_err();
+    assert_eq!(missing.label(), "store_not_found");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn workload_names_become_safe_file_names() {
-    assert_eq!(
-        kestrel_operator::store::file_stem("Deployment/web"),
-        "Deployment-web"
-    );
-    assert_eq!(kestrel_operator::store::file_stem("../x"), "w..-x");
+    use kestrel_operator::store::file_stem;
+    assert_eq!(file_stem("webapp-1"), "webapp-1");
+    assert!(file_stem("Deployment/web").starts_with("Deployment-web-"));
+    assert_ne!(file_stem("Deployment/web"), file_stem("Deployment-web"));
+    assert!(file_stem("../x").starts_with("w..-x-"));
 }

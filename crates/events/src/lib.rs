@@ -17,6 +17,7 @@ mod activity;
 mod bytes;
 mod container;
 mod event;
+pub mod hash;
 mod workload;
 
 pub use activity::{Activity, Forwarded, Peer, Protocol, ProtocolKey, Workload};
@@ -26,4 +27,5 @@ pub use event::{
     Ancestor, Argv, CgroupChange, Direction, Endpoint, Event, EventKind, Exec, Exit, FileAccess,
     FileOp, FileOpKind, Fork, Namespaces, NetOp, NetOpKind, Task, TcpState,
 };
+pub use hash::stable_hash;
 pub use workload::{glob_match, WorkloadMap, WorkloadSpec};

@@ -145,7 +145,7 @@ impl Default for ProfileConfig {
     fn default() -> Self {
         ProfileConfig {
             mode: Mode::Auto,
-            similarity_threshold: 0.95,
+            similarity_threshold: kestrel_embed::UNCALIBRATED_THRESHOLD,
             learning: LearningConfig::default(),
             compaction: CompactionConfig::default(),
         }

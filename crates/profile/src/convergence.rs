@@ -49,6 +49,8 @@ pub enum TransitionReason {
     ModeChanged,
     /// Learning was restarted on request.
     Relearn,
+    /// A profile document was applied over the one held (GitOps).
+    Applied,
 }
 
 impl TransitionReason {
@@ -60,6 +62,7 @@ impl TransitionReason {
             TransitionReason::NewBehaviour => "NewBehaviour",
             TransitionReason::ModeChanged => "ModeChanged",
             TransitionReason::Relearn => "Relearn",
+            TransitionReason::Applied => "Applied",
         }
     }
 }

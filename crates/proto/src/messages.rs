@@ -102,12 +102,11 @@ pub enum Phase {
 pub struct DigestUpdate {
     /// The workload.
     pub workload: String,
-    /// Its phase.
+    /// Its profile's phase when the digest was made.
     pub phase: Phase,
-    /// Hashes of known trie paths.
+    /// Hashes of known trie paths (a process path's hash covers its
+    /// normalised arguments).
     pub path_hashes: Vec<u64>,
-    /// Hashes of normalised argument strings known to match.
-    pub arg_hashes: Vec<u64>,
     /// Increases with every update of this workload's digest.
     pub generation: u64,
     /// `true`: replaces the agent's sets; `false`: adds to them.

@@ -113,7 +113,6 @@ async fn every_event_kind_crosses_a_mutual_tls_stream_unchanged_including_non_ut
         workload: "web".into(),
         phase: Phase::Detecting,
         path_hashes: vec![1, u64::MAX],
-        arg_hashes: vec![42],
         generation: 3,
         full: true,
     });

@@ -86,8 +86,8 @@ fn describe(v: &serde_json::Value) -> Option<String> {
             a["incident"]["count"],
         ));
     }
-    if let Some(e) = v.get("storeError") {
-        return Some(format!("  store error: {e}"));
+    if let Some(e) = v.get("error") {
+        return Some(format!("  error: {} {}", e["kind"], e["message"]));
     }
     None
 }

@@ -15,10 +15,10 @@ mod field;
 mod glob;
 mod spec;
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use ipnet::IpNet;
+// the small exact-match tables: the keys are the rule author's, not an
+// attacker's choice (lookups with attacker strings cannot grow the table)
+use kestrel_events::hash::FnvMap;
 use regex_automata::meta;
 use regex_automata::{Input, MatchKind, PatternSet};
 
@@ -124,32 +124,6 @@ fn emit(n: &Node, t: u32, f: u32, prog: &mut Vec<Test>) -> u32 {
         Node::Not(c) => emit(c, f, t, prog),
     }
 }
-
-/// FNV-1a hasher for the small exact-match tables: much cheaper than SipHash
-/// on short keys, and the keys are the rule author's, not an attacker's
-/// choice (lookups with attacker strings cannot grow the table).
-#[derive(Default)]
-struct FnvHasher(u64);
-
-impl Hasher for FnvHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<FnvHasher>>;
 
 /// One group of tests on one field, run together the first time any of its
 /// leaves is needed.
