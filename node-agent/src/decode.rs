@@ -28,7 +28,9 @@ unsafe impl plain::Plain for ft::file_event {}
 // SAFETY: as above.
 unsafe impl plain::Plain for nt::net_event {}
 
-/// Wire constants (mirrors of `bpf/kestrel.h`, checked by a test).
+/// Wire constants, copied by hand from `bpf/kestrel.h`. No test compares
+/// them with the header: `tests/wire_layout.rs` checks struct sizes and some
+/// field offsets only.
 pub mod wire {
     /// `KIND_EXEC`
     pub const KIND_EXEC: u32 = 1;

@@ -1,11 +1,12 @@
 //! The agent's edge filter: what the profile already knows stays on the node.
 //!
 //! Every event is resolved to its workload, turned into profile activity
-//! ([`crate::activity`]) and checked against that workload's profile digest.
-//! A hit is only counted; a miss is forwarded with its context (workload,
-//! image, the process chain up to the container's init from the agent's
-//! process table). Process lifecycle events feed the process table and are
-//! never forwarded. In steady state almost nothing leaves the node.
+//! ([`kestrel_profile::activity_of`]) and checked against that workload's
+//! profile digest. A hit is only counted; a miss is forwarded with its
+//! context (workload, image, the process chain up to the container's init
+//! from the agent's process table). Process lifecycle events feed the process
+//! table and are never forwarded. In steady state almost nothing leaves the
+//! node.
 
 use crate::proctable::ProcTable;
 use kestrel_events::WorkloadMap;

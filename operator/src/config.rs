@@ -38,7 +38,9 @@ pub struct OperatorConfig {
     /// `Auto` (default), `Learn` or `Detect`.
     #[serde(default)]
     pub mode: Option<String>,
-    /// Argument similarity threshold; default: the model's calibrated one.
+    /// Argument similarity threshold ([`kestrel_embed::arg_similarity`]);
+    /// default: the model's calibrated one ([`kestrel_embed::MODEL_DEFAULTS`]),
+    /// or [`kestrel_embed::UNCALIBRATED_THRESHOLD`] for a model without one.
     #[serde(default)]
     pub similarity_threshold: Option<f32>,
     /// Directory of the embedding model (default `$KESTREL_MODEL_DIR`).

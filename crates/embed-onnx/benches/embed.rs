@@ -2,7 +2,7 @@
 //! lookups, normalisation, and the cache hit ratio on a replayed stream.
 //!
 //! ```text
-//! cargo bench -p kestrel-embed --bench embed
+//! cargo bench -p kestrel-embed-onnx --bench embed
 //! ```
 //! The model benches need the default model (`scripts/fetch-model.sh`,
 //! `$KESTREL_MODEL_DIR`); without it they are skipped with a message.

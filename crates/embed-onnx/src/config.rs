@@ -32,8 +32,10 @@ const FETCH_HINT: &str =
 /// Everything needed to load an ONNX sentence-embedding model.
 ///
 /// Build one with [`EmbedConfig::from_env`] or [`EmbedConfig::from_dir`] and
-/// adjust it with the `with_*` methods, or deserialise it from the agent's
-/// config file (missing fields take the default model's values).
+/// adjust it with the `with_*` methods, or deserialise it (missing fields
+/// take the default model's values). No binary reads it from a file today:
+/// the operator builds it from its `modelDir` setting (or the environment),
+/// and the node agent does not link this crate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmbedConfig {

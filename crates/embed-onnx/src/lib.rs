@@ -1,6 +1,6 @@
 //! ONNX embeddings for Kestrel: the heavy half (ONNX Runtime through `ort`,
-//! Hugging Face `tokenizers`), linked only by the operator and the
-//! standalone binary.
+//! Hugging Face `tokenizers`), linked only by the operator (so by the
+//! `kestrel-operator` and `kestrel` binaries), never by the node agent.
 //!
 //! - [`OnnxEmbedder`] runs any ONNX sentence-embedding model with a
 //!   `tokenizer.json` through ONNX Runtime, loaded at run time from a file
@@ -9,10 +9,11 @@
 //! - [`ArgEmbedder`] puts normalisation, an exact LRU cache and a batching
 //!   inference thread in front of any [`kestrel_embed::Embedder`]; blocking
 //!   and async callers share it.
-//! - [`calibrate`], the committed [`calibration_pairs`] (tuning) and
-//!   [`holdout_pairs`] (never tuned on) give each model id its similarity
-//!   threshold ([`kestrel_embed::default_threshold`]); the `kestrel-calibrate`
-//!   binary prints the numbers.
+//! - [`calibrate`], the committed tuning set ([`tuning_pairs`]:
+//!   [`calibration_pairs`] and [`holdout_pairs`], under `calibration/`) and
+//!   the held-out set ([`holdout2_pairs`], never tuned on) give each model id
+//!   its argument-similarity threshold ([`kestrel_embed::default_threshold`]);
+//!   the `kestrel-calibrate` binary prints the numbers.
 //!
 //! The light half, `kestrel-embed`, holds the [`kestrel_embed::Embedder`]
 //! trait, normalisation and the argument measure.

@@ -133,7 +133,15 @@ impl Default for CompactionConfig {
 pub struct ProfileConfig {
     /// Mode. Default [`Mode::Auto`].
     pub mode: Mode,
-    /// Cosine similarity an argument needs to an exemplar. Default 0.95.
+    /// Argument similarity ([`kestrel_embed::arg_similarity`]: the
+    /// embeddings' angle plus the arguments' structural distance, not a plain
+    /// cosine) an argument needs to some exemplar to be known. Default 0.95,
+    /// the value of [`kestrel_embed::UNCALIBRATED_THRESHOLD`] (meant for
+    /// models that were never calibrated); the operator and standalone mode
+    /// set the model's calibrated threshold instead
+    /// ([`kestrel_embed::default_threshold`]: −0.159 for the default MiniLM,
+    /// from [`kestrel_embed::MODEL_DEFAULTS`]) unless the config file sets
+    /// `similarityThreshold`.
     pub similarity_threshold: f32,
     /// Convergence.
     pub learning: LearningConfig,
