@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
             config,
             progress_every,
         } => {
-            let stop = stop_on_signals();
+            let stop = stop_on_signals()?;
             let cfg = read_config(config.as_deref())?;
             eprintln!("kestrel: loading the embedding model");
             let embedder = load_embedder(&cfg)?;
@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
             let summary = standalone::run(
                 &cfg,
                 &state_dir,
-                stop,
+                &stop,
                 embedder,
                 print_line,
                 Duration::from_secs_f64(progress_seconds(progress_every)),

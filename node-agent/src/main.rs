@@ -6,6 +6,7 @@ use kestrel_agent::sensors::SensorConfig;
 use std::cell::RefCell;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -72,17 +73,15 @@ struct CaptureArgs {
     quiet: bool,
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+/// A flag the first SIGINT or SIGTERM sets; a second one ends the process
+/// at once.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
+    Ok(stop)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -98,7 +97,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn capture_cmd(args: CaptureArgs) -> anyhow::Result<()> {
-    install_signal_handlers();
+    let stop = stop_on_signals()?;
     let scope = if args.all {
         Scope::Everything
     } else if !args.container.is_empty() {
@@ -122,13 +121,13 @@ fn capture_cmd(args: CaptureArgs) -> anyhow::Result<()> {
     let quiet = args.quiet;
     let stop_writing = |_| {
         // stdout closed (e.g. piped into `head`): stop quietly
-        STOP.store(true, Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
     };
     let stats = capture::run_with(
         &cfg,
-        &STOP,
+        &stop,
         |event| {
-            if quiet || STOP.load(Ordering::Relaxed) {
+            if quiet || stop.load(Ordering::Relaxed) {
                 return;
             }
             let mut out = out.borrow_mut();
@@ -154,7 +153,7 @@ fn capture_cmd(args: CaptureArgs) -> anyhow::Result<()> {
 }
 
 fn run_cmd(args: RunArgs) -> anyhow::Result<()> {
-    install_signal_handlers();
+    let stop = stop_on_signals()?;
     let cfg = kestrel_agent::connected::ConnectedConfig {
         operator: args.operator,
         tls_dir: args.tls_dir,
@@ -169,7 +168,7 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<()> {
         batch_size: 512,
     };
     eprintln!("{{\"ready\":true}}");
-    let stats = kestrel_agent::connected::run(&cfg, &STOP).context("agent failed")?;
+    let stats = kestrel_agent::connected::run(&cfg, &stop).context("agent failed")?;
     eprintln!("{}", serde_json::json!({ "stats": stats }));
     Ok(())
 }

@@ -7,7 +7,8 @@ use crate::output::print_line;
 use crate::serve::ServeConfig;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Flags of the operator.
@@ -36,20 +37,15 @@ pub struct OperatorArgs {
     pub progress_every: f64,
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-/// Sets a flag on SIGINT and SIGTERM, and returns it.
-pub fn stop_on_signals() -> &'static AtomicBool {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is
-        // async-signal-safe.
-        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+/// A flag the first SIGINT or SIGTERM sets (the run then stops cleanly and
+/// persists its state); a second one ends the process at once.
+pub fn stop_on_signals() -> std::io::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
-    &STOP
+    Ok(stop)
 }
 
 /// Reads the config file (defaults without one).
@@ -70,7 +66,7 @@ pub fn init_logging() {
 
 /// Runs the operator until SIGINT or SIGTERM.
 pub fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
-    let stop = stop_on_signals();
+    let stop = stop_on_signals()?;
     let cfg = read_config(args.config.as_deref())?;
     let embedder = load_embedder(&cfg)?;
     let serve = ServeConfig {
@@ -84,7 +80,7 @@ pub fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         &cfg,
         &serve,
         &args.state_dir,
-        stop,
+        &stop,
         embedder,
         print_line,
         |addr| eprintln!("{}", serde_json::json!({ "listening": addr.to_string() })),
