@@ -132,7 +132,8 @@ impl Pipeline {
         }
     }
 
-    /// Call often: once a second lets time pass, persists changed profiles,
+    /// Call often: applies the LLM answers that arrived; once a second lets
+    /// time pass, persists changed profiles,
     /// rewrites `status.json` (with `extra_status` merged in) and returns the
     /// digests that changed; every `progress_every` emits a progress line.
     pub fn periodic(
@@ -141,6 +142,8 @@ impl Pipeline {
         extra_status: impl FnOnce() -> serde_json::Value,
         emit: &mut dyn FnMut(&Line),
     ) -> Vec<(String, Digest)> {
+        let outs = self.engine.poll_llm(wall_now());
+        self.outputs(outs, emit);
         let mut digests = Vec::new();
         if self.last_tick.elapsed() >= Duration::from_secs(1) {
             self.last_tick = Instant::now();
