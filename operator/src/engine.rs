@@ -14,7 +14,8 @@ use kestrel_profile::{
     ProfileDocument, Transition, TransitionReason,
 };
 use kestrel_scoring::{
-    Arguments, CandidateAlert, LlmOutcome, Outcome, ProcessAncestor, Scorer, SecurityAlert, Signal,
+    Arguments, CandidateAlert, LlmAnswer, LlmOutcome, LlmQueue, LlmSlot, Outcome, ProcessAncestor,
+    Scorer, SecurityAlert, Signal,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -120,7 +121,8 @@ pub enum Output {
         /// The alert.
         alert: Box<SecurityAlert>,
         /// Whether sinks should notify: a new alert or a severity change
-        /// (repeats only update the stored alert's count and last-seen).
+        /// (repeats, and LLM answers that keep the severity, only update
+        /// the stored alert).
         notify: bool,
     },
 }
@@ -164,8 +166,8 @@ pub struct WorkloadStatus {
 pub struct LlmSeam {
     /// The engine (client, cache, budget).
     pub engine: kestrel_scoring::LlmEngine,
-    /// Where its calls run (the engine thread waits for each answer, which
-    /// the client bounds with its timeout).
+    /// Where its calls run, behind a bounded queue (`scoring.llmQueue`);
+    /// the engine thread never waits for them.
     pub runtime: tokio::runtime::Handle,
 }
 
@@ -174,7 +176,7 @@ pub struct Engine {
     cfg: EngineConfig,
     embedder: Arc<dyn Embedder>,
     scorer: Scorer,
-    llm: Option<LlmSeam>,
+    llm: Option<LlmQueue>,
     workloads: BTreeMap<String, WorkloadState>,
 }
 
@@ -195,9 +197,12 @@ impl Engine {
     }
 
     /// Adds the LLM's judgement to scoring (without it, its weight goes to
-    /// the other engines and alerts say `LLM: unavailable`).
+    /// the other engines and alerts say `LLM: unavailable`). Alerts are
+    /// raised at once with the LLM part pending; [`Engine::poll_llm`]
+    /// applies the answers.
     pub fn with_llm(mut self, llm: LlmSeam) -> Self {
-        self.llm = Some(llm);
+        let queue = LlmQueue::start(llm.engine, &self.scorer.config().llm_queue, &llm.runtime);
+        self.llm = Some(queue);
         self
     }
 
@@ -364,31 +369,60 @@ impl Engine {
         }
         if detecting && !obs.outcome.is_known() {
             let candidate = self.candidate(f, &obs.outcome, now);
-            let outcome = match &self.llm {
-                Some(l) => {
-                    l.runtime
-                        .block_on(self.scorer.score(&candidate, Some(&l.engine), nanos(now)))
-                }
-                None => self
-                    .scorer
-                    .assess(&candidate, LlmOutcome::not_configured(), nanos(now)),
-            };
-            match outcome {
-                Outcome::Created(alert) => out.push(Output::Alert {
-                    alert,
-                    notify: true,
-                }),
-                Outcome::Updated {
-                    alert,
-                    severity_changed,
-                } => out.push(Output::Alert {
-                    alert,
-                    notify: severity_changed,
-                }),
-                Outcome::BelowThreshold { .. } => {}
+            let outcomes = self.score(&candidate, now);
+            out.extend(outcomes.into_iter().filter_map(alert_output));
+        }
+        out.extend(self.poll_llm(now));
+        Ok(out)
+    }
+
+    /// Scores a candidate without waiting for the LLM: its judgement, when
+    /// the incident needs one, is queued (or, with the queue full, the LLM
+    /// part says so) and applied later by [`Engine::poll_llm`].
+    fn score(&mut self, c: &CandidateAlert, now: Duration) -> Vec<Outcome> {
+        let now_ns = nanos(now);
+        let Some(queue) = &self.llm else {
+            return vec![self.scorer.assess(c, LlmOutcome::not_configured(), now_ns)];
+        };
+        let slot = if queue.has_room() {
+            LlmSlot::Free
+        } else {
+            LlmSlot::QueueFull
+        };
+        let deferred = self.scorer.assess_deferred(c, slot, now_ns);
+        let mut out = vec![deferred.outcome];
+        if let Some(request) = deferred.request {
+            // This thread is the only one submitting and it saw room, so a
+            // refusal means the queue is closed (its runtime is gone).
+            if let Err(request) = queue.try_submit(request) {
+                let closed = LlmAnswer {
+                    ticket: request.ticket(),
+                    outcome: LlmOutcome::Unavailable {
+                        reason: "LLM queue closed".into(),
+                    },
+                };
+                out.extend(self.scorer.apply_llm(closed));
             }
         }
-        Ok(out)
+        out
+    }
+
+    /// Applies, without waiting, the LLM answers that arrived and the
+    /// deadlines passed at `now` (`LLM: timed out`): each re-scores its
+    /// incident and updates (or, crossing the threshold, creates) its
+    /// alert, keeping the id. [`Engine::handle`] calls it after each event;
+    /// call it periodically too.
+    pub fn poll_llm(&mut self, now: Duration) -> Vec<Output> {
+        let Some(queue) = &mut self.llm else {
+            return Vec::new();
+        };
+        let answers = queue.try_answers();
+        let mut outcomes: Vec<Outcome> = answers
+            .into_iter()
+            .filter_map(|a| self.scorer.apply_llm(a))
+            .collect();
+        outcomes.extend(self.scorer.time_out_llm(nanos(now)));
+        outcomes.into_iter().filter_map(alert_output).collect()
     }
 
     fn candidate(&self, f: &Forwarded, outcome: &MatchOutcome, now: Duration) -> CandidateAlert {
@@ -588,6 +622,25 @@ impl Engine {
     /// Alert statistics (reduction ratio).
     pub fn scorer_stats(&self) -> kestrel_scoring::ScorerStats {
         self.scorer.stats()
+    }
+}
+
+/// The output for a scoring outcome: alerts notify when new or when their
+/// severity changed.
+fn alert_output(outcome: Outcome) -> Option<Output> {
+    match outcome {
+        Outcome::Created(alert) => Some(Output::Alert {
+            alert,
+            notify: true,
+        }),
+        Outcome::Updated {
+            alert,
+            severity_changed,
+        } => Some(Output::Alert {
+            alert,
+            notify: severity_changed,
+        }),
+        Outcome::BelowThreshold { .. } => None,
     }
 }
 

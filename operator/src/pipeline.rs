@@ -190,8 +190,9 @@ impl Pipeline {
         }
     }
 
-    /// Call often: once a second lets time pass, persists changed profiles,
-    /// publishes the status (with `extra_status` merged in) and returns the
+    /// Call often: applies the LLM answers that arrived; once a second lets
+    /// time pass, persists changed profiles, publishes the status (with
+    /// `extra_status` merged in) and returns the
     /// digests that changed; every `progress_every` emits a progress line.
     pub fn periodic(
         &mut self,
@@ -199,6 +200,8 @@ impl Pipeline {
         extra_status: impl FnOnce() -> serde_json::Value,
         emit: &mut dyn FnMut(&Line),
     ) -> Vec<WorkloadDigest> {
+        let outs = self.engine.poll_llm(self.clock.now());
+        self.outputs(outs, emit);
         let mut digests = Vec::new();
         if self.last_tick.elapsed() >= Duration::from_secs(1) {
             self.last_tick = Instant::now();

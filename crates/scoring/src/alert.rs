@@ -109,8 +109,13 @@ pub struct ScoreBreakdown {
 pub enum LlmStatus {
     /// A validated verdict.
     Ok,
-    /// No verdict (not configured, failed, budget spent).
+    /// No verdict (not configured, failed, budget spent, queue full).
     Unavailable,
+    /// Asked; the answer has not arrived yet (the alert is updated when it
+    /// does).
+    Pending,
+    /// Asked; no answer within the deadline.
+    TimedOut,
 }
 
 /// The LLM's part, as shown to people.
@@ -122,7 +127,8 @@ pub struct LlmSummary {
     /// The verdict, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
-    /// The model's explanation, or `LLM: unavailable (<reason>)`.
+    /// The model's explanation, or `LLM: pending`, `LLM: timed out after
+    /// <n> ms`, `LLM: unavailable (<reason>)`.
     pub explanation: String,
     /// ATT&CK ids the model named.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -14,7 +14,10 @@ use crate::alert::{
 use crate::candidate::{AnomalyShape, CandidateAlert, Fnv64};
 use crate::cluster::{ClusterAssessment, ClusterConfig, ClusterEngine};
 use crate::error::{Error, Result};
-use crate::llm::{LlmEngine, LlmEngineConfig, LlmOutcome, OpenAiClient, OpenAiConfig, Verdict};
+use crate::llm::{
+    LlmAnswer, LlmEngine, LlmEngineConfig, LlmOutcome, LlmQueueConfig, LlmRequest, LlmTicket,
+    OpenAiClient, OpenAiConfig, Verdict,
+};
 use crate::rules::{RuleAction, RuleMatches, RuleSet};
 
 /// Engine weights; they need not sum to 100 (the total is normalised).
@@ -121,6 +124,8 @@ pub struct ScoringConfig {
     pub incidents: IncidentConfig,
     /// LLM cache and budget.
     pub llm_engine: LlmEngineConfig,
+    /// The deferred path's queue: capacity, concurrency, deadline.
+    pub llm_queue: LlmQueueConfig,
     /// The OpenAI-compatible endpoint; absent: no LLM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<OpenAiConfig>,
@@ -135,6 +140,7 @@ impl Default for ScoringConfig {
             cluster: ClusterConfig::default(),
             incidents: IncidentConfig::default(),
             llm_engine: LlmEngineConfig::default(),
+            llm_queue: LlmQueueConfig::default(),
             llm: None,
         }
     }
@@ -183,6 +189,12 @@ impl ScoringConfig {
         if !(0.0..=100.0).contains(&c.outlier_score) {
             return Err(Error::Config(
                 "cluster.outlierScore must be in 0..=100".into(),
+            ));
+        }
+        let q = &self.llm_queue;
+        if q.capacity == 0 || q.concurrency == 0 || q.deadline_ms == 0 {
+            return Err(Error::Config(
+                "llmQueue.capacity, concurrency and deadlineMs must be >= 1".into(),
             ));
         }
         Ok(())
@@ -249,6 +261,10 @@ pub struct ScorerStats {
     pub below_threshold: u64,
     /// Incidents open now.
     pub open_incidents: usize,
+    /// Deferred LLM judgements awaited now.
+    pub llm_pending: usize,
+    /// Deferred LLM answers (and time-outs) applied to incidents.
+    pub llm_answers: u64,
 }
 
 impl ScorerStats {
@@ -266,6 +282,28 @@ struct IncidentKey {
     shape: AnomalyShape,
 }
 
+/// The LLM's part of an incident on the deferred path.
+#[derive(Debug, Clone, PartialEq)]
+enum IncidentLlm {
+    /// Not asked yet (or scored only with [`Scorer::assess`]).
+    NotAsked,
+    /// The queue had no room; the next occurrence asks again.
+    QueueFull,
+    /// Asked; the answer is due by `deadline_ns`.
+    Pending { ticket: LlmTicket, deadline_ns: u64 },
+    /// Answered (a verdict, unavailable, or timed out).
+    Settled(LlmOutcome),
+}
+
+/// What an LLM answer needs to re-score an incident: its latest
+/// occurrence as it was scored.
+#[derive(Debug)]
+struct Latest {
+    candidate: CandidateAlert,
+    cluster: ClusterAssessment,
+    rules: RulePart,
+}
+
 #[derive(Debug)]
 struct Incident {
     id: String,
@@ -275,13 +313,82 @@ struct Incident {
     pods: BTreeSet<String>,
     pods_total: usize,
     alert: Option<SecurityAlert>,
+    llm: IncidentLlm,
+    /// Kept only while an answer is pending.
+    latest: Option<Box<Latest>>,
+}
+
+/// The rules engine's part for one candidate, owned so that it can wait
+/// for an LLM answer.
+#[derive(Debug, Clone)]
+struct RulePart {
+    score: f64,
+    hit: bool,
+    reason: String,
+    hits: Vec<RuleHitSummary>,
+    advice: Vec<String>,
+}
+
+impl RulePart {
+    fn of(matches: &RuleMatches<'_>) -> Self {
+        let reason = if matches.is_hit() {
+            let ids: Vec<String> = matches
+                .rules()
+                .map(|r| format!("{} ({})", r.id(), r.score()))
+                .collect();
+            format!("hit {}", ids.join(", "))
+        } else {
+            "no rule hit".to_string()
+        };
+        Self {
+            score: matches.score(),
+            hit: matches.is_hit(),
+            reason,
+            hits: matches
+                .rules()
+                .map(|r| RuleHitSummary {
+                    id: r.id().to_string(),
+                    description: r.description().to_string(),
+                    score: r.score(),
+                    tags: r.tags().to_vec(),
+                    action: r.action(),
+                })
+                .collect(),
+            advice: matches
+                .rules()
+                .filter_map(|r| r.recommendation().map(str::to_string))
+                .collect(),
+        }
+    }
 }
 
 /// Upper bound on the distinct pods remembered per incident.
 const MAX_PODS_TRACKED: usize = 10_000;
 
+/// Whether the deferred LLM queue can take a judgement now (see
+/// [`Scorer::assess_deferred`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmSlot {
+    /// It can: an incident that needs a judgement gets an [`LlmRequest`].
+    Free,
+    /// It cannot: the LLM part says `LLM: unavailable (queue full)`.
+    QueueFull,
+}
+
+/// What became of one candidate on the deferred path.
+#[derive(Debug, Clone)]
+pub struct Deferred {
+    /// The outcome now, without waiting for the LLM: its part reads
+    /// pending, the incident's earlier answer, or queue full.
+    pub outcome: Outcome,
+    /// The judgement to queue, when the incident needs one; its answer goes
+    /// to [`Scorer::apply_llm`].
+    pub request: Option<LlmRequest>,
+}
+
 /// The stateful scorer: rules, cluster statistics and incidents, combined
-/// with an LLM outcome the caller obtains (see [`Scorer::score`]).
+/// with an LLM outcome the caller obtains ([`Scorer::score`] waits for it;
+/// [`Scorer::assess_deferred`] and [`Scorer::apply_llm`] do not).
 #[derive(Debug)]
 pub struct Scorer {
     config: ScoringConfig,
@@ -289,6 +396,11 @@ pub struct Scorer {
     cluster: ClusterEngine,
     incidents: HashMap<IncidentKey, Incident>,
     stats: ScorerStats,
+    /// Deferred judgements not answered yet: ticket → incident, deadline.
+    awaiting: HashMap<LlmTicket, (IncidentKey, u64)>,
+    /// The same, ordered by deadline.
+    deadlines: BTreeSet<(u64, LlmTicket)>,
+    next_ticket: u64,
 }
 
 fn rule_action_rank(a: RuleAction) -> RecommendedAction {
@@ -314,6 +426,9 @@ impl Scorer {
             rules,
             incidents: HashMap::new(),
             stats: ScorerStats::default(),
+            awaiting: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            next_ticket: 0,
         })
     }
 
@@ -331,12 +446,15 @@ impl Scorer {
     pub fn stats(&self) -> ScorerStats {
         ScorerStats {
             open_incidents: self.incidents.len(),
+            llm_pending: self.awaiting.len(),
             ..self.stats
         }
     }
 
     /// Scores a candidate end to end: rules, then the LLM (when an engine
     /// is given; its cache and budget apply), then [`Scorer::assess`].
+    /// This waits for the LLM; a caller that must not wait uses
+    /// [`Scorer::assess_deferred`].
     pub async fn score(
         &mut self,
         c: &CandidateAlert,
@@ -358,30 +476,71 @@ impl Scorer {
     /// creates or updates the incident's alert. Pure apart from the
     /// scorer's own state; `now_ns` is the only clock.
     pub fn assess(&mut self, c: &CandidateAlert, llm: LlmOutcome, now_ns: u64) -> Outcome {
+        let (key, cluster) = self.record(c, now_ns);
+        let rules = RulePart::of(&self.rules.evaluate(c));
+        let outcome = self.render(&key, c, &cluster, &rules, &llm);
+        self.count(&outcome);
+        outcome
+    }
+
+    /// Like [`Scorer::assess`], without waiting for the LLM: the candidate
+    /// is scored at once with the LLM part marked pending (weight
+    /// redistributed), and when its incident needs a judgement and `slot`
+    /// is free, the returned request is to be queued; its answer (or
+    /// [`Scorer::time_out_llm`]) re-scores the incident later.
+    ///
+    /// One judgement per incident: repeats while it is pending stay
+    /// pending; a verdict is reused; a time-out is kept (a hung endpoint
+    /// is not asked again for every repeat); after "queue full" or another
+    /// failure the next repeat asks again.
+    pub fn assess_deferred(&mut self, c: &CandidateAlert, slot: LlmSlot, now_ns: u64) -> Deferred {
+        let (key, cluster) = self.record(c, now_ns);
+        let rules = RulePart::of(&self.rules.evaluate(c));
+        let (llm, request) = self.plan_llm(&key, c, &cluster, &rules, slot, now_ns);
+        let outcome = self.render(&key, c, &cluster, &rules, &llm);
+        self.count(&outcome);
+        Deferred { outcome, request }
+    }
+
+    /// Applies a deferred judgement's answer: re-scores its incident with
+    /// the LLM's outcome and updates (or, when it now crosses the
+    /// threshold, creates) the incident's alert, keeping its id. `None`
+    /// when the answer is no longer awaited (timed out, or the incident was
+    /// closed).
+    ///
+    /// The guard of [`Scorer::assess`] holds: a verdict may raise but never
+    /// lower a rule hit.
+    pub fn apply_llm(&mut self, answer: LlmAnswer) -> Option<Outcome> {
+        let (key, deadline) = self.awaiting.remove(&answer.ticket)?;
+        self.deadlines.remove(&(deadline, answer.ticket));
+        self.settle(&key, answer.ticket, answer.outcome)
+    }
+
+    /// Settles the deferred judgements whose deadline has passed at
+    /// `now_ns` as timed out (`LLM: timed out after <deadline> ms`) and
+    /// returns their incidents' re-scored outcomes.
+    pub fn time_out_llm(&mut self, now_ns: u64) -> Vec<Outcome> {
+        let after_ms = self.config.llm_queue.deadline_ms;
+        let mut out = Vec::new();
+        while let Some(&(deadline, ticket)) = self.deadlines.first() {
+            if deadline > now_ns {
+                break;
+            }
+            self.deadlines.remove(&(deadline, ticket));
+            if let Some((key, _)) = self.awaiting.remove(&ticket) {
+                if let Some(o) = self.settle(&key, ticket, LlmOutcome::TimedOut { after_ms }) {
+                    out.push(o);
+                }
+            }
+        }
+        out
+    }
+
+    /// Counts an occurrence: cluster statistics and incident bookkeeping.
+    fn record(&mut self, c: &CandidateAlert, now_ns: u64) -> (IncidentKey, ClusterAssessment) {
         self.stats.candidates += 1;
         let shape = c.shape();
-        let matches = self.rules.evaluate(c);
         let cluster = self.cluster.observe(c, &shape, now_ns);
-        let breakdown = combine(&self.config, &matches, &cluster, &llm);
-        let severity = self.config.severity.severity(breakdown.total);
-        let alerting = breakdown.total >= self.config.alert_threshold;
-        let rule_hits: Vec<RuleHitSummary> = matches
-            .rules()
-            .map(|r| RuleHitSummary {
-                id: r.id().to_string(),
-                description: r.description().to_string(),
-                score: r.score(),
-                tags: r.tags().to_vec(),
-                action: r.action(),
-            })
-            .collect();
-        let rule_advice: Vec<String> = matches
-            .rules()
-            .filter_map(|r| r.recommendation().map(str::to_string))
-            .collect();
-        drop(matches);
-
-        // Incident bookkeeping.
         let idle = self
             .config
             .incidents
@@ -390,20 +549,19 @@ impl Scorer {
         let key = IncidentKey {
             namespace: c.namespace.clone(),
             workload: c.workload.clone(),
-            shape: shape.clone(),
+            shape,
         };
         if self.incidents.len() >= self.config.incidents.max_open
             && !self.incidents.contains_key(&key)
         {
             self.make_room(now_ns);
         }
-        let max_listed = self.config.incidents.max_pods_listed;
         let inc = self
             .incidents
-            .entry(key)
-            .or_insert_with(|| new_incident(c, &shape, now_ns));
+            .entry(key.clone())
+            .or_insert_with(|| new_incident(c, &key.shape, now_ns));
         if now_ns.saturating_sub(inc.last_seen_ns) > idle {
-            *inc = new_incident(c, &shape, now_ns);
+            *inc = new_incident(c, &key.shape, now_ns);
         }
         inc.count += 1;
         inc.last_seen_ns = inc.last_seen_ns.max(now_ns);
@@ -412,16 +570,141 @@ impl Scorer {
             inc.pods.insert(c.pod.clone());
             inc.pods_total = inc.pods.len();
         }
+        (key, cluster)
+    }
 
+    /// The LLM outcome to score an occurrence with on the deferred path,
+    /// and the request to queue, if any.
+    fn plan_llm(
+        &mut self,
+        key: &IncidentKey,
+        c: &CandidateAlert,
+        cluster: &ClusterAssessment,
+        rules: &RulePart,
+        slot: LlmSlot,
+        now_ns: u64,
+    ) -> (LlmOutcome, Option<LlmRequest>) {
+        let after_ms = self.config.llm_queue.deadline_ms;
+        let Some(inc) = self.incidents.get_mut(key) else {
+            // `record` just inserted it.
+            return (LlmOutcome::not_configured(), None);
+        };
+        let latest = || {
+            Some(Box::new(Latest {
+                candidate: c.clone(),
+                cluster: cluster.clone(),
+                rules: rules.clone(),
+            }))
+        };
+        match &inc.llm {
+            IncidentLlm::Pending {
+                deadline_ns,
+                ticket,
+            } => {
+                if now_ns < *deadline_ns {
+                    inc.latest = latest();
+                    return (LlmOutcome::Pending, None);
+                }
+                // Past its deadline and not yet timed out by the caller.
+                let (deadline, ticket) = (*deadline_ns, *ticket);
+                self.awaiting.remove(&ticket);
+                self.deadlines.remove(&(deadline, ticket));
+                let o = LlmOutcome::TimedOut { after_ms };
+                inc.llm = IncidentLlm::Settled(o.clone());
+                inc.latest = None;
+                return (o, None);
+            }
+            IncidentLlm::Settled(LlmOutcome::Verdict { verdict, .. }) => {
+                let o = LlmOutcome::Verdict {
+                    verdict: verdict.clone(),
+                    cached: true,
+                };
+                return (o, None);
+            }
+            IncidentLlm::Settled(o @ LlmOutcome::TimedOut { .. }) => return (o.clone(), None),
+            IncidentLlm::NotAsked
+            | IncidentLlm::QueueFull
+            | IncidentLlm::Settled(LlmOutcome::Unavailable { .. } | LlmOutcome::Pending) => {}
+        }
+        if slot == LlmSlot::QueueFull {
+            inc.llm = IncidentLlm::QueueFull;
+            return (LlmOutcome::queue_full(), None);
+        }
+        let ticket = LlmTicket(self.next_ticket);
+        self.next_ticket += 1;
+        let deadline = now_ns.saturating_add(self.config.llm_queue.deadline_ns());
+        inc.llm = IncidentLlm::Pending {
+            ticket,
+            deadline_ns: deadline,
+        };
+        inc.latest = latest();
+        self.awaiting.insert(ticket, (key.clone(), deadline));
+        self.deadlines.insert((deadline, ticket));
+        let request = LlmRequest {
+            ticket,
+            candidate: c.clone(),
+            rule_ids: rules.hits.iter().map(|h| h.id.clone()).collect(),
+            shape: key.shape.clone(),
+            asked_ns: now_ns,
+        };
+        (LlmOutcome::Pending, Some(request))
+    }
+
+    /// Re-scores an incident whose pending judgement `ticket` ended.
+    fn settle(&mut self, key: &IncidentKey, ticket: LlmTicket, llm: LlmOutcome) -> Option<Outcome> {
+        let inc = self.incidents.get_mut(key)?;
+        if !matches!(inc.llm, IncidentLlm::Pending { ticket: t, .. } if t == ticket) {
+            return None;
+        }
+        let latest = inc.latest.take()?;
+        inc.llm = IncidentLlm::Settled(llm.clone());
+        self.stats.llm_answers += 1;
+        let outcome = self.render(key, &latest.candidate, &latest.cluster, &latest.rules, &llm);
+        match &outcome {
+            Outcome::Created(_) => self.stats.alerts_created += 1,
+            Outcome::Updated { .. } => self.stats.alerts_updated += 1,
+            Outcome::BelowThreshold { .. } => {}
+        }
+        Some(outcome)
+    }
+
+    fn count(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Created(_) => self.stats.alerts_created += 1,
+            Outcome::Updated { .. } => self.stats.alerts_updated += 1,
+            Outcome::BelowThreshold { .. } => self.stats.below_threshold += 1,
+        }
+    }
+
+    /// Combines the engines for the incident's latest occurrence `c` and
+    /// creates or updates its alert.
+    fn render(
+        &mut self,
+        key: &IncidentKey,
+        c: &CandidateAlert,
+        cluster: &ClusterAssessment,
+        rules: &RulePart,
+        llm: &LlmOutcome,
+    ) -> Outcome {
+        let breakdown = combine(&self.config, rules, cluster, llm);
+        let severity = self.config.severity.severity(breakdown.total);
+        let alerting = breakdown.total >= self.config.alert_threshold;
+        let max_listed = self.config.incidents.max_pods_listed;
+        let Some(inc) = self.incidents.get_mut(key) else {
+            // `record` inserted it; nothing removes it before this.
+            return Outcome::BelowThreshold {
+                count: 0,
+                breakdown: Box::new(breakdown),
+            };
+        };
         if inc.alert.is_none() && !alerting {
-            self.stats.below_threshold += 1;
             return Outcome::BelowThreshold {
                 count: inc.count,
                 breakdown: Box::new(breakdown),
             };
         }
 
-        let llm_summary = match &llm {
+        let llm_summary = match llm {
             LlmOutcome::Verdict { verdict, cached } => LlmSummary {
                 status: LlmStatus::Ok,
                 verdict: Some(verdict.verdict),
@@ -436,8 +719,23 @@ impl Scorer {
                 tactics: Vec::new(),
                 cached: false,
             },
+            LlmOutcome::Pending => LlmSummary {
+                status: LlmStatus::Pending,
+                verdict: None,
+                explanation: "LLM: pending".into(),
+                tactics: Vec::new(),
+                cached: false,
+            },
+            LlmOutcome::TimedOut { after_ms } => LlmSummary {
+                status: LlmStatus::TimedOut,
+                verdict: None,
+                explanation: format!("LLM: timed out after {after_ms} ms"),
+                tactics: Vec::new(),
+                cached: false,
+            },
         };
-        let mut mitre: Vec<String> = rule_hits
+        let mut mitre: Vec<String> = rules
+            .hits
             .iter()
             .flat_map(|r| r.tags.iter().cloned())
             .chain(llm_summary.tactics.iter().cloned())
@@ -445,8 +743,15 @@ impl Scorer {
         mitre.sort();
         mitre.dedup();
 
-        let recommendation = recommend(c, &inc.id, severity, &rule_hits, &cluster, rule_advice);
-        let title = title(c, &rule_hits, &llm);
+        let recommendation = recommend(
+            c,
+            &inc.id,
+            severity,
+            &rules.hits,
+            cluster,
+            rules.advice.clone(),
+        );
+        let title = title(c, &rules.hits, llm);
         let pods: Vec<String> = inc.pods.iter().take(max_listed).cloned().collect();
         let alert = SecurityAlert {
             id: inc.id.clone(),
@@ -466,11 +771,11 @@ impl Scorer {
                 args_normalized: c.args.normalized().to_string(),
                 process_chain: c.chain.clone(),
                 signals: c.signals.clone(),
-                shape,
+                shape: key.shape.clone(),
             },
             breakdown,
             llm: llm_summary,
-            rule_hits,
+            rule_hits: rules.hits.clone(),
             mitre,
             recommendation,
             incident: IncidentSummary {
@@ -484,20 +789,13 @@ impl Scorer {
             },
         };
         match inc.alert.replace(alert.clone()) {
-            None => {
-                self.stats.alerts_created += 1;
-                Outcome::Created(Box::new(alert))
-            }
-            Some(prev) => {
-                self.stats.alerts_updated += 1;
-                Outcome::Updated {
-                    severity_changed: prev.severity != alert.severity,
-                    alert: Box::new(alert),
-                }
-            }
+            None => Outcome::Created(Box::new(alert)),
+            Some(prev) => Outcome::Updated {
+                severity_changed: prev.severity != alert.severity,
+                alert: Box::new(alert),
+            },
         }
     }
-
     /// Closes incidents idle for longer than `incidents.idleSecs` and drops
     /// expired cluster state; returns how many incidents were closed.
     pub fn expire(&mut self, now_ns: u64) -> usize {
@@ -542,6 +840,8 @@ fn new_incident(c: &CandidateAlert, shape: &AnomalyShape, now_ns: u64) -> Incide
         pods: BTreeSet::new(),
         pods_total: 0,
         alert: None,
+        llm: IncidentLlm::NotAsked,
+        latest: None,
     }
 }
 
@@ -549,16 +849,16 @@ fn new_incident(c: &CandidateAlert, shape: &AnomalyShape, now_ns: u64) -> Incide
 /// guard that the LLM never lowers a rule hit.
 fn combine(
     cfg: &ScoringConfig,
-    rules: &RuleMatches<'_>,
+    rules: &RulePart,
     cluster: &ClusterAssessment,
     llm: &LlmOutcome,
 ) -> ScoreBreakdown {
     let w = &cfg.weights;
-    let r = rules.score();
+    let r = rules.score;
     let c = cluster.score;
     let l = match llm {
         LlmOutcome::Verdict { verdict, .. } => Some(verdict.score),
-        LlmOutcome::Unavailable { .. } => None,
+        LlmOutcome::Unavailable { .. } | LlmOutcome::Pending | LlmOutcome::TimedOut { .. } => None,
     };
     // Effective weights normalised to 100 over the engines that answered.
     let weights = |use_llm: bool| {
@@ -583,7 +883,7 @@ fn combine(
     let without = weights(false);
     let (t_with, t_without) = (total_of(with), total_of(without));
     let mut notes = Vec::new();
-    let ((wr, wc, wl), total) = if rules.is_hit() && l.is_some() && t_without > t_with {
+    let ((wr, wc, wl), total) = if rules.hit && l.is_some() && t_without > t_with {
         notes.push(format!(
             "the LLM's verdict may raise but never lower a rule hit: kept {:.1} (without the LLM) instead of {:.1}",
             t_without, t_with
@@ -591,15 +891,6 @@ fn combine(
         (without, t_without)
     } else {
         (with, t_with)
-    };
-    let rule_reason = if rules.is_hit() {
-        let ids: Vec<String> = rules
-            .rules()
-            .map(|r| format!("{} ({})", r.id(), r.score()))
-            .collect();
-        format!("hit {}", ids.join(", "))
-    } else {
-        "no rule hit".to_string()
     };
     let llm_reason = match llm {
         LlmOutcome::Verdict { verdict, cached } => {
@@ -617,6 +908,10 @@ fn combine(
         LlmOutcome::Unavailable { reason } => {
             format!("LLM: unavailable ({reason}); weight redistributed")
         }
+        LlmOutcome::Pending => "LLM: pending; weight redistributed until it answers".to_string(),
+        LlmOutcome::TimedOut { after_ms } => {
+            format!("LLM: timed out after {after_ms} ms; weight redistributed")
+        }
     };
     let cluster_reason = if c.is_none() {
         format!("{}; weight redistributed", cluster.reason)
@@ -629,7 +924,7 @@ fn combine(
             effective_weight: round2(wr),
             score: Some(round2(r)),
             points: round2(wr * r / 100.0),
-            reason: rule_reason,
+            reason: rules.reason.clone(),
         },
         cluster: EngineScore {
             weight: w.cluster,
@@ -843,5 +1138,216 @@ mod tests {
         assert!(matches!(o, Outcome::Created(_)));
         assert_ne!(o.alert().unwrap().id, first);
         assert_eq!(s.expire(later + 7200 * 1_000_000_000), 1);
+    }
+
+    // ---- the deferred path ------------------------------------------------
+
+    const SEC: u64 = 1_000_000_000;
+
+    /// The default pack plus `odd-tool` (score 70, no cluster statistics:
+    /// 70 alone is a medium alert that a malicious verdict raises to high).
+    fn scorer_with_odd_tool_rule() -> Scorer {
+        let rules = RuleSet::builder()
+            .default_pack()
+            .add_yaml(
+                "test",
+                "rules:\n  - id: odd-tool\n    description: odd tool runs\n    score: 70\n    action: investigate\n    when:\n      field: exe_name\n      equals: [odd-tool]\n",
+            )
+            .build()
+            .unwrap();
+        Scorer::new(ScoringConfig::default(), rules).unwrap()
+    }
+
+    fn odd_tool_alone() -> CandidateAlert {
+        let mut c = candidate("/usr/bin/odd-tool", &["odd-tool", "--sync"]);
+        c.workload_replicas = None;
+        c
+    }
+
+    fn answer(req: &LlmRequest, outcome: LlmOutcome) -> LlmAnswer {
+        LlmAnswer {
+            ticket: req.ticket(),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn a_deferred_rule_hit_is_alerted_at_once_with_the_llm_part_pending() {
+        let mut s = scorer();
+        let c = candidate("/tmp/xmrig", &["xmrig", "-o", "pool.minexmr.com"]);
+        let d = s.assess_deferred(&c, LlmSlot::Free, T0);
+        let Outcome::Created(a) = &d.outcome else {
+            panic!("{:?}", d.outcome)
+        };
+        assert_eq!(a.llm.status, LlmStatus::Pending);
+        assert_eq!(a.llm.explanation, "LLM: pending");
+        assert_eq!(a.breakdown.llm.effective_weight, 0.0);
+        let req = d.request.expect("a judgement to queue");
+        assert_eq!(req.candidate().exe, "/tmp/xmrig");
+        assert_eq!(s.stats().llm_pending, 1);
+        let mut sync = scorer();
+        let same = sync.assess(&c, LlmOutcome::not_configured(), T0);
+        assert_eq!(a.score, same.alert().unwrap().score);
+    }
+
+    #[test]
+    fn a_later_malicious_answer_updates_the_same_alert_and_reports_the_severity_change() {
+        let mut s = scorer_with_odd_tool_rule();
+        let d = s.assess_deferred(&odd_tool_alone(), LlmSlot::Free, T0);
+        let first = d.outcome.alert().unwrap().clone();
+        assert_eq!(first.severity, Severity::Medium);
+        let req = d.request.unwrap();
+        let o = s
+            .apply_llm(answer(&req, verdict(Verdict::Malicious, 99.0)))
+            .expect("the answer was awaited");
+        let Outcome::Updated {
+            alert,
+            severity_changed,
+        } = o
+        else {
+            panic!("{o:?}")
+        };
+        assert!(severity_changed);
+        assert_eq!(alert.id, first.id);
+        assert_eq!(alert.severity, Severity::High);
+        assert_eq!(alert.llm.status, LlmStatus::Ok);
+        assert_eq!(alert.breakdown.llm.score, Some(99.0));
+        assert_eq!(alert.incident.count, 1, "an answer is not an occurrence");
+        assert_eq!(s.stats().llm_pending, 0);
+        assert_eq!(s.stats().candidates, 1);
+        // A second delivery of the same answer is not awaited any more.
+        assert!(s
+            .apply_llm(answer(&req, verdict(Verdict::Malicious, 99.0)))
+            .is_none());
+    }
+
+    #[test]
+    fn a_benign_answer_on_the_deferred_path_cannot_push_a_rule_hit_below_the_threshold() {
+        let mut s = scorer_with_odd_tool_rule();
+        let d = s.assess_deferred(&odd_tool_alone(), LlmSlot::Free, T0);
+        let before = d.outcome.alert().unwrap().score;
+        let o = s
+            .apply_llm(answer(&d.request.unwrap(), verdict(Verdict::Benign, 0.0)))
+            .unwrap();
+        let a = o.alert().expect("still an alert");
+        assert!(a.score >= s.config().alert_threshold, "{}", a.score);
+        assert_eq!(a.score, before);
+        assert_eq!(a.llm.verdict, Some(Verdict::Benign));
+        assert!(!a.breakdown.notes.is_empty());
+        assert!(matches!(
+            o,
+            Outcome::Updated {
+                severity_changed: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_below_threshold_candidate_becomes_an_alert_when_a_malicious_answer_arrives() {
+        let mut s = scorer();
+        let c = candidate("/usr/bin/odd-tool", &["odd-tool", "--sync"]);
+        let d = s.assess_deferred(&c, LlmSlot::Free, T0);
+        assert!(matches!(d.outcome, Outcome::BelowThreshold { .. }));
+        let o = s
+            .apply_llm(answer(
+                &d.request.unwrap(),
+                verdict(Verdict::Malicious, 95.0),
+            ))
+            .unwrap();
+        let Outcome::Created(a) = o else {
+            panic!("{o:?}")
+        };
+        assert!(a.score >= 50.0, "{}", a.score);
+        assert_eq!(a.llm.status, LlmStatus::Ok);
+        assert_eq!(s.stats().alerts_created, 1);
+    }
+
+    #[test]
+    fn repeats_while_pending_ask_once_and_then_reuse_the_verdict() {
+        let mut s = scorer();
+        let c = candidate("/tmp/xmrig", &["xmrig", "-o", "pool.minexmr.com"]);
+        let req = s.assess_deferred(&c, LlmSlot::Free, T0).request.unwrap();
+        let mut again = c.clone();
+        again.pod = "webapp-9".into();
+        let d = s.assess_deferred(&again, LlmSlot::Free, T0 + SEC);
+        assert!(d.request.is_none(), "one judgement per incident");
+        assert_eq!(d.outcome.alert().unwrap().llm.status, LlmStatus::Pending);
+        let o = s
+            .apply_llm(answer(&req, verdict(Verdict::Malicious, 99.0)))
+            .unwrap();
+        // The answer re-scores the latest occurrence.
+        assert_eq!(o.alert().unwrap().evidence.pod, "webapp-9");
+        let d = s.assess_deferred(&c, LlmSlot::Free, T0 + 2 * SEC);
+        assert!(d.request.is_none());
+        let a = d.outcome.alert().unwrap();
+        assert_eq!(a.llm.status, LlmStatus::Ok);
+        assert!(a.llm.cached);
+        assert_eq!(a.incident.count, 3);
+    }
+
+    #[test]
+    fn an_unanswered_judgement_times_out_at_its_deadline_and_a_late_answer_is_ignored() {
+        let mut s = scorer();
+        let c = candidate("/tmp/xmrig", &["xmrig", "-o", "pool.minexmr.com"]);
+        let d = s.assess_deferred(&c, LlmSlot::Free, T0);
+        let (id, req) = (d.outcome.alert().unwrap().id.clone(), d.request.unwrap());
+        let deadline = s.config().llm_queue.deadline_ns();
+        assert!(s.time_out_llm(T0 + deadline - 1).is_empty());
+        let outs = s.time_out_llm(T0 + deadline);
+        assert_eq!(outs.len(), 1);
+        let Outcome::Updated {
+            alert,
+            severity_changed,
+        } = &outs[0]
+        else {
+            panic!("{outs:?}")
+        };
+        assert_eq!(alert.id, id);
+        assert!(!severity_changed, "the rules alone decided the severity");
+        assert_eq!(alert.llm.status, LlmStatus::TimedOut);
+        assert_eq!(alert.llm.explanation, "LLM: timed out after 30000 ms");
+        assert!(s
+            .apply_llm(answer(&req, verdict(Verdict::Malicious, 99.0)))
+            .is_none());
+        // A hung endpoint is not asked again for every repeat.
+        let d = s.assess_deferred(&c, LlmSlot::Free, T0 + deadline + SEC);
+        assert!(d.request.is_none());
+        assert_eq!(d.outcome.alert().unwrap().llm.status, LlmStatus::TimedOut);
+    }
+
+    #[test]
+    fn a_full_queue_marks_the_llm_part_unavailable_and_the_next_repeat_asks_again() {
+        let mut s = scorer();
+        let c = candidate("/tmp/xmrig", &["xmrig", "-o", "pool.minexmr.com"]);
+        let d = s.assess_deferred(&c, LlmSlot::QueueFull, T0);
+        assert!(d.request.is_none());
+        let a = d.outcome.alert().unwrap();
+        assert_eq!(a.llm.status, LlmStatus::Unavailable);
+        assert_eq!(a.llm.explanation, "LLM: unavailable (queue full)");
+        assert!(a.severity >= Severity::High);
+        let d = s.assess_deferred(&c, LlmSlot::Free, T0 + SEC);
+        assert!(d.request.is_some());
+    }
+
+    #[test]
+    fn an_answer_for_a_closed_incident_is_ignored() {
+        let mut s = scorer();
+        let c = candidate("/tmp/xmrig", &["xmrig", "-o", "pool.minexmr.com"]);
+        let req = s.assess_deferred(&c, LlmSlot::Free, T0).request.unwrap();
+        assert_eq!(s.expire(T0 + 2 * 3600 * SEC), 1);
+        assert!(s
+            .apply_llm(answer(&req, verdict(Verdict::Malicious, 99.0)))
+            .is_none());
+    }
+
+    #[test]
+    fn the_queue_settings_are_read_and_zero_is_rejected() {
+        let c = ScoringConfig::from_yaml("llmQueue: {capacity: 8, deadlineMs: 500}").unwrap();
+        assert_eq!(c.llm_queue.capacity, 8);
+        assert_eq!(c.llm_queue.concurrency, 4);
+        assert_eq!(c.llm_queue.deadline_ms, 500);
+        assert!(ScoringConfig::from_yaml("llmQueue: {capacity: 0}").is_err());
+        assert!(ScoringConfig::from_yaml("llmQueue: {deadlineMs: 0}").is_err());
     }
 }

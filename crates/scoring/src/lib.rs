@@ -24,6 +24,14 @@
 //! recommendation (with a ready NetworkPolicy when the pod should be
 //! isolated). [`falco_payload`] and [`WebhookSink`] send it on.
 //!
+//! A caller that must never wait for the network (the operator's engine
+//! thread) uses the deferred path: [`Scorer::assess_deferred`] scores at
+//! once with the LLM part pending and hands back an [`LlmRequest`]; an
+//! [`LlmQueue`] (bounded, on a tokio runtime, with a deadline per
+//! judgement) judges it; [`Scorer::apply_llm`] re-scores the incident's
+//! alert with the answer and [`Scorer::time_out_llm`] settles the late
+//! ones as timed out.
+//!
 //! The core is pure: time is passed in as `now_ns`; only the LLM client and
 //! the webhook sink do I/O.
 //!
@@ -85,12 +93,14 @@ pub use candidate::{
 };
 pub use cluster::{ClusterAssessment, ClusterConfig, ClusterEngine};
 pub use combiner::{
-    IncidentConfig, Outcome, Scorer, ScorerStats, ScoringConfig, SeverityBands, Weights,
+    Deferred, IncidentConfig, LlmSlot, Outcome, Scorer, ScorerStats, ScoringConfig, SeverityBands,
+    Weights,
 };
 pub use error::{Error, Result};
 pub use llm::{
-    build_prompt, parse_answer, response_format, BoxFuture, LlmClient, LlmEngine, LlmEngineConfig,
-    LlmOutcome, LlmStats, LlmVerdict, OpenAiClient, OpenAiConfig, Prompt, Verdict, SYSTEM_PROMPT,
+    build_prompt, parse_answer, response_format, BoxFuture, LlmAnswer, LlmClient, LlmEngine,
+    LlmEngineConfig, LlmOutcome, LlmQueue, LlmQueueConfig, LlmRequest, LlmStats, LlmTicket,
+    LlmVerdict, OpenAiClient, OpenAiConfig, Prompt, Verdict, SYSTEM_PROMPT,
 };
 pub use rules::{
     parse_rule_file, rule_field_names, ConditionSpec, OneOrMany, PortSpec, Rule, RuleAction,

@@ -10,6 +10,7 @@
 mod answer;
 mod openai;
 mod prompt;
+mod queue;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +25,7 @@ use crate::error::Result;
 pub use answer::{parse_answer, response_format, LlmVerdict, Verdict};
 pub use openai::{OpenAiClient, OpenAiConfig};
 pub use prompt::{build_prompt, Prompt, SYSTEM_PROMPT};
+pub use queue::{LlmAnswer, LlmQueue, LlmQueueConfig, LlmRequest, LlmTicket};
 
 /// A boxed, sendable future (the trait stays object-safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -75,8 +77,17 @@ pub enum LlmOutcome {
     },
     /// No verdict; the reason is shown in the alert.
     Unavailable {
-        /// Why (`not configured`, `timed out after 10000 ms`, ...).
+        /// Why (`not configured`, `queue full`, `http status 500: ...`, ...).
         reason: String,
+    },
+    /// Asked on the deferred path and not answered yet; the alert says the
+    /// judgement is pending until the answer arrives.
+    Pending,
+    /// Asked on the deferred path and not answered within the deadline.
+    TimedOut {
+        /// The deadline (ms).
+        #[serde(rename = "afterMs")]
+        after_ms: u64,
     },
 }
 
@@ -85,6 +96,13 @@ impl LlmOutcome {
     pub fn not_configured() -> Self {
         Self::Unavailable {
             reason: "not configured".into(),
+        }
+    }
+
+    /// The outcome when the deferred queue had no room for the judgement.
+    pub fn queue_full() -> Self {
+        Self::Unavailable {
+            reason: "queue full".into(),
         }
     }
 }
