@@ -669,7 +669,7 @@ fn document_of(name: &str, namespace: &str, p: &Profile) -> ProfileDocument {
 mod tests {
     use super::*;
     use kestrel_events::{Activity, Event, EventKind, Exec, Forwarded, Namespaces, Workload};
-    use kestrel_profile::testing::{TestEmbedder, TEST_MODEL_ID};
+    use kestrel_profile::testing::TestEmbedder;
     use kestrel_scoring::{RuleSet, ScoringConfig};
 
     fn engine() -> Engine {
@@ -678,7 +678,6 @@ mod tests {
             RuleSet::default_pack().expect("default rule pack"),
         )
         .expect("scorer");
-        let _ = TEST_MODEL_ID;
         Engine::new(
             EngineConfig {
                 profile: ProfileConfig::default(),
