@@ -26,11 +26,13 @@ test: deps lint
 	$(CARGO) build $(PROFILE) --workspace --bins
 	$(CARGO) test $(PROFILE) --workspace --no-fail-fast
 
-# criterion benches of every crate, then the load harnesses (agent: root)
+# criterion benches of every crate, then the load harnesses (agent: root;
+# operator: its real path, learning then detection; transport alone)
 bench: deps
 	$(CARGO) bench --workspace
 	$(CARGO) run $(PROFILE) -p kestrel-node-agent --example agent-load -- 5 2
-	$(CARGO) run $(PROFILE) -p kestrel-proto --bin kestrel-loadgen -- --agents 50 --seconds 10
+	$(CARGO) run $(PROFILE) -p kestrel-operator --bin kestrel-loadgen -- --seconds 10
+	$(CARGO) run $(PROFILE) -p kestrel-proto --bin kestrel-transport-load -- --agents 50 --seconds 10
 
 demo: build
 	$(CARGO) run $(PROFILE) -p kestrel-e2e --bin kestrel-demo

@@ -75,6 +75,7 @@ pub fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         agent_names: args.agents,
         mutual_tls: !args.no_mutual_tls,
         progress_every: Duration::from_secs_f64(progress_seconds(args.progress_every)),
+        counters: Default::default(),
     };
     crate::serve::run(
         &cfg,

@@ -106,6 +106,12 @@ impl OperatorConfig {
 
 /// Loads the embedding model named by the config (or the environment).
 pub fn load_embedder(cfg: &OperatorConfig) -> anyhow::Result<Arc<dyn Embedder>> {
+    Ok(load_arg_embedder(cfg)?)
+}
+
+/// [`load_embedder`] as its concrete type: the model behind the argument
+/// cache, whose hit counters the caller can read.
+pub fn load_arg_embedder(cfg: &OperatorConfig) -> anyhow::Result<Arc<ArgEmbedder>> {
     let ecfg = match &cfg.model_dir {
         Some(d) => EmbedConfig::from_dir(d),
         None => EmbedConfig::from_env(),

@@ -40,6 +40,20 @@ pub struct ServeConfig {
     pub mutual_tls: bool,
     /// Interval of the progress lines.
     pub progress_every: Duration,
+    /// Counters of the running server (share the `Arc` to read them while
+    /// it runs).
+    pub counters: Arc<ServeCounters>,
+}
+
+/// What the server has done so far; cheap relaxed atomics, read at any time.
+#[derive(Debug, Default)]
+pub struct ServeCounters {
+    /// Forwarded events received from agents that carry a profile activity.
+    pub received: AtomicU64,
+    /// Events the pipeline handled (engine, scoring, store).
+    pub handled: AtomicU64,
+    /// Events dropped because the pipeline's queue was full.
+    pub queue_dropped: AtomicU64,
 }
 
 struct Handler {
@@ -47,7 +61,7 @@ struct Handler {
     agents: Mutex<HashMap<u64, OperatorSender>>,
     digests: Mutex<BTreeMap<String, DigestUpdate>>,
     targets: TargetSet,
-    queue_dropped: AtomicU64,
+    counters: Arc<ServeCounters>,
     matched: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
     ring_dropped: Mutex<BTreeMap<String, u64>>,
 }
@@ -76,6 +90,7 @@ impl AgentHandler for Handler {
     }
 
     async fn on_batch(&self, _agent: &AgentIdentity, batch: EventBatch) -> Result<(), Refusal> {
+        let (mut received, mut dropped) = (0, 0);
         for e in batch.events {
             let Some(activity) = activity_of(&e.event) else {
                 continue;
@@ -90,9 +105,15 @@ impl AgentHandler for Handler {
                 chain: e.chain,
                 event: e.event,
             };
+            received += 1;
             if let Err(TrySendError::Full(_)) = self.forward.try_send(f) {
-                self.queue_dropped.fetch_add(1, Ordering::Relaxed);
+                dropped += 1;
             }
+        }
+        let c = &self.counters;
+        c.received.fetch_add(received, Ordering::Relaxed);
+        if dropped > 0 {
+            c.queue_dropped.fetch_add(dropped, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -192,7 +213,7 @@ pub fn run(
         agents: Mutex::new(HashMap::new()),
         digests: Mutex::new(BTreeMap::new()),
         targets,
-        queue_dropped: AtomicU64::new(0),
+        counters: Arc::clone(&serve.counters),
         matched: Mutex::new(BTreeMap::new()),
         ring_dropped: Mutex::new(BTreeMap::new()),
     });
@@ -206,9 +227,13 @@ pub fn run(
     })?;
     on_listening(server.local_addr());
 
+    let handled = &serve.counters.handled;
     while !stop.load(Ordering::Relaxed) {
         match fwd_rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(f) => pipeline.handle(&f, &mut emit),
+            Ok(f) => {
+                pipeline.handle(&f, &mut emit);
+                handled.fetch_add(1, Ordering::Relaxed);
+            }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
@@ -218,7 +243,7 @@ pub fn run(
                 "agents": h.agents.lock().map(|a| a.len()).unwrap_or(0),
                 "edge": { "matchedByNode": h.matched.lock().map(|m| m.clone()).unwrap_or_default() },
                 "ringDroppedByNode": h.ring_dropped.lock().map(|m| m.clone()).unwrap_or_default(),
-                "queueDropped": h.queue_dropped.load(Ordering::Relaxed),
+                "queueDropped": h.counters.queue_dropped.load(Ordering::Relaxed),
             })
         };
         for d in pipeline.periodic(serve.progress_every, status, &mut emit) {
@@ -230,6 +255,7 @@ pub fn run(
     }
     while let Ok(f) = fwd_rx.try_recv() {
         pipeline.handle(&f, &mut emit);
+        handled.fetch_add(1, Ordering::Relaxed);
     }
     pipeline.shutdown(serde_json::json!({}), &mut emit);
     Ok(())

@@ -1,10 +1,13 @@
-//! `kestrel-loadgen`: operator ingest under load. Starts an in-process
-//! server with a counting handler and N simulated agents that stream events
-//! to it over loopback (mutual) TLS, then prints events/s ingested and the
-//! process's memory (VmRSS and VmHWM from /proc/self/status).
+//! `kestrel-transport-load`: the agent ⇄ operator transport alone under
+//! load. Starts an in-process server with a COUNTING handler (no engine, no
+//! scoring, no store) and N simulated agents that stream events to it over
+//! loopback (mutual) TLS, then prints events/s ingested and the process's
+//! memory (VmRSS and VmHWM from /proc/self/status). It is the ceiling the
+//! transport puts on the operator; the operator's real path is measured by
+//! `kestrel-loadgen` (crate `kestrel-operator`).
 //!
 //! ```text
-//! cargo run --release -p kestrel-proto --bin kestrel-loadgen -- --agents 50 --seconds 10
+//! cargo run --release -p kestrel-proto --bin kestrel-transport-load -- --agents 50 --seconds 10
 //! ```
 
 use anyhow::Context as _;
@@ -26,9 +29,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Load generator for the agent ⇄ operator transport.
+/// Load generator for the agent ⇄ operator transport alone (counting handler).
 #[derive(Parser, Debug)]
-#[command(name = "kestrel-loadgen", version)]
+#[command(name = "kestrel-transport-load", version)]
 struct Args {
     /// Simulated agents (one stream and one client certificate each).
     #[arg(long, default_value_t = 50)]
@@ -204,7 +207,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("kestrel-loadgen-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("kestrel-transport-load-{}", std::process::id()));
     let names: Vec<String> = (0..args.agents).map(|i| format!("node-{i}")).collect();
     let material = TlsMaterial::generate(&dir, &["localhost", "127.0.0.1"], &names)
         .context("generating TLS material")?;
@@ -301,7 +304,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
 
     let rate = events as f64 / secs;
-    println!("kestrel-loadgen: {} agents ({} streams up), {}, batch {} events, {:.0} B/event on the wire",
+    println!("kestrel-transport-load (counting handler, transport only): {} agents ({} streams up), {}, batch {} events, {:.0} B/event on the wire",
         args.agents, streams, if args.no_mtls { "server TLS" } else { "mutual TLS" }, args.batch, bytes_per_event);
     println!("measured     {secs:.1} s");
     println!("ingested     {events} events, {batches} batches");
