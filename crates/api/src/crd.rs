@@ -35,14 +35,14 @@ pub fn crd_files() -> Result<Vec<(String, String)>, Error> {
         .collect()
 }
 
+/// Checks objects against the generated schemas the way the API server would.
 #[cfg(test)]
-mod tests {
+pub(crate) mod conformance {
     use super::*;
-    use crate::*;
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceColumnDefinition;
     use serde_json::{Map, Value};
 
-    fn schema(crd: &CustomResourceDefinition) -> Value {
+    /// The `openAPIV3Schema` of a definition.
+    pub(crate) fn schema(crd: &CustomResourceDefinition) -> Value {
         let v = &crd.spec.versions[0];
         serde_json::to_value(
             v.schema
@@ -54,6 +54,114 @@ mod tests {
         )
         .unwrap()
     }
+
+    /// Checks `v` against a CRD schema node the way the API server would
+    /// (types, required, enums, lengths, ranges); also flags fields the
+    /// schema does not know (the server would prune them silently).
+    pub(crate) fn validate(
+        schema: &Map<String, Value>,
+        v: &Value,
+        path: &str,
+        errors: &mut Vec<String>,
+    ) {
+        let mut err = |m: String| errors.push(format!("{path}: {m}"));
+        if v.is_null() {
+            if schema.get("nullable") != Some(&Value::Bool(true)) {
+                err("null but not nullable".into());
+            }
+            return;
+        }
+        if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+            if !values.contains(v) {
+                err(format!("{v} not in {values:?}"));
+            }
+        }
+        match schema.get("type").and_then(Value::as_str) {
+            Some("string") => match v.as_str() {
+                Some(s) => {
+                    let max = schema.get("maxLength").and_then(Value::as_u64);
+                    if max.is_some_and(|m| s.chars().count() as u64 > m) {
+                        err(format!("longer than {max:?}"));
+                    }
+                }
+                None => err(format!("{v} is not a string")),
+            },
+            Some("integer") if !(v.is_i64() || v.is_u64()) => err(format!("{v} not an integer")),
+            Some("integer") if v.as_i64().is_none() => err(format!("{v} above int64")),
+            Some("number") if !v.is_number() => err(format!("{v} not a number")),
+            Some("boolean") if !v.is_boolean() => err(format!("{v} not a boolean")),
+            Some("integer" | "number") => {
+                let x = v.as_f64().unwrap_or(0.0);
+                let min = schema.get("minimum").and_then(Value::as_f64);
+                let max = schema.get("maximum").and_then(Value::as_f64);
+                if min.is_some_and(|m| x < m) || max.is_some_and(|m| x > m) {
+                    err(format!("{x} outside {min:?}..={max:?}"));
+                }
+            }
+            Some("array") => match v.as_array() {
+                Some(items) => {
+                    let max = schema.get("maxItems").and_then(Value::as_u64);
+                    if max.is_some_and(|m| items.len() as u64 > m) {
+                        err(format!("more than {max:?} items"));
+                    }
+                    if let Some(item) = schema.get("items").and_then(Value::as_object) {
+                        for (i, x) in items.iter().enumerate() {
+                            validate(item, x, &format!("{path}[{i}]"), errors);
+                        }
+                    }
+                }
+                None => err(format!("{v} is not an array")),
+            },
+            Some("object") | None => {
+                let Some(obj) = v.as_object() else {
+                    return err(format!("{v} is not an object"));
+                };
+                let empty = Map::new();
+                let props = schema
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .unwrap_or(&empty);
+                for r in schema
+                    .get("required")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if !obj.contains_key(r.as_str().unwrap_or("")) {
+                        errors.push(format!("{path}: missing {r}"));
+                    }
+                }
+                for (k, x) in obj {
+                    let at = format!("{path}.{k}");
+                    if path.is_empty() && ["apiVersion", "kind", "metadata"].contains(&k.as_str()) {
+                        continue;
+                    }
+                    match props.get(k).and_then(Value::as_object) {
+                        Some(s) => validate(s, x, &at, errors),
+                        None => errors.push(format!("{at}: not in the schema")),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn check<T: serde::Serialize>(crd: &CustomResourceDefinition, object: &T) {
+        let s = schema(crd);
+        let v = serde_json::to_value(object).unwrap();
+        let mut errors = Vec::new();
+        validate(s.as_object().unwrap(), &v, "", &mut errors);
+        assert!(errors.is_empty(), "{errors:#?}\n{v:#}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::conformance::{check, schema, validate};
+    use super::*;
+    use crate::*;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceColumnDefinition;
+    use serde_json::{Map, Value};
 
     /// Calls `f` on every schema node below `v` with its path.
     fn walk(v: &Value, path: &str, f: &mut impl FnMut(&str, &Map<String, Value>)) {
@@ -261,100 +369,6 @@ mod tests {
             }
         }
         Some(cur)
-    }
-
-    /// Checks `v` against a CRD schema node the way the API server would
-    /// (types, required, enums, lengths, ranges); also flags fields the
-    /// schema does not know (the server would prune them silently).
-    fn validate(schema: &Map<String, Value>, v: &Value, path: &str, errors: &mut Vec<String>) {
-        let mut err = |m: String| errors.push(format!("{path}: {m}"));
-        if v.is_null() {
-            if schema.get("nullable") != Some(&Value::Bool(true)) {
-                err("null but not nullable".into());
-            }
-            return;
-        }
-        if let Some(values) = schema.get("enum").and_then(Value::as_array) {
-            if !values.contains(v) {
-                err(format!("{v} not in {values:?}"));
-            }
-        }
-        match schema.get("type").and_then(Value::as_str) {
-            Some("string") => match v.as_str() {
-                Some(s) => {
-                    let max = schema.get("maxLength").and_then(Value::as_u64);
-                    if max.is_some_and(|m| s.chars().count() as u64 > m) {
-                        err(format!("longer than {max:?}"));
-                    }
-                }
-                None => err(format!("{v} is not a string")),
-            },
-            Some("integer") if !(v.is_i64() || v.is_u64()) => err(format!("{v} not an integer")),
-            Some("integer") if v.as_i64().is_none() => err(format!("{v} above int64")),
-            Some("number") if !v.is_number() => err(format!("{v} not a number")),
-            Some("boolean") if !v.is_boolean() => err(format!("{v} not a boolean")),
-            Some("integer" | "number") => {
-                let x = v.as_f64().unwrap_or(0.0);
-                let min = schema.get("minimum").and_then(Value::as_f64);
-                let max = schema.get("maximum").and_then(Value::as_f64);
-                if min.is_some_and(|m| x < m) || max.is_some_and(|m| x > m) {
-                    err(format!("{x} outside {min:?}..={max:?}"));
-                }
-            }
-            Some("array") => match v.as_array() {
-                Some(items) => {
-                    let max = schema.get("maxItems").and_then(Value::as_u64);
-                    if max.is_some_and(|m| items.len() as u64 > m) {
-                        err(format!("more than {max:?} items"));
-                    }
-                    if let Some(item) = schema.get("items").and_then(Value::as_object) {
-                        for (i, x) in items.iter().enumerate() {
-                            validate(item, x, &format!("{path}[{i}]"), errors);
-                        }
-                    }
-                }
-                None => err(format!("{v} is not an array")),
-            },
-            Some("object") | None => {
-                let Some(obj) = v.as_object() else {
-                    return err(format!("{v} is not an object"));
-                };
-                let empty = Map::new();
-                let props = schema
-                    .get("properties")
-                    .and_then(Value::as_object)
-                    .unwrap_or(&empty);
-                for r in schema
-                    .get("required")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    if !obj.contains_key(r.as_str().unwrap_or("")) {
-                        errors.push(format!("{path}: missing {r}"));
-                    }
-                }
-                for (k, x) in obj {
-                    let at = format!("{path}.{k}");
-                    if path.is_empty() && ["apiVersion", "kind", "metadata"].contains(&k.as_str()) {
-                        continue;
-                    }
-                    match props.get(k).and_then(Value::as_object) {
-                        Some(s) => validate(s, x, &at, errors),
-                        None => errors.push(format!("{at}: not in the schema")),
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn check<T: serde::Serialize>(crd: &CustomResourceDefinition, object: &T) {
-        let s = schema(crd);
-        let v = serde_json::to_value(object).unwrap();
-        let mut errors = Vec::new();
-        validate(s.as_object().unwrap(), &v, "", &mut errors);
-        assert!(errors.is_empty(), "{errors:#?}\n{v:#}");
     }
 
     #[test]

@@ -530,3 +530,84 @@ status:
         assert!(e.contains("Borrowed"), "{e}");
     }
 }
+
+/// The state directory written by the release before the custom resources
+/// (`make demo`): every file loads, reads as expected, and passes the
+/// schemas once upgraded.
+#[cfg(test)]
+mod state_v0 {
+    use super::*;
+    use crate::crd::conformance::check;
+    use crate::*;
+    use kube::CustomResourceExt;
+    use std::path::PathBuf;
+
+    fn files(sub: &str) -> Vec<(String, String)> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/state-v0")
+            .join(sub);
+        let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| {
+                let p = e.unwrap().path();
+                let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+                (stem, std::fs::read_to_string(&p).unwrap())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn every_profile_of_the_earlier_release_loads_as_a_learned_object() {
+        let profiles = files("profiles");
+        assert_eq!(profiles.len(), 1);
+        for (stem, yaml) in profiles {
+            let p = profile_from_yaml(&yaml).unwrap_or_else(|e| panic!("{stem}: {e}"));
+            assert_eq!(p.format, StoredFormat::V0);
+            let o = &p.object;
+            assert_eq!(o.workload_name().as_deref(), Some("web"));
+            assert_eq!(o.metadata.name.as_deref(), Some("web"));
+            assert_eq!(o.metadata.namespace.as_deref(), Some("standalone"));
+            assert_eq!(o.spec.source, ProfileSource::Learned);
+            assert_eq!(o.spec.mode, ProfileMode::Auto);
+            let st = o.status.as_ref().unwrap();
+            assert_eq!(st.phase, Some(ProfilePhase::Detecting));
+            let body = o.body().unwrap();
+            assert_eq!(body.model_id.as_deref(), Some("all-MiniLM-L6-v2-int8"));
+            assert_eq!(body.processes.len(), 5);
+            let s = st.summary.unwrap();
+            assert_eq!((s.processes, s.exemplars, s.peers), (5, 5, 0));
+            assert!(s.files > 30, "{s:?}");
+            check(&BehaviorProfile::crd(), o);
+            let again = profile_from_yaml(&to_yaml(o).unwrap()).unwrap();
+            assert_eq!(&again.object, o);
+        }
+    }
+
+    #[test]
+    fn every_alert_of_the_earlier_release_loads_under_its_old_name() {
+        let alerts = files("alerts");
+        assert_eq!(alerts.len(), 4);
+        for (stem, yaml) in alerts {
+            let a = alert_from_yaml(&yaml).unwrap_or_else(|e| panic!("{stem}: {e}"));
+            assert_eq!(a.metadata.name.as_deref(), Some(stem.as_str()));
+            // A repeat today is written to the same object (and file).
+            assert_eq!(a.spec.object_name(), stem);
+            assert_eq!(a.spec.severity, Severity::Critical);
+            assert_eq!(a.spec.evidence.workload, "web");
+            assert!(!a.spec.evidence.signals.is_empty());
+            assert!(a
+                .spec
+                .rule_hits
+                .iter()
+                .all(|r| r.action == RuleAction::IsolatePod));
+            let st = a.status.as_ref().unwrap();
+            assert_eq!(st.state, AlertState::Open);
+            assert_eq!(st.count, a.spec.incident.count);
+            assert_eq!(st.pods, a.spec.incident.pods);
+            check(&SecurityAlert::crd(), &a);
+            assert_eq!(alert_from_yaml(&to_yaml(&a).unwrap()).unwrap(), a);
+        }
+    }
+}
