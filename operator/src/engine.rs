@@ -132,19 +132,23 @@ impl Engine {
         self
     }
 
-    /// Loads a stored profile (a restart resumes where it stopped).
+    /// Loads a stored profile (a restart resumes where it stopped). The
+    /// workload is the one the object names; `workload` (the file name, say)
+    /// only stands in for objects that name none.
     pub fn load_profile(
         &mut self,
         workload: &str,
         yaml: &str,
         now: Duration,
     ) -> Result<(), EngineError> {
-        let profile = Profile::from_yaml(yaml, self.embedder.as_ref(), now).map_err(|source| {
-            EngineError::Profile {
-                workload: workload.into(),
-                source,
-            }
-        })?;
+        let err = |source| EngineError::Profile {
+            workload: workload.into(),
+            source,
+        };
+        let stored = kestrel_profile::parse_yaml(yaml).map_err(err)?;
+        let profile = Profile::from_stored(&stored, self.embedder.as_ref(), now).map_err(err)?;
+        let named = stored.object.workload_name();
+        let workload = named.as_deref().unwrap_or(workload);
         let image = String::new();
         self.workloads.insert(
             workload.to_string(),

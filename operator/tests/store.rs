@@ -78,3 +78,23 @@ fn workload_names_become_safe_file_names() {
     );
     assert_eq!(kestrel_operator::store::file_stem("../x"), "w..-x");
 }
+
+#[test]
+fn the_workload_name_is_read_back_from_the_object_not_the_file_name() {
+    let dir = tmp("names");
+    let store = DirStore::open(&dir).unwrap();
+    let p = Profile::new(ProfileConfig::default(), TEST_MODEL_ID, Duration::ZERO).unwrap();
+    let meta = Metadata {
+        name: Some("Deployment/web".into()),
+        namespace: Some("shop".into()),
+    };
+    store
+        .save_profile("Deployment/web", &p.to_yaml(meta).unwrap())
+        .unwrap();
+    let (file, yaml) = store.load_profiles().pop().unwrap();
+    assert_eq!(file, "Deployment-web");
+    let object = kestrel_profile::parse_yaml(&yaml.unwrap()).unwrap().object;
+    assert_eq!(object.workload_name().as_deref(), Some("Deployment/web"));
+    assert_eq!(object.metadata.name.as_deref(), Some("deployment-web"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -164,16 +164,22 @@ fn status(dir: &std::path::Path, output: &str) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for (name, yaml) in store.load_profiles() {
         let row = yaml.map_err(|e| e.to_string()).and_then(|y| {
-            serde_saphyr::from_str::<kestrel_profile::ProfileDocument>(&y)
+            kestrel_profile::parse_yaml(&y)
+                .map(|s| s.object)
                 .map_err(|e| format!("{name}: {e}"))
         });
+        // The workload's exact name is in the object; the file name is lossy.
+        let name = match &row {
+            Ok(doc) => doc.workload_name().unwrap_or(name),
+            Err(_) => name,
+        };
         rows.push((name, row));
     }
     let alerts = store.load_alerts();
     if output == "json" {
         let v = serde_json::json!({
             "workloads": rows.iter().map(|(n, r)| match r {
-                Ok(doc) => serde_json::json!({"workload": n, "phase": doc.status.as_ref().map(|s| format!("{:?}", s.phase))}),
+                Ok(doc) => serde_json::json!({"workload": n, "phase": doc.status.as_ref().and_then(|s| s.phase).map(|p| format!("{p:?}"))}),
                 Err(e) => serde_json::json!({"workload": n, "error": e}),
             }).collect::<Vec<_>>(),
             "alerts": alerts.iter().filter_map(|a| a.as_ref().ok()).map(|a| serde_json::json!({
@@ -190,16 +196,20 @@ fn status(dir: &std::path::Path, output: &str) -> anyhow::Result<()> {
     );
     for (name, row) in &rows {
         match row {
-            Ok(doc) => println!(
-                "{:<24} {:<12} {:>9} {:>10}",
-                name,
-                doc.status
-                    .as_ref()
-                    .map(|s| format!("{:?}", s.phase))
-                    .unwrap_or_else(|| "-".into()),
-                doc.spec.processes.len(),
-                doc.spec.files.len(),
-            ),
+            Ok(doc) => {
+                let counts = doc.body().map(|b| b.summary()).unwrap_or_default();
+                println!(
+                    "{:<24} {:<12} {:>9} {:>10}",
+                    name,
+                    doc.status
+                        .as_ref()
+                        .and_then(|s| s.phase)
+                        .map(|p| format!("{p:?}"))
+                        .unwrap_or_else(|| "-".into()),
+                    counts.processes,
+                    counts.files,
+                )
+            }
             Err(e) => println!("{name:<24} ERROR {e}"),
         }
     }
