@@ -4,7 +4,6 @@
 //! `DIR/alerts/<name>.yaml` (`SecurityAlert`).
 
 use kestrel_scoring::SecurityAlert;
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// A store failure, naming the file or object.
@@ -29,57 +28,17 @@ pub enum StoreError {
     },
 }
 
-/// API group/version of Kestrel's resources.
-pub const API_VERSION: &str = "kestrel.dev/v1alpha1";
+/// API group/version of Kestrel's resources (defined in `kestrel-api`).
+pub use kestrel_api::API_VERSION;
 
-/// A `SecurityAlert` document as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AlertDocument {
-    /// Always [`API_VERSION`].
-    pub api_version: String,
-    /// Always `SecurityAlert`.
-    pub kind: String,
-    /// Name and namespace.
-    pub metadata: kestrel_profile::Metadata,
-    /// The alert.
-    pub spec: SecurityAlert,
-}
+/// A `SecurityAlert` document as stored: the custom resource itself
+/// (`apiVersion`, `kind`, `metadata`, `spec`, `status`).
+pub type AlertDocument = kestrel_api::SecurityAlert;
 
-impl AlertDocument {
-    /// Wraps an alert.
-    pub fn new(alert: SecurityAlert) -> Self {
-        AlertDocument {
-            api_version: API_VERSION.into(),
-            kind: "SecurityAlert".into(),
-            metadata: kestrel_profile::Metadata {
-                name: Some(alert_name(&alert)),
-                namespace: Some(if alert.evidence.namespace.is_empty() {
-                    "default".into()
-                } else {
-                    alert.evidence.namespace.clone()
-                }),
-            },
-            spec: alert,
-        }
-    }
-}
-
-/// The object name of an alert: `<workload>-<id>`, lower-case, DNS-safe.
+/// The object name of an alert: `<workload>-<id>`, lower-case, DNS-safe
+/// (see [`kestrel_api::alert_object_name`]).
 pub fn alert_name(alert: &SecurityAlert) -> String {
-    let base = format!("{}-{}", alert.evidence.workload, alert.id);
-    let mut s: String = base
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    s.truncate(63);
-    s.trim_matches('-').to_string()
+    alert.object_name()
 }
 
 /// A file name for a workload: DNS-label characters only, so any name is safe.
@@ -189,12 +148,12 @@ impl Store for DirStore {
     }
 
     fn save_alert(&self, alert: &SecurityAlert) -> Result<(), StoreError> {
-        let doc = AlertDocument::new(alert.clone());
+        let doc = AlertDocument::from_spec(alert.clone());
         let path = self.root.join("alerts").join(format!(
             "{}.yaml",
             doc.metadata.name.clone().unwrap_or_default()
         ));
-        let yaml = serde_saphyr::to_string(&doc).map_err(|e| StoreError::Format {
+        let yaml = kestrel_api::to_yaml(&doc).map_err(|e| StoreError::Format {
             path: path.clone(),
             message: e.to_string(),
         })?;
@@ -206,7 +165,7 @@ impl Store for DirStore {
             .into_iter()
             .map(|p| {
                 let text = std::fs::read_to_string(&p).map_err(io(&p))?;
-                serde_saphyr::from_str::<AlertDocument>(&text).map_err(|e| StoreError::Format {
+                kestrel_api::alert_from_yaml(&text).map_err(|e| StoreError::Format {
                     path: p.clone(),
                     message: e.to_string(),
                 })

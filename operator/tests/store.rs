@@ -98,3 +98,45 @@ fn the_workload_name_is_read_back_from_the_object_not_the_file_name() {
     assert_eq!(object.metadata.name.as_deref(), Some("deployment-web"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A state directory written by the release before the custom resources
+/// (`make demo`): every profile and alert still loads through the store.
+#[test]
+fn the_previous_releases_state_directory_loads() {
+    let src =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/api/tests/data/state-v0");
+    let dir = tmp("state-v0");
+    for sub in ["profiles", "alerts"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        for e in std::fs::read_dir(src.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, dir.join(sub).join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let store = DirStore::open(&dir).unwrap();
+    let profiles = store.load_profiles();
+    assert_eq!(profiles.len(), 1);
+    for (_, yaml) in profiles {
+        let object = kestrel_profile::parse_yaml(&yaml.unwrap()).unwrap().object;
+        assert_eq!(object.workload_name().as_deref(), Some("web"));
+    }
+    let alerts = store.load_alerts();
+    assert_eq!(alerts.len(), 4);
+    for a in alerts {
+        let a = a.unwrap();
+        assert_eq!(a.spec.severity, kestrel_scoring::Severity::Critical);
+        assert_eq!(a.status.unwrap().count, a.spec.incident.count);
+    }
+    // A repeat is written over the same file, in today's shape.
+    let first = store.load_alerts().remove(0).unwrap();
+    store.save_alert(&first.spec).unwrap();
+    assert_eq!(std::fs::read_dir(dir.join("alerts")).unwrap().count(), 4);
+    let again = store
+        .load_alerts()
+        .into_iter()
+        .map(Result::unwrap)
+        .find(|a| a.metadata.name == first.metadata.name)
+        .unwrap();
+    assert_eq!(again, first);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -184,7 +184,7 @@ fn status(dir: &std::path::Path, output: &str) -> anyhow::Result<()> {
             }).collect::<Vec<_>>(),
             "alerts": alerts.iter().filter_map(|a| a.as_ref().ok()).map(|a| serde_json::json!({
                 "name": a.metadata.name, "severity": format!("{:?}", a.spec.severity), "score": a.spec.score,
-                "count": a.spec.incident.count, "title": a.spec.title,
+                "count": a.status.as_ref().map_or(a.spec.incident.count, |s| s.count), "title": a.spec.title,
             })).collect::<Vec<_>>(),
         });
         println!("{v}");
@@ -221,7 +221,7 @@ fn status(dir: &std::path::Path, output: &str) -> anyhow::Result<()> {
                 "{:<8} {:>5.1} {:>6}  {}",
                 format!("{:?}", a.spec.severity),
                 a.spec.score,
-                a.spec.incident.count,
+                a.status.as_ref().map_or(a.spec.incident.count, |s| s.count),
                 a.spec.title
             ),
             Err(e) => println!("ERROR {e}"),
