@@ -5,7 +5,7 @@ export KESTREL_MODEL_DIR ?= /var/cache/kestrel/models
 # one profile for everything: tests, e2e and the demo reuse the same binaries
 PROFILE := --release
 
-.PHONY: deps build test lint fmt bench demo model vmlinux clean
+.PHONY: deps build test lint fmt bench demo model vmlinux crds clean
 
 deps:
 	@scripts/deps.sh
@@ -39,6 +39,11 @@ demo: build
 
 fmt:
 	$(CARGO) fmt --all
+
+# Regenerate deploy/crds/ from the Rust types in crates/api (a test fails
+# while the committed YAML is stale).
+crds:
+	$(CARGO) run $(PROFILE) -p kestrel-api --bin crdgen
 
 # Regenerate the committed vmlinux.h from this machine's kernel BTF.
 vmlinux:

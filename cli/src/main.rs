@@ -89,22 +89,22 @@ fn status(dir: &std::path::Path, output: &str) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let profiles = runtime.block_on(store.load_profiles())?;
     let alerts = runtime.block_on(store.load_alerts())?;
-    let rows: Vec<(String, Result<kestrel_profile::ProfileDocument, String>)> = profiles
+    let rows: Vec<(String, Result<kestrel_api::BehaviorProfile, String>)> = profiles
         .into_iter()
         .map(|p| match p {
-            Ok(p) => (p.workload, Ok(p.document)),
+            Ok(p) => (p.workload, Ok(p.object)),
             Err(e) => (String::new(), Err(e.to_string())),
         })
         .collect();
     if output == "json" {
         let v = serde_json::json!({
             "workloads": rows.iter().map(|(n, r)| match r {
-                Ok(doc) => serde_json::json!({"workload": n, "phase": doc.status.as_ref().map(|s| format!("{:?}", s.phase))}),
+                Ok(doc) => serde_json::json!({"workload": n, "phase": doc.status.as_ref().and_then(|s| s.phase).map(|p| format!("{p:?}"))}),
                 Err(e) => serde_json::json!({"error": e}),
             }).collect::<Vec<_>>(),
             "alerts": alerts.iter().filter_map(|a| a.as_ref().ok()).map(|a| serde_json::json!({
                 "name": a.metadata.name, "severity": format!("{:?}", a.spec.severity), "score": a.spec.score,
-                "count": a.spec.incident.count, "title": a.spec.title,
+                "count": a.status.as_ref().map_or(a.spec.incident.count, |s| s.count), "title": a.spec.title,
             })).collect::<Vec<_>>(),
         });
         println!("{v}");
@@ -116,16 +116,20 @@ fn status(dir: &std::path::Path, output: &str) -> anyhow::Result<()> {
     );
     for (name, row) in &rows {
         match row {
-            Ok(doc) => println!(
-                "{:<24} {:<12} {:>9} {:>10}",
-                name,
-                doc.status
-                    .as_ref()
-                    .map(|s| format!("{:?}", s.phase))
-                    .unwrap_or_else(|| "-".into()),
-                doc.spec.processes.len(),
-                doc.spec.files.len(),
-            ),
+            Ok(doc) => {
+                let counts = doc.body().map(|b| b.summary()).unwrap_or_default();
+                println!(
+                    "{:<24} {:<12} {:>9} {:>10}",
+                    name,
+                    doc.status
+                        .as_ref()
+                        .and_then(|s| s.phase)
+                        .map(|p| format!("{p:?}"))
+                        .unwrap_or_else(|| "-".into()),
+                    counts.processes,
+                    counts.files,
+                )
+            }
             Err(e) => println!("ERROR {e}"),
         }
     }
@@ -137,7 +141,7 @@ fn status(dir: &std::path::Path, output: &str) -> anyhow::Result<()> {
                 "{:<8} {:>5.1} {:>6}  {}",
                 format!("{:?}", a.spec.severity),
                 a.spec.score,
-                a.spec.incident.count,
+                a.status.as_ref().map_or(a.spec.incident.count, |s| s.count),
                 a.spec.title
             ),
             Err(e) => println!("ERROR {e}"),

@@ -142,12 +142,12 @@ fn a_learned_workload_converges_and_an_unknown_binary_raises_an_alert_with_conte
         "{args:?}"
     );
     assert!(
-        ev["signals"].to_string().contains("unknown_process"),
+        ev["signals"].to_string().contains("UnknownProcess"),
         "{}",
         ev["signals"]
     );
     assert!(
-        ["high", "critical"].contains(&a["severity"].as_str().unwrap_or("")),
+        ["High", "Critical"].contains(&a["severity"].as_str().unwrap_or("")),
         "{}",
         a["severity"]
     );

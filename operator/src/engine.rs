@@ -5,13 +5,14 @@
 //! and returns what happened ([`Output`]); storage, printing and transport
 //! are the caller's.
 
+use kestrel_api::BehaviorProfile;
 use kestrel_embed::{ArgShape, Embedder};
 use kestrel_events::EventKind;
 use kestrel_events::Forwarded;
 use kestrel_events::{Activity, Peer};
 use kestrel_profile::{
-    ActivityClass, Digest, MatchOutcome, Metadata, Mode, Phase, Profile, ProfileConfig,
-    ProfileDocument, Transition, TransitionReason,
+    ActivityClass, Digest, MatchOutcome, Metadata, Mode, Phase, Profile, ProfileConfig, Transition,
+    TransitionReason,
 };
 use kestrel_scoring::{
     Arguments, CandidateAlert, LlmAnswer, LlmOutcome, LlmQueue, LlmSlot, Outcome, ProcessAncestor,
@@ -69,7 +70,7 @@ pub enum Command {
         /// The workload.
         workload: String,
         /// The whole document.
-        document: Box<ProfileDocument>,
+        document: Box<BehaviorProfile>,
     },
     /// Sets the mode (`Detect` freezes a learned profile: the lock without
     /// Git; `Learn` holds it in learning; `Auto` lets convergence decide).
@@ -206,15 +207,16 @@ impl Engine {
         self
     }
 
-    /// Loads a stored profile (a restart resumes where it stopped).
+    /// Loads a stored profile (a restart resumes where it stopped), for
+    /// `workload` (the store says which workload an object is for).
     pub fn load_profile(
         &mut self,
         workload: &str,
-        document: &ProfileDocument,
+        document: &BehaviorProfile,
         now: Duration,
     ) -> Result<(), EngineError> {
         let profile =
-            Profile::from_document(document, self.embedder.as_ref(), now).map_err(|source| {
+            Profile::from_object(document, self.embedder.as_ref(), now).map_err(|source| {
                 EngineError::Profile {
                     workload: workload.into(),
                     source,
@@ -248,7 +250,14 @@ impl Engine {
                 // the status is the engine's: the phase follows the applied
                 // mode (Detect: detecting at once; Auto, Learn: learning on
                 // top of the applied content)
-                document.status = None;
+                // (a learned object's behaviour is in `status.learned`:
+                // that part is kept, the convergence state is not)
+                if let Some(status) = document.status.as_mut() {
+                    status.convergence = None;
+                    status.phase = None;
+                    status.conditions.clear();
+                    status.observed_generation = None;
+                }
                 self.load_profile(&workload, &document, now)?;
                 let st = self.known(&workload)?;
                 st.dirty = true;
@@ -551,7 +560,7 @@ impl Engine {
     }
 
     /// Documents of the profiles changed since the last call.
-    pub fn take_dirty(&mut self) -> Vec<(String, ProfileDocument)> {
+    pub fn take_dirty(&mut self) -> Vec<(String, BehaviorProfile)> {
         let ns = self.cfg.namespace.clone();
         self.workloads
             .iter_mut()
@@ -564,7 +573,7 @@ impl Engine {
     }
 
     /// Documents of every profile.
-    pub fn all_documents(&self) -> Vec<(String, ProfileDocument)> {
+    pub fn all_documents(&self) -> Vec<(String, BehaviorProfile)> {
         self.workloads
             .iter()
             .map(|(n, st)| (n.clone(), document_of(n, &self.cfg.namespace, &st.profile)))
@@ -658,8 +667,8 @@ fn file_access(a: kestrel_profile::Access) -> kestrel_scoring::FileAccess {
     }
 }
 
-fn document_of(name: &str, namespace: &str, p: &Profile) -> ProfileDocument {
-    p.to_document(Metadata {
+fn document_of(name: &str, namespace: &str, p: &Profile) -> BehaviorProfile {
+    p.to_object(Metadata {
         name: Some(name.to_string()),
         namespace: Some(namespace.to_string()),
     })
@@ -765,7 +774,7 @@ mod tests {
         let mut e = engine();
         e.handle(&exec("java", "-jar app.jar"), T).unwrap();
         let mut doc = e.all_documents().pop().unwrap().1;
-        doc.spec.mode = Mode::Detect;
+        doc.spec.mode = kestrel_api::ProfileMode::Detect;
         let out = e
             .command(
                 Command::Apply {

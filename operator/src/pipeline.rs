@@ -24,7 +24,6 @@ pub struct Pipeline {
     store: Arc<dyn Store>,
     status: Box<dyn StatusSink>,
     clock: Box<dyn Clock>,
-    namespace: String,
     runtime: tokio::runtime::Runtime,
     webhook: Option<Arc<WebhookSink>>,
     last_tick: Instant,
@@ -123,7 +122,7 @@ impl Pipeline {
         for stored in runtime.block_on(store.load_profiles())? {
             let loaded = stored.map_err(Error::from).and_then(|p| {
                 engine
-                    .load_profile(&p.workload, &p.document, now)
+                    .load_profile(&p.workload, &p.object, now)
                     .map_err(Error::from)
             });
             if let Err(e) = loaded {
@@ -135,7 +134,6 @@ impl Pipeline {
             store,
             status,
             clock,
-            namespace,
             runtime,
             webhook,
             last_tick: Instant::now(),
@@ -172,7 +170,7 @@ impl Pipeline {
                     reason: transition.message,
                 }),
                 Output::Alert { alert, notify } => {
-                    let doc = AlertDocument::new((*alert).clone());
+                    let doc = AlertDocument::from_spec((*alert).clone());
                     if let Err(e) = self.runtime.block_on(self.store.save_alert(&doc)) {
                         emit(&Line::error(&Error::from(e)));
                     }
@@ -230,7 +228,7 @@ impl Pipeline {
             self.engine.take_dirty()
         };
         for (name, document) in profiles {
-            let stored = StoredProfile::new(&name, &self.namespace, document);
+            let stored = StoredProfile::new(&name, document);
             if let Err(e) = self.runtime.block_on(self.store.save_profile(&stored)) {
                 emit(&Line::error(&Error::from(e)));
             }

@@ -15,9 +15,8 @@
 //! engine through the pipeline. Writes are whole documents; the store does
 //! not merge.
 
-use kestrel_profile::{Metadata, ProfileDocument};
+use kestrel_api::{BehaviorProfile, StoredFormat};
 use kestrel_scoring::SecurityAlert;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -63,88 +62,49 @@ impl StoreError {
     }
 }
 
-/// API group/version of Kestrel's resources.
-pub const API_VERSION: &str = kestrel_profile::API_VERSION;
+/// API group/version of Kestrel's resources (defined in `kestrel-api`).
+pub use kestrel_api::API_VERSION;
 
-/// A `SecurityAlert` document as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AlertDocument {
-    /// Always [`API_VERSION`].
-    pub api_version: String,
-    /// Always `SecurityAlert`.
-    pub kind: String,
-    /// Name and namespace.
-    pub metadata: kestrel_profile::Metadata,
-    /// The alert.
-    pub spec: SecurityAlert,
-}
+/// A `SecurityAlert` document as stored: the custom resource itself
+/// (`apiVersion`, `kind`, `metadata`, `spec`, `status`).
+pub type AlertDocument = kestrel_api::SecurityAlert;
 
-impl AlertDocument {
-    /// Wraps an alert.
-    pub fn new(alert: SecurityAlert) -> Self {
-        AlertDocument {
-            api_version: API_VERSION.into(),
-            kind: "SecurityAlert".into(),
-            metadata: kestrel_profile::Metadata {
-                name: Some(alert_name(&alert)),
-                namespace: Some(if alert.evidence.namespace.is_empty() {
-                    "default".into()
-                } else {
-                    alert.evidence.namespace.clone()
-                }),
-            },
-            spec: alert,
-        }
-    }
-
-    /// The object name.
-    pub fn name(&self) -> String {
-        self.metadata
-            .name
-            .clone()
-            .unwrap_or_else(|| alert_name(&self.spec))
-    }
-}
-
-/// A stored profile: the exact workload name and its document.
+/// A stored profile: the exact workload name and its `BehaviorProfile`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredProfile {
     /// The workload (exactly as the engine names it).
     pub workload: String,
-    /// The `BehaviorProfile` document.
-    pub document: ProfileDocument,
+    /// The object, in today's shape whatever the file's.
+    pub object: BehaviorProfile,
+    /// The shape it was read in ([`StoredFormat::V0`]: a file of the release
+    /// before the custom resources; it is rewritten in today's shape on the
+    /// next save).
+    pub format: StoredFormat,
 }
 
 impl StoredProfile {
-    /// A profile document for `workload` in `namespace`.
-    pub fn new(workload: &str, namespace: &str, mut document: ProfileDocument) -> Self {
-        document.metadata = Metadata {
-            name: Some(workload.to_string()),
-            namespace: Some(namespace.to_string()),
-        };
+    /// A profile object for `workload` (its metadata as the object has it).
+    pub fn new(workload: &str, object: BehaviorProfile) -> Self {
         StoredProfile {
             workload: workload.to_string(),
-            document,
+            object,
+            format: StoredFormat::V1alpha1,
+        }
+    }
+
+    /// Where the behaviour was in the file, for error messages.
+    pub fn body_path(&self) -> &'static str {
+        match self.format {
+            StoredFormat::V0 => "spec",
+            StoredFormat::V1alpha1 => self.object.body_path(),
         }
     }
 }
 
-/// The object name of an alert: `<workload>-<id>`, lower-case, DNS-safe.
+/// The object name of an alert: `<workload>-<id>`, lower-case, DNS-safe
+/// (see [`kestrel_api::alert_object_name`]).
 pub fn alert_name(alert: &SecurityAlert) -> String {
-    let base = format!("{}-{}", alert.evidence.workload, alert.id);
-    let mut s: String = base
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    s.truncate(63);
-    s.trim_matches('-').to_string()
+    alert.object_name()
 }
 
 /// A file name for a workload: DNS-label characters only, so any name is
@@ -228,6 +188,16 @@ impl StatusSink for StatusFile {
             tracing::warn!(path = %self.path.display(), error = %e, "status not written");
         }
     }
+}
+
+/// The object name of a stored alert (its `metadata.name`, else derived
+/// from the spec).
+pub fn alert_doc_name(alert: &AlertDocument) -> String {
+    alert
+        .metadata
+        .name
+        .clone()
+        .unwrap_or_else(|| alert.spec.object_name())
 }
 
 /// A directory of YAML files.
@@ -324,17 +294,21 @@ impl DirStore {
 
     fn read_profile(&self, path: &Path) -> Result<StoredProfile, StoreError> {
         let text = std::fs::read_to_string(path).map_err(io(path))?;
-        let document: ProfileDocument =
-            serde_saphyr::from_str(&text).map_err(format_error(path))?;
-        // the exact name is inside; files without one (hand-written) are
-        // named by their file stem
-        let workload = document.metadata.name.clone().unwrap_or_else(|| {
+        let stored = kestrel_api::profile_from_yaml(&text).map_err(format_error(path))?;
+        // the exact name is inside (annotation, spec.workload or
+        // metadata.name); files without one (hand-written) are named by
+        // their file stem
+        let workload = stored.object.workload_name().unwrap_or_else(|| {
             path.file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default()
         });
         self.remember(&workload, path);
-        Ok(StoredProfile { workload, document })
+        Ok(StoredProfile {
+            workload,
+            object: stored.object,
+            format: stored.format,
+        })
     }
 }
 
@@ -350,7 +324,7 @@ impl Store for DirStore {
 
     async fn save_profile(&self, profile: &StoredProfile) -> Result<(), StoreError> {
         let path = self.profile_path(&profile.workload);
-        let yaml = serde_saphyr::to_string(&profile.document).map_err(format_error(&path))?;
+        let yaml = kestrel_api::to_yaml(&profile.object).map_err(format_error(&path))?;
         write_atomic(&path, &yaml)?;
         self.remember(&profile.workload, &path);
         Ok(())
@@ -371,7 +345,7 @@ impl Store for DirStore {
             .into_iter()
             .map(|p| {
                 let text = std::fs::read_to_string(&p).map_err(io(&p))?;
-                serde_saphyr::from_str::<AlertDocument>(&text).map_err(format_error(&p))
+                kestrel_api::alert_from_yaml(&text).map_err(format_error(&p))
             })
             .collect())
     }
@@ -380,8 +354,8 @@ impl Store for DirStore {
         let path = self
             .root
             .join("alerts")
-            .join(format!("{}.yaml", alert.name()));
-        let yaml = serde_saphyr::to_string(alert).map_err(format_error(&path))?;
+            .join(format!("{}.yaml", file_stem(&alert_doc_name(alert))));
+        let yaml = kestrel_api::to_yaml(alert).map_err(format_error(&path))?;
         write_atomic(&path, &yaml)
     }
 

@@ -146,7 +146,7 @@ fn engine(
         )
         .unwrap();
     profile.set_mode(Mode::Detect, T0);
-    let document = profile.to_document(Metadata::default());
+    let document = profile.to_object(Metadata::default());
     engine.load_profile("web", &document, T0).unwrap();
     assert_eq!(engine.status()[0].phase, "Detecting");
     (engine, runtime)

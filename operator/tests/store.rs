@@ -29,7 +29,13 @@ fn learned(emb: &TestEmbedder) -> Profile {
 }
 
 fn stored(workload: &str, p: &Profile) -> StoredProfile {
-    StoredProfile::new(workload, "default", p.to_document(Metadata::default()))
+    StoredProfile::new(
+        workload,
+        p.to_object(Metadata {
+            name: Some(workload.into()),
+            namespace: Some("default".into()),
+        }),
+    )
 }
 
 #[tokio::test]
@@ -54,7 +60,7 @@ async fn a_corrupt_profile_file_is_named_and_the_others_still_load() {
         match item {
             Ok(p) => {
                 assert_eq!(p.workload, "good");
-                let profile = Profile::from_document(&p.document, &emb, Duration::ZERO).unwrap();
+                let profile = Profile::from_object(&p.object, &emb, Duration::ZERO).unwrap();
                 assert!(profile.match_event(&exec(), &emb).unwrap().is_known());
                 good += 1;
             }
@@ -79,7 +85,7 @@ async fn a_restarted_profile_resumes_detection() {
     store.save_profile(&stored("web", &p)).await.unwrap();
     let again = DirStore::open(&dir).unwrap();
     let loaded = again.load_profiles().await.unwrap().pop().unwrap().unwrap();
-    let back = Profile::from_document(&loaded.document, &emb, Duration::from_secs(2)).unwrap();
+    let back = Profile::from_object(&loaded.object, &emb, Duration::from_secs(2)).unwrap();
     assert_eq!(back.phase(), p.phase());
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -136,4 +142,86 @@ fn workload_names_become_safe_file_names() {
     assert!(file_stem("Deployment/web").starts_with("Deployment-web-"));
     assert_ne!(file_stem("Deployment/web"), file_stem("Deployment-web"));
     assert!(file_stem("../x").starts_with("w..-x-"));
+}
+
+#[tokio::test]
+async fn the_workload_name_is_read_back_from_the_object_not_the_file_name() {
+    let dir = tmp("objname");
+    let store = DirStore::open(&dir).unwrap();
+    let p = Profile::new(ProfileConfig::default(), TEST_MODEL_ID, Duration::ZERO).unwrap();
+    let meta = Metadata {
+        name: Some("Deployment/web".into()),
+        namespace: Some("shop".into()),
+    };
+    store
+        .save_profile(&StoredProfile::new("Deployment/web", p.to_object(meta)))
+        .await
+        .unwrap();
+    let files: Vec<String> = std::fs::read_dir(dir.join("profiles"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert!(files[0].starts_with("Deployment-web-"), "{files:?}");
+    // a fresh store, as after a restart
+    let again = DirStore::open(&dir).unwrap();
+    let loaded = again.load_profiles().await.unwrap().pop().unwrap().unwrap();
+    assert_eq!(loaded.workload, "Deployment/web");
+    assert_eq!(
+        loaded.object.metadata.name.as_deref(),
+        Some("deployment-web")
+    );
+    assert_eq!(loaded.object.metadata.namespace.as_deref(), Some("shop"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A state directory written by the release before the custom resources
+/// (`make demo`): every profile and alert still loads through the store.
+#[tokio::test]
+async fn the_previous_releases_state_directory_loads() {
+    let src =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/api/tests/data/state-v0");
+    let dir = tmp("state-v0");
+    for sub in ["profiles", "alerts"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        for e in std::fs::read_dir(src.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, dir.join(sub).join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let store = DirStore::open(&dir).unwrap();
+    let profiles = store.load_profiles().await.unwrap();
+    assert_eq!(profiles.len(), 1);
+    for p in profiles {
+        let p = p.unwrap();
+        assert_eq!(p.workload, "web");
+        assert_eq!(p.format, kestrel_api::StoredFormat::V0);
+        // a learned profile: its behaviour moved to status.learned (the
+        // engine loads it with the model it names; crates/api tests the
+        // whole conversion)
+        let body = p.object.body().expect("the learned behaviour");
+        assert!(!body.processes.is_empty());
+        assert_eq!(body.model_id.as_deref(), Some("all-MiniLM-L6-v2-int8"));
+    }
+    let alerts = store.load_alerts().await.unwrap();
+    assert_eq!(alerts.len(), 4);
+    for a in alerts {
+        let a = a.unwrap();
+        assert_eq!(a.spec.severity, kestrel_scoring::Severity::Critical);
+        assert_eq!(a.status.unwrap().count, a.spec.incident.count);
+    }
+    // A repeat is written over the same file, in today's shape.
+    let first = store.load_alerts().await.unwrap().remove(0).unwrap();
+    store.save_alert(&first).await.unwrap();
+    assert_eq!(std::fs::read_dir(dir.join("alerts")).unwrap().count(), 4);
+    let again = store
+        .load_alerts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .find(|a| a.metadata.name == first.metadata.name)
+        .unwrap();
+    assert_eq!(again, first);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,33 +8,16 @@
 //! in; a clock that goes backwards is treated as standing still.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 use crate::config::{format_duration, LearningConfig, Mode};
 
-/// Where a workload stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Phase {
-    /// Every new branch and exemplar extends the profile.
-    Learning,
-    /// The profile stopped growing; in mode `Learn` it waits here for a person.
-    Converged,
-    /// Mismatches are anomaly signals; the profile is locked.
-    Detecting,
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Phase::Learning => "Learning",
-            Phase::Converged => "Converged",
-            Phase::Detecting => "Detecting",
-        })
-    }
-}
+/// Where a workload stands: the phase of the state machine (defined with
+/// the `BehaviorProfile` shape in `kestrel-api`, as `ConvergencePhase`).
+pub use kestrel_api::ConvergencePhase as Phase;
+/// Serialisable state of the machine (`status.convergence` of a profile;
+/// defined in `kestrel-api`).
+pub use kestrel_api::ConvergenceStatus;
 
 /// Why a transition happened (stable, for Kubernetes Event reasons and metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,29 +63,6 @@ pub struct Transition {
     pub reason: TransitionReason,
     /// Human-readable explanation.
     pub message: String,
-}
-
-/// Serialisable state of the machine (the `status` of a profile).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ConvergenceStatus {
-    /// Current phase.
-    pub phase: Phase,
-    /// When the phase began (ns since the Unix epoch).
-    pub phase_since_unix_nanos: u64,
-    /// When learning (re)started.
-    pub learning_since_unix_nanos: u64,
-    /// Last growth seen, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_growth_unix_nanos: Option<u64>,
-    /// Latest time seen.
-    pub now_unix_nanos: u64,
-    /// Index of the newest bucket since learning began.
-    pub bucket_index: u64,
-    /// Growth per bucket, oldest first (the newest is the last).
-    pub buckets: Vec<u32>,
-    /// Total growth since learning began.
-    pub total_growth: u64,
 }
 
 fn ns(d: Duration) -> u64 {

@@ -26,10 +26,13 @@
 //! when learning is done; each change comes back as a [`Transition`] with a
 //! reason.
 //!
-//! Profiles serialise to readable YAML in the `BehaviorProfile` shape
-//! ([`Profile::to_yaml`], [`Profile::from_yaml`]; no vectors, they are
-//! recomputed), merge across pods ([`Profile::merge`], commutative and
-//! idempotent) and produce a [`Digest`] for the agent's edge filter.
+//! Profiles convert to and from the `BehaviorProfile` custom resource of
+//! `kestrel-api` ([`Profile::to_object`], [`Profile::from_object`]) and its
+//! readable YAML ([`Profile::to_yaml`], [`Profile::from_yaml`], which also
+//! reads earlier releases' files; no vectors, they are recomputed), merge
+//! across pods ([`Profile::merge`], commutative and idempotent) and produce
+//! a [`Digest`] for the agent's edge filter. The document types
+//! ([`ProcessEntry`], [`ProfileBody`], ...) are `kestrel-api`'s, re-exported.
 //!
 //! The crate is a functional core: no I/O, no clock (time is passed in as a
 //! [`std::time::Duration`] since the Unix epoch), no panics on bad input.
@@ -98,8 +101,10 @@ pub use event::{
     Access, ActivityClass, Change, Direction, Event, FileEvent, Learned, Level, MatchOutcome,
     NetworkEvent, Peer, ProcessEvent, Protocol, ProtocolKey,
 };
-pub use profile::{Observation, Profile, ProfileStats};
-pub use spec::{
-    ArgumentSpec, BehaviorProfileSpec, CompactionSpec, FileEntry, LearningSpec, Metadata,
-    NetworkEntry, PrefixLimitSpec, ProcessEntry, ProfileDocument, API_VERSION, KIND,
+pub use kestrel_api::{
+    ArgumentSpec, BehaviorProfile, BehaviorProfileSpec, BehaviorProfileStatus, CompactionSpec,
+    FileEntry, LearningSpec, NetworkEntry, PrefixLimitSpec, ProcessEntry, ProfileBody,
+    ProfileSource, StoredFormat, StoredProfile, API_VERSION, BEHAVIOR_PROFILE_KIND as KIND,
 };
+pub use profile::{Observation, Profile, ProfileStats};
+pub use spec::{parse_yaml, Metadata};

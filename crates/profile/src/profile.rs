@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use kestrel_api::ProfileSource;
 use kestrel_embed::{ArgShape, Embedder};
 
 use crate::config::{Mode, ProfileConfig};
@@ -49,6 +50,9 @@ pub struct Profile {
     pub(crate) file: Trie<FilePolicy>,
     pub(crate) network: Trie<NetworkPolicy>,
     pub(crate) convergence: Convergence,
+    /// Learned, or loaded from a promoted (authored) object; written back
+    /// the same way.
+    pub(crate) source: ProfileSource,
 }
 
 type ProcessSegs<'a> = [Seg<'a>; 3];
@@ -76,6 +80,7 @@ impl Profile {
             file: Trie::new(FilePolicy::new(c)),
             network: Trie::new(NetworkPolicy::new(c)),
             convergence: Convergence::new(config.learning.clone(), config.mode, now),
+            source: ProfileSource::Learned,
             model_id: model_id.into(),
             config,
         })
@@ -89,6 +94,12 @@ impl Profile {
     /// The embedding model the exemplars were embedded with.
     pub fn model_id(&self) -> &str {
         &self.model_id
+    }
+
+    /// `Learned`, or `Promoted` when loaded from an authored object (the
+    /// object it writes keeps that source).
+    pub fn source(&self) -> ProfileSource {
+        self.source
     }
 
     /// The mode.

@@ -1,19 +1,32 @@
-//! The readable YAML form of a profile, shaped like the `BehaviorProfile` custom
-//! resource (`kestrel.dev/v1alpha1`).
+//! A profile as a `BehaviorProfile` object (`kestrel.dev/v1alpha1`, the
+//! shapes are in `kestrel-api`) and back.
+//!
+//! [`Profile::to_object`] writes a learned profile: settings in `spec`, the
+//! tries in `status.learned`, the convergence state, conditions, counts and
+//! size in `status`; a profile loaded from a promoted object is written back
+//! promoted (the tries in `spec.baseline`). [`Profile::from_object`] reads
+//! either, and [`Profile::from_yaml`] also reads the files of earlier
+//! releases (see `kestrel_api::profile_from_yaml`).
 //!
 //! Tries are written as flat, sorted entries: one per process leaf (with its
-//! exemplar argument strings), one per (image, process, access) with its paths,
-//! one per (image, process, direction, peer) with its `port/protocol` list.
-//! Segments use the lossless escape scheme of [`crate::escape_bytes`]; `*` is a
-//! wildcard, a trailing `/**` means "everything below", peers may be addresses,
-//! networks (`10.0.0.0/8`) or names. Vectors are never written: they are
-//! recomputed from the strings with the embedder on load (the model id must
-//! match).
+//! exemplar argument strings), one per (image, process, access) with its
+//! paths, one per (image, process, direction, peer) with its `port/protocol`
+//! list. Segments use the lossless escape scheme of [`crate::escape_bytes`];
+//! `*` is a wildcard, a trailing `/**` means "everything below", peers may be
+//! addresses, networks (`10.0.0.0/8`) or names. Vectors are never written:
+//! they are recomputed from the strings with the embedder on load (the model
+//! id must match).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use kestrel_api::{
+    converged_condition, object_name, ArgumentSpec, BehaviorProfile, BehaviorProfileSpec,
+    BehaviorProfileStatus, CompactionSpec, FileEntry, LearningSpec, NetworkEntry, PrefixLimitSpec,
+    ProcessEntry, ProfileBody, ProfileMode, ProfileSource, StoredProfile, WorkloadRef,
+    WORKLOAD_ANNOTATION,
+};
 use kestrel_embed::Embedder;
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +35,7 @@ use crate::config::{
     format_duration, parse_duration, CompactionConfig, LearningConfig, Mode, PrefixLimit,
     ProfileConfig,
 };
-use crate::convergence::{Convergence, ConvergenceStatus};
+use crate::convergence::Convergence;
 use crate::digest::stable_hash;
 use crate::error::{Error, Result};
 use crate::escape::{escape_segment, unescape_bytes};
@@ -32,34 +45,15 @@ use crate::profile::{embed_all, Profile};
 use crate::segment::RELATIVE;
 use crate::trie::{End, Inserted, OwnedSeg, Seg};
 
-/// API version written in documents.
-pub const API_VERSION: &str = "kestrel.dev/v1alpha1";
-/// Kind written in documents.
-pub const KIND: &str = "BehaviorProfile";
-
-/// A whole profile document (`apiVersion`, `kind`, `metadata`, `spec`, `status`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ProfileDocument {
-    /// Always [`API_VERSION`].
-    pub api_version: String,
-    /// Always [`KIND`].
-    pub kind: String,
-    /// Name and namespace; other metadata fields are ignored on load.
-    #[serde(default)]
-    pub metadata: Metadata,
-    /// The learned behaviour and its settings.
-    pub spec: BehaviorProfileSpec,
-    /// Convergence state; absent for a profile applied by a person.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<ConvergenceStatus>,
-}
-
-/// Object metadata (only what a profile needs).
+/// Who a profile is for, given when it is written.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Metadata {
-    /// Object name.
+    /// The workload's exact name (`Deployment/webapp`, or a standalone
+    /// name such as `web`). The object name is derived from it
+    /// (`kestrel_api::object_name`); the name itself is kept in
+    /// `spec.workload` (and the `kestrel.dev/workload` annotation when that
+    /// cannot hold it exactly).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Namespace.
@@ -67,202 +61,64 @@ pub struct Metadata {
     pub namespace: Option<String>,
 }
 
-fn default_threshold() -> f32 {
-    0.95
-}
-
-/// The `spec` of a `BehaviorProfile`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct BehaviorProfileSpec {
-    /// Mode (`Auto`, `Learn`, `Detect`).
-    #[serde(default)]
-    pub mode: Mode,
-    /// Embedding model the exemplars are compared with; absent = the loader's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model_id: Option<String>,
-    /// Version of the argument measure the radii and the threshold were
-    /// computed with ([`kestrel_embed::ARG_MEASURE`]); absent = 1, every
-    /// build before it was recorded. A profile of another version loads with
-    /// its exemplars but without its merged radii (`minSimilarity`), and a
-    /// threshold that was that version's shipped default becomes today's
-    /// ([`kestrel_embed::current_threshold`]). Hand-written profiles should
-    /// set it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub argument_measure: Option<u32>,
-    /// Argument similarity an argument needs to an exemplar
-    /// ([`kestrel_embed::arg_similarity`]; the model's calibrated threshold
-    /// is in [`kestrel_embed::MODEL_DEFAULTS`]).
-    #[serde(default = "default_threshold")]
-    pub similarity_threshold: f32,
-    /// Convergence settings.
-    #[serde(default)]
-    pub learning: LearningSpec,
-    /// Compaction settings.
-    #[serde(default)]
-    pub compaction: CompactionSpec,
-    /// Process trie leaves.
-    #[serde(default)]
-    pub processes: Vec<ProcessEntry>,
-    /// File trie, grouped by image, process and access kind.
-    #[serde(default)]
-    pub files: Vec<FileEntry>,
-    /// Network trie, grouped by image, process, direction and peer.
-    #[serde(default)]
-    pub network: Vec<NetworkEntry>,
-}
-
-/// `spec.learning`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct LearningSpec {
-    /// Window length (`1h`, `30s`).
-    pub window: String,
-    /// Minimum learning time.
-    pub min_learning_time: String,
-    /// Growth a clean window may count.
-    pub max_new_per_window: u32,
-    /// Consecutive clean windows needed.
-    pub clean_windows: u32,
-    /// Buckets per window.
-    pub buckets_per_window: u32,
-}
-
-impl Default for LearningSpec {
-    fn default() -> Self {
-        LearningSpec::from(&LearningConfig::default())
-    }
-}
-
 impl From<&LearningConfig> for LearningSpec {
     fn from(c: &LearningConfig) -> Self {
         LearningSpec {
-            window: format_duration(c.window),
-            min_learning_time: format_duration(c.min_learning_time),
-            max_new_per_window: c.max_new_per_window,
-            clean_windows: c.clean_windows,
-            buckets_per_window: c.buckets_per_window,
+            window: Some(format_duration(c.window)),
+            min_learning_time: Some(format_duration(c.min_learning_time)),
+            max_new_per_window: Some(c.max_new_per_window),
+            clean_windows: Some(c.clean_windows),
+            buckets_per_window: Some(c.buckets_per_window),
         }
-    }
-}
-
-/// One per-prefix limit in `spec.compaction.prefixLimits`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PrefixLimitSpec {
-    /// Absolute path prefix.
-    pub prefix: String,
-    /// Children before collapsing.
-    pub limit: usize,
-}
-
-/// `spec.compaction` (see [`CompactionConfig`] for meanings and defaults).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct CompactionSpec {
-    /// See [`CompactionConfig::child_limit`].
-    pub child_limit: usize,
-    /// See [`CompactionConfig::prefix_limits`].
-    pub prefix_limits: Vec<PrefixLimitSpec>,
-    /// See [`CompactionConfig::never_collapse`].
-    pub never_collapse: Vec<String>,
-    /// See [`CompactionConfig::exemplar_cap`].
-    pub exemplar_cap: usize,
-    /// See [`CompactionConfig::peer_ip_limit`].
-    pub peer_ip_limit: usize,
-    /// See [`CompactionConfig::port_limit`].
-    pub port_limit: usize,
-    /// See [`CompactionConfig::hard_child_limit`].
-    pub hard_child_limit: usize,
-    /// See [`CompactionConfig::max_path_depth`].
-    pub max_path_depth: usize,
-    /// See [`CompactionConfig::node_budget`].
-    pub node_budget: usize,
-}
-
-impl Default for CompactionSpec {
-    fn default() -> Self {
-        CompactionSpec::from(&CompactionConfig::default())
     }
 }
 
 impl From<&CompactionConfig> for CompactionSpec {
     fn from(c: &CompactionConfig) -> Self {
         CompactionSpec {
-            child_limit: c.child_limit,
-            prefix_limits: c
-                .prefix_limits
-                .iter()
-                .map(|p| PrefixLimitSpec {
-                    prefix: p.prefix.clone(),
-                    limit: p.limit,
-                })
-                .collect(),
-            never_collapse: c.never_collapse.clone(),
-            exemplar_cap: c.exemplar_cap,
-            peer_ip_limit: c.peer_ip_limit,
-            port_limit: c.port_limit,
-            hard_child_limit: c.hard_child_limit,
-            max_path_depth: c.max_path_depth,
-            node_budget: c.node_budget,
+            child_limit: Some(c.child_limit),
+            prefix_limits: Some(
+                c.prefix_limits
+                    .iter()
+                    .map(|p| PrefixLimitSpec {
+                        prefix: p.prefix.clone(),
+                        limit: p.limit,
+                    })
+                    .collect(),
+            ),
+            never_collapse: Some(c.never_collapse.clone()),
+            exemplar_cap: Some(c.exemplar_cap),
+            peer_ip_limit: Some(c.peer_ip_limit),
+            port_limit: Some(c.port_limit),
+            hard_child_limit: Some(c.hard_child_limit),
+            max_path_depth: Some(c.max_path_depth),
+            node_budget: Some(c.node_budget),
         }
     }
 }
 
-/// A process leaf: image → parent → exe, with its argument exemplars.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ProcessEntry {
-    /// Image (`*` = any).
-    pub image: String,
-    /// Parent process (`*` = any).
-    pub parent: String,
-    /// Executed process (`*` = any).
-    pub exe: String,
-    /// At least one exemplar.
-    pub arguments: Vec<ArgumentSpec>,
+impl From<Mode> for ProfileMode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Auto => ProfileMode::Auto,
+            Mode::Learn => ProfileMode::Learn,
+            Mode::Detect => ProfileMode::Detect,
+        }
+    }
 }
 
-/// One argument exemplar.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ArgumentSpec {
-    /// The normalised argument string.
-    pub args: String,
-    /// Minimum similarity for this exemplar when it differs from the profile's
-    /// threshold (after merges).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_similarity: Option<f32>,
+/// Reads a `BehaviorProfile` from YAML, in today's shape or an earlier
+/// release's (without building the tries).
+pub fn parse_yaml(yaml: &str) -> Result<StoredProfile> {
+    kestrel_api::profile_from_yaml(yaml).map_err(api_error)
 }
 
-/// File paths of one image, process and access kind.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FileEntry {
-    /// Image.
-    pub image: String,
-    /// Process.
-    pub process: String,
-    /// `read`, `write`, `create`, `delete`, `rename` or `*`.
-    pub access: String,
-    /// Paths (`/etc/nginx/nginx.conf`, `/proc/*/status`, `/var/log/**`).
-    pub paths: Vec<String>,
-}
-
-/// Ports of one image, process, direction and peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct NetworkEntry {
-    /// Image.
-    pub image: String,
-    /// Process.
-    pub process: String,
-    /// `outbound`, `inbound`, `listen` or `*`.
-    pub direction: String,
-    /// Address, network, name or `*`.
-    pub peer: String,
-    /// `443/tcp`, `*/udp`, `*/*`.
-    pub ports: Vec<String>,
+fn api_error(e: kestrel_api::Error) -> Error {
+    match e {
+        kestrel_api::Error::Yaml(m) => Error::Yaml(m),
+        kestrel_api::Error::Field { field, reason } => Error::InvalidField { field, reason },
+        kestrel_api::Error::Serialize(m) => Error::Serialize(m),
+    }
 }
 
 fn seg_text(s: &OwnedSeg) -> String {
@@ -292,8 +148,9 @@ fn path_text(segs: &[OwnedSeg], end: End) -> String {
 }
 
 impl Profile {
-    /// The profile as a document (sorted, deterministic).
-    pub fn to_document(&self, metadata: Metadata) -> ProfileDocument {
+    /// The tries as a profile body (sorted, deterministic), with the model
+    /// and argument measure they were measured with.
+    pub fn to_body(&self) -> ProfileBody {
         let threshold = self.config.similarity_threshold;
         let mut processes = Vec::new();
         for (path, end, node) in self.process.paths() {
@@ -352,163 +209,224 @@ impl Profile {
                 seg_text(&path[4])
             ));
         }
-        let c = &self.config;
-        ProfileDocument {
-            api_version: API_VERSION.into(),
-            kind: KIND.into(),
-            metadata,
-            spec: BehaviorProfileSpec {
-                mode: c.mode,
-                model_id: Some(self.model_id.clone()),
-                argument_measure: Some(kestrel_embed::ARG_MEASURE),
-                similarity_threshold: threshold,
-                learning: LearningSpec::from(&c.learning),
-                compaction: CompactionSpec::from(&c.compaction),
-                processes,
-                files: files
-                    .into_iter()
-                    .map(|((image, process, access), mut paths)| {
-                        paths.sort();
-                        FileEntry {
-                            image,
-                            process,
-                            access,
-                            paths,
-                        }
-                    })
-                    .collect(),
-                network: network
-                    .into_iter()
-                    .map(|((image, process, direction, peer), mut ports)| {
-                        ports.sort();
-                        NetworkEntry {
-                            image,
-                            process,
-                            direction,
-                            peer,
-                            ports,
-                        }
-                    })
-                    .collect(),
-            },
-            status: Some(self.status()),
+        ProfileBody {
+            model_id: Some(self.model_id.clone()),
+            argument_measure: Some(kestrel_embed::ARG_MEASURE),
+            similarity_threshold: threshold,
+            processes,
+            files: files
+                .into_iter()
+                .map(|((image, process, access), mut paths)| {
+                    paths.sort();
+                    FileEntry {
+                        image,
+                        process,
+                        access,
+                        paths,
+                    }
+                })
+                .collect(),
+            network: network
+                .into_iter()
+                .map(|((image, process, direction, peer), mut ports)| {
+                    ports.sort();
+                    NetworkEntry {
+                        image,
+                        process,
+                        direction,
+                        peer,
+                        ports,
+                    }
+                })
+                .collect(),
         }
     }
 
-    /// The profile as readable YAML.
+    /// The profile as a `BehaviorProfile` object (deterministic: the same
+    /// profile gives the same object). `metadata.name` is the workload's
+    /// name; the object is named after it ([`kestrel_api::object_name`]).
+    /// The behaviour goes to `status.learned`, or to `spec.baseline` for a
+    /// profile that was loaded from a promoted object.
+    pub fn to_object(&self, metadata: Metadata) -> BehaviorProfile {
+        let c = &self.config;
+        let workload = metadata.name.as_deref().map(WorkloadRef::parse);
+        let mut object = BehaviorProfile::new(
+            "",
+            BehaviorProfileSpec {
+                source: self.source,
+                mode: c.mode.into(),
+                workload: workload.clone(),
+                learning: Some(LearningSpec::from(&c.learning)),
+                compaction: Some(CompactionSpec::from(&c.compaction)),
+                baseline: None,
+            },
+        );
+        object.metadata.name = metadata.name.as_deref().map(object_name);
+        object.metadata.namespace = metadata.namespace;
+        if let (Some(name), Some(w)) = (&metadata.name, &workload) {
+            if !w.is_exact_for(name) {
+                object.metadata.annotations = Some(BTreeMap::from([(
+                    WORKLOAD_ANNOTATION.to_string(),
+                    name.clone(),
+                )]));
+            }
+        }
+        let body = self.to_body();
+        let convergence = self.status();
+        let mut status = BehaviorProfileStatus {
+            observed_generation: None,
+            phase: Some(convergence.phase.into()),
+            conditions: vec![converged_condition(&convergence)],
+            learned: None,
+            convergence: Some(convergence),
+            summary: Some(body.summary()),
+            size_bytes: None,
+        };
+        match self.source {
+            ProfileSource::Learned => status.learned = Some(body),
+            ProfileSource::Promoted => object.spec.baseline = Some(body),
+        }
+        object.status = Some(status);
+        object.measure_size();
+        object
+    }
+
+    /// The profile as readable YAML (the whole object).
     pub fn to_yaml(&self, metadata: Metadata) -> Result<String> {
-        serde_saphyr::to_string(&self.to_document(metadata))
-            .map_err(|e| Error::Serialize(e.to_string()))
+        kestrel_api::to_yaml(&self.to_object(metadata)).map_err(api_error)
     }
 
-    /// Loads a profile from YAML; `now` starts the clock when there is no
-    /// `status`. Errors name the offending field.
+    /// Loads a profile from YAML of today's shape or an earlier release's;
+    /// `now` starts the clock when there is no convergence state. Errors
+    /// name the offending field as it is in the file.
     pub fn from_yaml(yaml: &str, embedder: &dyn Embedder, now: Duration) -> Result<Profile> {
-        let doc: ProfileDocument =
-            serde_saphyr::from_str(yaml).map_err(|e| Error::Yaml(e.to_string()))?;
-        Profile::from_document(&doc, embedder, now)
+        Profile::from_stored(&parse_yaml(yaml)?, embedder, now)
     }
 
-    /// Loads a profile from a document (vectors recomputed with `embedder`).
-    pub fn from_document(
-        doc: &ProfileDocument,
+    /// Loads a profile read by [`parse_yaml`] (vectors recomputed with
+    /// `embedder`).
+    pub fn from_stored(
+        stored: &StoredProfile,
         embedder: &dyn Embedder,
         now: Duration,
     ) -> Result<Profile> {
-        if doc.api_version != API_VERSION {
-            return Err(Error::field(
-                "apiVersion",
-                format!("expected `{API_VERSION}`"),
-            ));
-        }
-        if doc.kind != KIND {
-            return Err(Error::field("kind", format!("expected `{KIND}`")));
-        }
-        let spec = &doc.spec;
-        let mut config = config_from_spec(spec)?;
-        // Radii and thresholds of another argument measure are not distances
-        // of this one: keep the exemplars, drop what was computed with them.
-        let measure = spec.argument_measure.unwrap_or(1);
-        let stale = measure != kestrel_embed::ARG_MEASURE;
-        config.similarity_threshold = kestrel_embed::current_threshold(
-            embedder.model_id(),
-            measure,
-            config.similarity_threshold,
-        );
-        if let Some(m) = &spec.model_id {
-            if m != embedder.model_id() {
-                return Err(Error::ModelMismatch {
-                    profile: m.clone(),
-                    embedder: embedder.model_id().into(),
-                });
-            }
-        }
-        let mut p = Profile::new(config, embedder.model_id(), now)?;
-        if let Some(st) = &doc.status {
-            p.convergence = Convergence::from_status(p.config.learning.clone(), st);
-        }
-        load_processes(&mut p, spec, embedder, stale)?;
-        for (i, f) in spec.files.iter().enumerate() {
-            let at = |f: &str| format!("spec.files[{i}].{f}");
-            let head = [
-                parse_seg(&f.image, &at("image"))?,
-                parse_seg(&f.process, &at("process"))?,
-                parse_access(&f.access, &at("access"))?,
-            ];
-            for (j, path) in f.paths.iter().enumerate() {
-                let field = at(&format!("paths[{j}]"));
-                let (mut segs, mut end) = parse_path(path, &field)?;
-                let max = p.config.compaction.max_path_depth;
-                if segs.len() > max {
-                    segs.truncate(max);
-                    end = End::Rest;
-                }
-                let all: Vec<OwnedSeg> = head.iter().cloned().chain(segs).collect();
-                let view: Vec<Seg<'_>> = all.iter().map(OwnedSeg::as_seg).collect();
-                if let Inserted::Refused { .. } = p.file.insert_loading(&view, end)? {
-                    return Err(Error::field(field, "exceeds compaction.hardChildLimit"));
-                }
-            }
-        }
-        for (i, n) in spec.network.iter().enumerate() {
-            let at = |f: &str| format!("spec.network[{i}].{f}");
-            let direction = match n.direction.as_str() {
-                "*" => OwnedSeg::Wild,
-                d => match Direction::parse(d) {
-                    Some(d) => OwnedSeg::Text(d.as_str().as_bytes().into()),
-                    None => {
-                        return Err(Error::field(
-                            at("direction"),
-                            "expected outbound, inbound, listen or *",
-                        ))
-                    }
-                },
-            };
-            let head = [
-                parse_seg(&n.image, &at("image"))?,
-                parse_seg(&n.process, &at("process"))?,
-                direction,
-                parse_peer(&n.peer, &at("peer"))?,
-            ];
-            for (j, port) in n.ports.iter().enumerate() {
-                let field = at(&format!("ports[{j}]"));
-                let (port, proto) = parse_port(port, &field)?;
-                let all: Vec<OwnedSeg> = head.iter().cloned().chain([proto, port]).collect();
-                let view: Vec<Seg<'_>> = all.iter().map(OwnedSeg::as_seg).collect();
-                if let Inserted::Refused { .. } = p.network.insert_loading(&view, End::Terminal)? {
-                    return Err(Error::field(field, "exceeds compaction.hardChildLimit"));
-                }
-            }
-        }
-        Ok(p)
+        load(&stored.object, stored.body_path(), embedder, now)
     }
+
+    /// Loads a profile from an object (vectors recomputed with `embedder`):
+    /// the behaviour of `spec.baseline` (promoted) or `status.learned`
+    /// (learned; none yet is an empty profile), the settings of `spec`
+    /// (absent ones take [`ProfileConfig::default`]), the convergence state
+    /// of `status.convergence`.
+    pub fn from_object(
+        object: &BehaviorProfile,
+        embedder: &dyn Embedder,
+        now: Duration,
+    ) -> Result<Profile> {
+        load(object, object.body_path(), embedder, now)
+    }
+}
+
+fn load(
+    object: &BehaviorProfile,
+    body_path: &str,
+    embedder: &dyn Embedder,
+    now: Duration,
+) -> Result<Profile> {
+    let spec = &object.spec;
+    let empty = ProfileBody::default();
+    let body = match (object.body(), spec.source) {
+        (Some(b), _) => b,
+        (None, ProfileSource::Learned) => &empty,
+        (None, ProfileSource::Promoted) => {
+            return Err(Error::field(
+                "spec.baseline",
+                "a Promoted profile needs its baseline",
+            ))
+        }
+    };
+    let mut config = config_from(spec, body, body_path)?;
+    // Radii and thresholds of another argument measure are not distances
+    // of this one: keep the exemplars, drop what was computed with them.
+    let measure = body.argument_measure.unwrap_or(1);
+    let stale = measure != kestrel_embed::ARG_MEASURE;
+    config.similarity_threshold =
+        kestrel_embed::current_threshold(embedder.model_id(), measure, config.similarity_threshold);
+    if let Some(m) = &body.model_id {
+        if m != embedder.model_id() {
+            return Err(Error::ModelMismatch {
+                profile: m.clone(),
+                embedder: embedder.model_id().into(),
+            });
+        }
+    }
+    let mut p = Profile::new(config, embedder.model_id(), now)?;
+    p.source = spec.source;
+    if let Some(st) = object.status.as_ref().and_then(|s| s.convergence.as_ref()) {
+        p.convergence = Convergence::from_status(p.config.learning.clone(), st);
+    }
+    load_processes(&mut p, body, body_path, embedder, stale)?;
+    for (i, f) in body.files.iter().enumerate() {
+        let at = |f: &str| format!("{body_path}.files[{i}].{f}");
+        let head = [
+            parse_seg(&f.image, &at("image"))?,
+            parse_seg(&f.process, &at("process"))?,
+            parse_access(&f.access, &at("access"))?,
+        ];
+        for (j, path) in f.paths.iter().enumerate() {
+            let field = at(&format!("paths[{j}]"));
+            let (mut segs, mut end) = parse_path(path, &field)?;
+            let max = p.config.compaction.max_path_depth;
+            if segs.len() > max {
+                segs.truncate(max);
+                end = End::Rest;
+            }
+            let all: Vec<OwnedSeg> = head.iter().cloned().chain(segs).collect();
+            let view: Vec<Seg<'_>> = all.iter().map(OwnedSeg::as_seg).collect();
+            if let Inserted::Refused { .. } = p.file.insert_loading(&view, end)? {
+                return Err(Error::field(field, "exceeds compaction.hardChildLimit"));
+            }
+        }
+    }
+    for (i, n) in body.network.iter().enumerate() {
+        let at = |f: &str| format!("{body_path}.network[{i}].{f}");
+        let direction = match n.direction.as_str() {
+            "*" => OwnedSeg::Wild,
+            d => match Direction::parse(d) {
+                Some(d) => OwnedSeg::Text(d.as_str().as_bytes().into()),
+                None => {
+                    return Err(Error::field(
+                        at("direction"),
+                        "expected outbound, inbound, listen or *",
+                    ))
+                }
+            },
+        };
+        let head = [
+            parse_seg(&n.image, &at("image"))?,
+            parse_seg(&n.process, &at("process"))?,
+            direction,
+            parse_peer(&n.peer, &at("peer"))?,
+        ];
+        for (j, port) in n.ports.iter().enumerate() {
+            let field = at(&format!("ports[{j}]"));
+            let (port, proto) = parse_port(port, &field)?;
+            let all: Vec<OwnedSeg> = head.iter().cloned().chain([proto, port]).collect();
+            let view: Vec<Seg<'_>> = all.iter().map(OwnedSeg::as_seg).collect();
+            if let Inserted::Refused { .. } = p.network.insert_loading(&view, End::Terminal)? {
+                return Err(Error::field(field, "exceeds compaction.hardChildLimit"));
+            }
+        }
+    }
+    Ok(p)
 }
 
 /// Loads the process exemplars; with `stale_radii` (another argument
 /// measure) every exemplar gets the profile's threshold as its radius.
 fn load_processes(
     p: &mut Profile,
-    spec: &BehaviorProfileSpec,
+    body: &ProfileBody,
+    body_path: &str,
     embedder: &dyn Embedder,
     stale_radii: bool,
 ) -> Result<()> {
@@ -516,10 +434,10 @@ fn load_processes(
     let cap = p.config.compaction.exemplar_cap;
     // Embed every exemplar string in batches first.
     let mut strings: Vec<&str> = Vec::new();
-    for (i, e) in spec.processes.iter().enumerate() {
+    for (i, e) in body.processes.iter().enumerate() {
         if e.arguments.is_empty() {
             return Err(Error::field(
-                format!("spec.processes[{i}].arguments"),
+                format!("{body_path}.processes[{i}].arguments"),
                 "needs at least one exemplar",
             ));
         }
@@ -527,7 +445,7 @@ fn load_processes(
             if let Some(m) = a.min_similarity {
                 if !(m.is_finite() && (-1.0..=1.0).contains(&m)) {
                     return Err(Error::field(
-                        format!("spec.processes[{i}].arguments[{j}].minSimilarity"),
+                        format!("{body_path}.processes[{i}].arguments[{j}].minSimilarity"),
                         "must be within [-1, 1]",
                     ));
                 }
@@ -540,8 +458,8 @@ fn load_processes(
         vectors.extend(embed_all(embedder, &p.model_id, chunk)?);
     }
     let mut vectors = vectors.into_iter();
-    for (i, e) in spec.processes.iter().enumerate() {
-        let at = |f: &str| format!("spec.processes[{i}].{f}");
+    for (i, e) in body.processes.iter().enumerate() {
+        let at = |f: &str| format!("{body_path}.processes[{i}].{f}");
         let all = [
             parse_seg(&e.image, &at("image"))?,
             parse_seg(&e.parent, &at("parent"))?,
@@ -574,44 +492,71 @@ fn load_processes(
     Ok(())
 }
 
-fn config_from_spec(spec: &BehaviorProfileSpec) -> Result<ProfileConfig> {
-    let dur = |s: &str, field: &str| {
-        parse_duration(s).ok_or_else(|| {
+/// The settings of an object: `spec.learning` and `spec.compaction` over
+/// the defaults, the mode, and the body's threshold.
+fn config_from(
+    spec: &BehaviorProfileSpec,
+    body: &ProfileBody,
+    body_path: &str,
+) -> Result<ProfileConfig> {
+    let base = ProfileConfig::default();
+    let dur = |s: &Option<String>, default: Duration, field: &str| match s {
+        None => Ok(default),
+        Some(s) => parse_duration(s).ok_or_else(|| {
             Error::field(
                 format!("spec.learning.{field}"),
                 "expected a duration like `1h`, `30s`, `500ms`",
             )
-        })
+        }),
     };
-    let l = &spec.learning;
-    let c = &spec.compaction;
+    let mode = match spec.mode {
+        ProfileMode::Auto => Mode::Auto,
+        ProfileMode::Learn => Mode::Learn,
+        ProfileMode::Detect => Mode::Detect,
+        ProfileMode::Enforce => {
+            return Err(Error::field(
+                "spec.mode",
+                "Enforce is reserved and not supported yet (use Detect)",
+            ))
+        }
+    };
+    let l = spec.learning.clone().unwrap_or_default();
+    let bl = &base.learning;
+    let c = spec.compaction.clone().unwrap_or_default();
+    let bc = base.compaction;
     let config = ProfileConfig {
-        mode: spec.mode,
-        similarity_threshold: spec.similarity_threshold,
+        mode,
+        similarity_threshold: body.similarity_threshold,
         learning: LearningConfig {
-            window: dur(&l.window, "window")?,
-            min_learning_time: dur(&l.min_learning_time, "minLearningTime")?,
-            max_new_per_window: l.max_new_per_window,
-            clean_windows: l.clean_windows,
-            buckets_per_window: l.buckets_per_window,
+            window: dur(&l.window, bl.window, "window")?,
+            min_learning_time: dur(
+                &l.min_learning_time,
+                bl.min_learning_time,
+                "minLearningTime",
+            )?,
+            max_new_per_window: l.max_new_per_window.unwrap_or(bl.max_new_per_window),
+            clean_windows: l.clean_windows.unwrap_or(bl.clean_windows),
+            buckets_per_window: l.buckets_per_window.unwrap_or(bl.buckets_per_window),
         },
         compaction: CompactionConfig {
-            child_limit: c.child_limit,
-            prefix_limits: c
-                .prefix_limits
-                .iter()
-                .map(|p| PrefixLimit {
-                    prefix: p.prefix.clone(),
-                    limit: p.limit,
-                })
-                .collect(),
-            never_collapse: c.never_collapse.clone(),
-            exemplar_cap: c.exemplar_cap,
-            peer_ip_limit: c.peer_ip_limit,
-            port_limit: c.port_limit,
-            hard_child_limit: c.hard_child_limit,
-            max_path_depth: c.max_path_depth,
-            node_budget: c.node_budget,
+            child_limit: c.child_limit.unwrap_or(bc.child_limit),
+            prefix_limits: match c.prefix_limits {
+                Some(p) => p
+                    .into_iter()
+                    .map(|p| PrefixLimit {
+                        prefix: p.prefix,
+                        limit: p.limit,
+                    })
+                    .collect(),
+                None => bc.prefix_limits,
+            },
+            never_collapse: c.never_collapse.unwrap_or(bc.never_collapse),
+            exemplar_cap: c.exemplar_cap.unwrap_or(bc.exemplar_cap),
+            peer_ip_limit: c.peer_ip_limit.unwrap_or(bc.peer_ip_limit),
+            port_limit: c.port_limit.unwrap_or(bc.port_limit),
+            hard_child_limit: c.hard_child_limit.unwrap_or(bc.hard_child_limit),
+            max_path_depth: c.max_path_depth.unwrap_or(bc.max_path_depth),
+            node_budget: c.node_budget.unwrap_or(bc.node_budget),
         },
     };
     config.validate().map_err(|e| match e {
@@ -630,7 +575,13 @@ fn config_from_spec(spec: &BehaviorProfileSpec) -> Result<ProfileConfig> {
                     }
                 })
                 .collect::<String>();
-            Error::field(format!("spec.{camel}"), reason)
+            // The threshold belongs to the body; the rest to `spec`.
+            let at = if camel == "similarityThreshold" {
+                body_path
+            } else {
+                "spec"
+            };
+            Error::field(format!("{at}.{camel}"), reason)
         }
         other => other,
     })?;

@@ -131,8 +131,8 @@ fn ephemeral_ports_collapse_into_a_port_wildcard() {
             .unwrap();
     }
     assert!(known(&p, &net("10.0.0.1".parse().unwrap(), 55555)));
-    let doc = p.to_document(Default::default());
-    assert_eq!(doc.spec.network[0].ports, vec!["*/tcp".to_string()]);
+    let body = p.to_body();
+    assert_eq!(body.network[0].ports, vec!["*/tcp".to_string()]);
 }
 
 #[test]
@@ -172,13 +172,13 @@ fn enormous_empty_and_non_utf8_paths_are_learned_without_panic() {
     let mut other = huge_segment.clone();
     other[4000] = b'b';
     assert!(!known(&p, &file("app", Access::Write, &other)));
-    let doc = p.to_document(Default::default());
+    let body = p.to_body();
     assert!(
-        doc.spec.files[0]
+        body.files[0]
             .paths
             .contains(&"/data/\\xff\\xfe\0name\\\\x".to_string()),
         "{:?}",
-        doc.spec.files[0].paths
+        body.files[0].paths
     );
     let yaml = p.to_yaml(Default::default()).unwrap();
     let back = kestrel_profile::Profile::from_yaml(&yaml, &emb, Default::default()).unwrap();

@@ -1,4 +1,7 @@
-//! The YAML form: readable, lossless, and strict about bad input.
+//! The YAML form: readable, lossless, and strict about bad input. The
+//! hand-written documents here are in the shape of the release before the
+//! custom resources (behaviour under `spec`), which still loads; today's
+//! objects are in `objects.rs`.
 
 mod common;
 

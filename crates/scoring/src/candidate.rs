@@ -5,233 +5,46 @@
 //! kernel are already lossily displayed by the caller; this crate never sees
 //! raw bytes.
 
-use std::fmt;
-use std::net::IpAddr;
-
 use serde::{Deserialize, Serialize};
 
-/// One ancestor in the process chain, from the direct parent up to the
-/// container's init.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProcessAncestor {
-    /// Executable path of the ancestor.
-    pub exe: String,
-    /// Its arguments (argv, lossily displayed), argv\[0\] included.
-    #[serde(default)]
-    pub args: Vec<String>,
-}
+// The evidence types are defined once, in `kestrel-api` (the alert
+// embeds them); re-exported here where they have always been.
+pub use kestrel_api::{AnomalyShape, Direction, FileAccess, ProcessAncestor, Proto, Signal};
 
-impl ProcessAncestor {
-    /// An ancestor with an executable path and its arguments.
-    pub fn new(exe: impl Into<String>, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        Self {
-            exe: exe.into(),
-            args: args.into_iter().map(Into::into).collect(),
-        }
+/// A shape derived from the candidate alone: trie path
+/// `image/parent/exe/<signal kinds>` and a stable hash of the normalised
+/// arguments and of the file paths and peers of the signals (ports and
+/// addresses included, so two different peers are two shapes).
+fn derived_shape(c: &CandidateAlert) -> AnomalyShape {
+    let parent = c.chain.first().map(ProcessAncestor::exe_name).unwrap_or("");
+    let mut path = format!("{}/{}/{}", c.image, parent, c.exe_name());
+    for s in &c.signals {
+        path.push('/');
+        path.push_str(s.kind());
     }
-
-    /// The last path component of [`Self::exe`].
-    pub fn exe_name(&self) -> &str {
-        basename(&self.exe)
-    }
-}
-
-/// How a file was accessed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FileAccess {
-    /// Opened for reading.
-    Read,
-    /// Opened for writing (or truncated).
-    Write,
-    /// Created.
-    Create,
-    /// Renamed or moved.
-    Rename,
-    /// Unlinked.
-    Delete,
-    /// Executed or mapped executable.
-    Exec,
-    /// Permissions or ownership changed.
-    Chmod,
-}
-
-impl FileAccess {
-    /// The lower-case name used in rules (`read`, `write`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Read => "read",
-            Self::Write => "write",
-            Self::Create => "create",
-            Self::Rename => "rename",
-            Self::Delete => "delete",
-            Self::Exec => "exec",
-            Self::Chmod => "chmod",
-        }
-    }
-}
-
-/// Transport protocol of a network peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Proto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl Proto {
-    /// The lower-case name used in rules.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Tcp => "tcp",
-            Self::Udp => "udp",
-        }
-    }
-}
-
-/// Direction of a connection, seen from the pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    /// The pod connected out.
-    Outbound,
-    /// Something connected to the pod.
-    Inbound,
-}
-
-impl Direction {
-    /// The lower-case name used in rules.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Outbound => "outbound",
-            Self::Inbound => "inbound",
-        }
-    }
-}
-
-/// What the profile found unusual.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Signal {
-    /// The process path (image → parent → exe) is not in the profile.
-    UnknownProcess,
-    /// The process is known but its arguments are far from every exemplar.
-    UnusualArguments {
-        /// Argument similarity to the nearest exemplar (−1..=1): the cosine of
-        /// the embeddings when both have the same flags, operands, program
-        /// file, writable-directory paths and sensitive words, lower when they
-        /// differ (`docs/embeddings.md`).
-        best_similarity: f32,
-        /// The nearest exemplar's argument text, if the profile keeps it.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        nearest_exemplar: Option<String>,
-        /// What differs from it, e.g. `new sensitive words stratum+tcp; new
-        /// flags -o -u -p; new operands stratum+tcp; missing flags -jar`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        difference: Option<String>,
-    },
-    /// A file access not in the profile.
-    UnknownFile {
-        /// The file path (lossily displayed).
-        path: String,
-        /// How it was accessed.
-        access: FileAccess,
-    },
-    /// A network peer not in the profile.
-    UnknownPeer {
-        /// Remote address.
-        addr: IpAddr,
-        /// Remote port (for inbound: the local listening port).
-        port: u16,
-        /// Transport protocol.
-        proto: Proto,
-        /// Direction.
-        direction: Direction,
-    },
-}
-
-impl Signal {
-    /// The rule-facing kind name (`unknown_process`, ...).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::UnknownProcess => "unknown_process",
-            Self::UnusualArguments { .. } => "unusual_arguments",
-            Self::UnknownFile { .. } => "unknown_file",
-            Self::UnknownPeer { .. } => "unknown_peer",
-        }
-    }
-}
-
-/// The anomaly's shape: what makes two anomalies "the same" for cluster
-/// statistics, incident grouping and the LLM cache.
-///
-/// It is the profile trie path (for example `webapp:v1/bash/xmrig`) plus a
-/// similarity bucket: anomalies whose arguments are within the similarity
-/// threshold of each other get the same bucket from the profile. When the
-/// profile offers no bucket, [`AnomalyShape::from_candidate`] derives one from
-/// the normalised arguments.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AnomalyShape {
-    /// The trie path, levels joined by `/`.
-    pub trie_path: String,
-    /// The similarity bucket of the arguments (or of the file / peer).
-    pub bucket: u64,
-}
-
-impl AnomalyShape {
-    /// A shape from a trie path and a bucket.
-    pub fn new(trie_path: impl Into<String>, bucket: u64) -> Self {
-        Self {
-            trie_path: trie_path.into(),
-            bucket,
-        }
-    }
-
-    /// A shape derived from the candidate alone: trie path
-    /// `image/parent/exe/<signal kinds>` and a stable hash of the normalised
-    /// arguments and of the file paths and peers of the signals (ports and
-    /// addresses included, so two different peers are two shapes).
-    pub fn from_candidate(c: &CandidateAlert) -> Self {
-        let parent = c.chain.first().map(ProcessAncestor::exe_name).unwrap_or("");
-        let mut path = format!("{}/{}/{}", c.image, parent, c.exe_name());
-        for s in &c.signals {
-            path.push('/');
-            path.push_str(s.kind());
-        }
-        let mut h = Fnv64::new();
-        h.write(c.args.normalized().as_bytes());
-        for s in &c.signals {
-            match s {
-                Signal::UnknownFile { path, access } => {
-                    h.write(path.as_bytes());
-                    h.write(access.as_str().as_bytes());
-                }
-                Signal::UnknownPeer {
-                    addr,
-                    port,
-                    proto,
-                    direction,
-                } => {
-                    h.write(addr.to_string().as_bytes());
-                    h.write(&port.to_le_bytes());
-                    h.write(proto.as_str().as_bytes());
-                    h.write(direction.as_str().as_bytes());
-                }
-                Signal::UnknownProcess | Signal::UnusualArguments { .. } => {}
+    let mut h = Fnv64::new();
+    h.write(c.args.normalized().as_bytes());
+    for s in &c.signals {
+        match s {
+            Signal::UnknownFile { path, access } => {
+                h.write(path.as_bytes());
+                h.write(access.as_str().as_bytes());
             }
+            Signal::UnknownPeer {
+                addr,
+                port,
+                proto,
+                direction,
+            } => {
+                h.write(addr.to_string().as_bytes());
+                h.write(&port.to_le_bytes());
+                h.write(proto.as_str().as_bytes());
+                h.write(direction.as_str().as_bytes());
+            }
+            Signal::UnknownProcess | Signal::UnusualArguments { .. } => {}
         }
-        Self::new(path, h.finish())
     }
-}
-
-impl fmt::Display for AnomalyShape {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}#{:016x}", self.trie_path, self.bucket)
-    }
+    AnomalyShape::new(path, h.finish())
 }
 
 /// FNV-1a, 64 bit: a stable (not randomised) hash for shape buckets and
@@ -369,7 +182,7 @@ pub struct CandidateAlert {
     /// Unix epoch, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_rollout_ns: Option<u64>,
-    /// The shape key; `None` derives one with [`AnomalyShape::from_candidate`].
+    /// The shape key; `None` derives one (see [`CandidateAlert::shape`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shape: Option<AnomalyShape>,
 }
@@ -380,18 +193,17 @@ impl CandidateAlert {
         basename(&self.exe)
     }
 
-    /// The shape given by the profile, or one derived from the candidate.
+    /// The shape given by the profile, or one derived from the candidate:
+    /// trie path `image/parent/exe/<signal kinds>` and a stable hash of the
+    /// normalised arguments and of the file paths and peers of the signals
+    /// (ports and addresses included, so two different peers are two
+    /// shapes).
     pub fn shape(&self) -> AnomalyShape {
-        self.shape
-            .clone()
-            .unwrap_or_else(|| AnomalyShape::from_candidate(self))
+        self.shape.clone().unwrap_or_else(|| derived_shape(self))
     }
 }
 
-/// Last path component (the whole string when there is no `/`).
-pub(crate) fn basename(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
-}
+pub(crate) use kestrel_api::basename;
 
 #[cfg(test)]
 pub(crate) mod fixtures {
@@ -460,13 +272,15 @@ mod tests {
     }
 
     #[test]
-    fn signals_serialise_with_a_kind_tag() {
+    fn signals_serialise_with_a_pascal_case_kind_and_keep_their_rule_names() {
         let s = Signal::UnknownFile {
             path: "/etc/shadow".into(),
             access: FileAccess::Read,
         };
         let j = serde_json::to_value(&s).unwrap();
-        assert_eq!(j["kind"], "unknown_file");
-        assert_eq!(j["access"], "read");
+        assert_eq!(j["kind"], "UnknownFile");
+        assert_eq!(j["access"], "Read");
+        assert_eq!(s.kind(), "unknown_file");
+        assert_eq!(FileAccess::Read.as_str(), "read");
     }
 }

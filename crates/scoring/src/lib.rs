@@ -35,6 +35,12 @@
 //! The core is pure: time is passed in as `now_ns`; only the LLM client and
 //! the webhook sink do I/O.
 //!
+//! The alert record ([`SecurityAlert`], [`Evidence`], [`Severity`], ...) and
+//! the evidence it embeds ([`Signal`], [`ProcessAncestor`],
+//! [`AnomalyShape`], ...) are the `SecurityAlert` custom resource's spec
+//! types from `kestrel-api`, re-exported here; `SecurityAlert` is
+//! `kestrel_api::SecurityAlertSpec`.
+//!
 //! # Example
 //!
 //! ```

@@ -6,16 +6,27 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 
-/// The model's classification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The model's classification (defined with the alert, in `kestrel-api`).
+pub use kestrel_api::Verdict;
+
+/// The classification as the model must spell it (the `response_format`
+/// enum): lower case only, whatever casings the alert accepts.
+#[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// Malicious.
+enum WireVerdict {
     Malicious,
-    /// Possibly malicious.
     Suspicious,
-    /// Benign.
     Benign,
+}
+
+impl From<WireVerdict> for Verdict {
+    fn from(w: WireVerdict) -> Self {
+        match w {
+            WireVerdict::Malicious => Verdict::Malicious,
+            WireVerdict::Suspicious => Verdict::Suspicious,
+            WireVerdict::Benign => Verdict::Benign,
+        }
+    }
 }
 
 /// A validated LLM judgement.
@@ -64,7 +75,7 @@ pub fn response_format() -> Value {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
-    verdict: Verdict,
+    verdict: WireVerdict,
     score: f64,
     explanation: String,
     tactics: Vec<String>,
@@ -99,7 +110,8 @@ pub fn parse_answer(content: &str) -> Result<LlmVerdict> {
     if !raw.score.is_finite() || !(0.0..=100.0).contains(&raw.score) {
         return Err(bad(format!("score {} outside 0..=100", raw.score)));
     }
-    match raw.verdict {
+    let verdict = Verdict::from(raw.verdict);
+    match verdict {
         Verdict::Malicious if raw.score < 50.0 => {
             return Err(bad(format!(
                 "verdict malicious with score {} < 50",
@@ -123,7 +135,7 @@ pub fn parse_answer(content: &str) -> Result<LlmVerdict> {
         .take(MAX_TACTICS)
         .collect();
     Ok(LlmVerdict {
-        verdict: raw.verdict,
+        verdict,
         score: raw.score,
         explanation,
         tactics,
@@ -155,6 +167,7 @@ mod tests {
             r#"{"verdict":"malicious","score":10,"explanation":"malicious","tactics":[]}"#,
             r#"{"verdict":"benign","score":90,"explanation":"x","tactics":[]}"#,
             r#"{"verdict":"evil","score":90,"explanation":"x","tactics":[]}"#,
+            r#"{"verdict":"Malicious","score":90,"explanation":"x","tactics":[]}"#,
             r#"{"verdict":"malicious","score":90,"explanation":"x","tactics":[],"extra":1}"#,
             r#"{"verdict":"malicious","score":90,"explanation":"  ","tactics":[]}"#,
             r#"{"verdict":"malicious","score":"90","explanation":"x","tactics":[]}"#,

@@ -41,22 +41,11 @@ fn yes() -> bool {
     true
 }
 
-/// The recommended action attached to a rule.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum RuleAction {
-    /// Look at it.
-    #[default]
-    Investigate,
-    /// Rotate the credentials the process could read.
-    RotateCredentials,
-    /// Kill the process.
-    KillProcess,
-    /// Cut the pod off the network (a NetworkPolicy comes with the alert).
-    IsolatePod,
-}
+/// The recommended action attached to a rule (defined with the alert, in
+/// `kestrel-api`): `investigate`, `rotate_credentials`, `kill_process`,
+/// `isolate_pod` in rule files, also accepted PascalCase (`IsolatePod`, as
+/// alerts write it).
+pub use kestrel_api::RuleAction;
 
 /// A condition: exactly one of `all`, `any`, `not`, or `field` with one operator.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

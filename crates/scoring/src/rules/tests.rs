@@ -406,3 +406,22 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn rule_actions_parse_in_rule_file_and_alert_spelling() {
+    let yaml = |action: &str| {
+        format!(
+            "rules:\n  - id: x\n    description: x\n    score: 50\n    tags: [T1059]\n    action: {action}\n    when: {{field: proc.name, equals: nc}}\n"
+        )
+    };
+    for (spelling, want) in [
+        ("isolate_pod", RuleAction::IsolatePod),
+        ("IsolatePod", RuleAction::IsolatePod),
+        ("rotate_credentials", RuleAction::RotateCredentials),
+        ("KillProcess", RuleAction::KillProcess),
+    ] {
+        let f = parse_rule_file("t.yaml", &yaml(spelling)).unwrap();
+        assert_eq!(f.rules[0].action, want, "{spelling}");
+    }
+    assert!(parse_rule_file("t.yaml", &yaml("explode")).is_err());
+}

@@ -1,0 +1,475 @@
+//! What the profile found unusual, and the process around it: the parts of
+//! a candidate alert that an alert keeps as evidence.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
+
+use crate::limits;
+
+/// One ancestor in the process chain, from the direct parent up to the
+/// container's init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessAncestor {
+    /// Executable path of the ancestor.
+    #[schemars(length(max = limits::PATH))]
+    pub exe: String,
+    /// Its arguments (argv, lossily displayed), argv\[0\] included.
+    #[serde(default)]
+    #[schemars(length(max = limits::ARGV), inner(length(max = limits::ARG)))]
+    pub args: Vec<String>,
+}
+
+impl ProcessAncestor {
+    /// An ancestor with an executable path and its arguments.
+    pub fn new(exe: impl Into<String>, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            exe: exe.into(),
+            args: args.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// The last path component of [`Self::exe`].
+    pub fn exe_name(&self) -> &str {
+        basename(&self.exe)
+    }
+}
+
+/// Last path component (the whole string when there is no `/`).
+pub fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// How a file was accessed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum FileAccess {
+    /// Opened for reading.
+    #[serde(alias = "read")]
+    Read,
+    /// Opened for writing (or truncated).
+    #[serde(alias = "write")]
+    Write,
+    /// Created.
+    #[serde(alias = "create")]
+    Create,
+    /// Renamed or moved.
+    #[serde(alias = "rename")]
+    Rename,
+    /// Unlinked.
+    #[serde(alias = "delete")]
+    Delete,
+    /// Executed or mapped executable.
+    #[serde(alias = "exec")]
+    Exec,
+    /// Permissions or ownership changed.
+    #[serde(alias = "chmod")]
+    Chmod,
+}
+
+impl FileAccess {
+    /// The lower-case name used in rules (`read`, `write`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Create => "create",
+            Self::Rename => "rename",
+            Self::Delete => "delete",
+            Self::Exec => "exec",
+            Self::Chmod => "chmod",
+        }
+    }
+}
+
+/// Transport protocol of a network peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Proto {
+    /// TCP.
+    #[serde(alias = "tcp")]
+    Tcp,
+    /// UDP.
+    #[serde(alias = "udp")]
+    Udp,
+}
+
+impl Proto {
+    /// The lower-case name used in rules.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// Direction of a connection, seen from the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Direction {
+    /// The pod connected out.
+    #[serde(alias = "outbound")]
+    Outbound,
+    /// Something connected to the pod.
+    #[serde(alias = "inbound")]
+    Inbound,
+}
+
+impl Direction {
+    /// The lower-case name used in rules.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Outbound => "outbound",
+            Self::Inbound => "inbound",
+        }
+    }
+}
+
+/// What the profile found unusual.
+///
+/// On the wire one flat object: `kind` says which, the other fields belong
+/// to that kind (`{kind: UnknownFile, path: /etc/shadow, access: Read}`).
+/// A flat object rather than one schema per kind, because Kubernetes
+/// structural schemas cannot branch on a tag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "SignalWire", into = "SignalWire")]
+pub enum Signal {
+    /// The process path (image → parent → exe) is not in the profile.
+    UnknownProcess,
+    /// The process is known but its arguments are far from every exemplar.
+    UnusualArguments {
+        /// Argument similarity to the nearest exemplar (−1..=1): the cosine of
+        /// the embeddings when both have the same flags, operands, program
+        /// file, writable-directory paths and sensitive words, lower when they
+        /// differ (`docs/embeddings.md`).
+        best_similarity: f32,
+        /// The nearest exemplar's argument text, if the profile keeps it.
+        nearest_exemplar: Option<String>,
+        /// What differs from it, e.g. `new sensitive words stratum+tcp; new
+        /// flags -o -u -p; new operands stratum+tcp; missing flags -jar`.
+        difference: Option<String>,
+    },
+    /// A file access not in the profile.
+    UnknownFile {
+        /// The file path (lossily displayed).
+        path: String,
+        /// How it was accessed.
+        access: FileAccess,
+    },
+    /// A network peer not in the profile.
+    UnknownPeer {
+        /// Remote address.
+        addr: IpAddr,
+        /// Remote port (for inbound: the local listening port).
+        port: u16,
+        /// Transport protocol.
+        proto: Proto,
+        /// Direction.
+        direction: Direction,
+    },
+}
+
+impl Signal {
+    /// The rule-facing kind name (`unknown_process`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::UnknownProcess => "unknown_process",
+            Self::UnusualArguments { .. } => "unusual_arguments",
+            Self::UnknownFile { .. } => "unknown_file",
+            Self::UnknownPeer { .. } => "unknown_peer",
+        }
+    }
+}
+
+/// `Signal.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+enum SignalKind {
+    /// The process path (image → parent → exe) is not in the profile.
+    #[serde(alias = "unknown_process")]
+    UnknownProcess,
+    /// The process is known but its arguments are far from every exemplar.
+    #[serde(alias = "unusual_arguments")]
+    UnusualArguments,
+    /// A file access not in the profile.
+    #[serde(alias = "unknown_file")]
+    UnknownFile,
+    /// A network peer not in the profile.
+    #[serde(alias = "unknown_peer")]
+    UnknownPeer,
+}
+
+/// What the profile found unusual: `kind`, and that kind's fields.
+// The wire form of `Signal`. The snake_case names written before the
+// custom resources (`best_similarity`) are accepted on load.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "Signal")]
+struct SignalWire {
+    /// Which signal: `UnknownProcess`, `UnusualArguments`, `UnknownFile` or
+    /// `UnknownPeer`; the fields below belong to one of them.
+    kind: SignalKind,
+    /// `UnusualArguments`: argument similarity to the nearest exemplar (−1..=1).
+    #[serde(
+        default,
+        alias = "best_similarity",
+        skip_serializing_if = "Option::is_none"
+    )]
+    best_similarity: Option<f32>,
+    /// `UnusualArguments`: the nearest exemplar's argument text.
+    #[serde(
+        default,
+        alias = "nearest_exemplar",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = limits::ARGS))]
+    nearest_exemplar: Option<String>,
+    /// `UnusualArguments`: what differs from the nearest exemplar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::TEXT))]
+    difference: Option<String>,
+    /// `UnknownFile`: the file path (lossily displayed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::PATH))]
+    path: Option<String>,
+    /// `UnknownFile`: how it was accessed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    access: Option<FileAccess>,
+    /// `UnknownPeer`: remote address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    addr: Option<IpAddr>,
+    /// `UnknownPeer`: remote port (inbound: the local listening port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    /// `UnknownPeer`: transport protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    proto: Option<Proto>,
+    /// `UnknownPeer`: direction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    direction: Option<Direction>,
+}
+
+impl SignalWire {
+    fn of(kind: SignalKind) -> Self {
+        SignalWire {
+            kind,
+            best_similarity: None,
+            nearest_exemplar: None,
+            difference: None,
+            path: None,
+            access: None,
+            addr: None,
+            port: None,
+            proto: None,
+            direction: None,
+        }
+    }
+}
+
+impl From<Signal> for SignalWire {
+    fn from(s: Signal) -> Self {
+        match s {
+            Signal::UnknownProcess => SignalWire::of(SignalKind::UnknownProcess),
+            Signal::UnusualArguments {
+                best_similarity,
+                nearest_exemplar,
+                difference,
+            } => SignalWire {
+                best_similarity: Some(best_similarity),
+                nearest_exemplar,
+                difference,
+                ..SignalWire::of(SignalKind::UnusualArguments)
+            },
+            Signal::UnknownFile { path, access } => SignalWire {
+                path: Some(path),
+                access: Some(access),
+                ..SignalWire::of(SignalKind::UnknownFile)
+            },
+            Signal::UnknownPeer {
+                addr,
+                port,
+                proto,
+                direction,
+            } => SignalWire {
+                addr: Some(addr),
+                port: Some(port),
+                proto: Some(proto),
+                direction: Some(direction),
+                ..SignalWire::of(SignalKind::UnknownPeer)
+            },
+        }
+    }
+}
+
+impl TryFrom<SignalWire> for Signal {
+    type Error = String;
+
+    fn try_from(w: SignalWire) -> Result<Self, String> {
+        let need = |field: &str| format!("signal {:?} needs `{field}`", w.kind);
+        Ok(match w.kind {
+            SignalKind::UnknownProcess => Signal::UnknownProcess,
+            SignalKind::UnusualArguments => Signal::UnusualArguments {
+                best_similarity: w.best_similarity.ok_or_else(|| need("bestSimilarity"))?,
+                nearest_exemplar: w.nearest_exemplar,
+                difference: w.difference,
+            },
+            SignalKind::UnknownFile => Signal::UnknownFile {
+                path: w.path.ok_or_else(|| need("path"))?,
+                access: w.access.ok_or_else(|| need("access"))?,
+            },
+            SignalKind::UnknownPeer => Signal::UnknownPeer {
+                addr: w.addr.ok_or_else(|| need("addr"))?,
+                port: w.port.ok_or_else(|| need("port"))?,
+                proto: w.proto.ok_or_else(|| need("proto"))?,
+                direction: w.direction.ok_or_else(|| need("direction"))?,
+            },
+        })
+    }
+}
+
+impl JsonSchema for Signal {
+    fn schema_name() -> Cow<'static, str> {
+        "Signal".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        SignalWire::json_schema(generator)
+    }
+}
+
+/// The anomaly's shape: what makes two anomalies "the same" for cluster
+/// statistics, incident grouping and the LLM cache.
+///
+/// It is the profile trie path (for example `webapp:v1/bash/xmrig`) plus a
+/// similarity bucket: anomalies whose arguments are within the similarity
+/// threshold of each other get the same bucket from the profile. When the
+/// profile offers no bucket, the scorer derives one from the normalised
+/// arguments (`kestrel_scoring::CandidateAlert::shape`).
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AnomalyShape {
+    /// The trie path, levels joined by `/`.
+    #[schemars(length(max = limits::PATH))]
+    pub trie_path: String,
+    /// The similarity bucket of the arguments (or of the file / peer), as
+    /// 16 hex digits (JSON integers above 2^63 do not survive the API server).
+    #[serde(with = "hex_u64")]
+    #[schemars(with = "String", length(max = 16))]
+    pub bucket: u64,
+}
+
+impl AnomalyShape {
+    /// A shape from a trie path and a bucket.
+    pub fn new(trie_path: impl Into<String>, bucket: u64) -> Self {
+        Self {
+            trie_path: trie_path.into(),
+            bucket,
+        }
+    }
+}
+
+impl fmt::Display for AnomalyShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{:016x}", self.trie_path, self.bucket)
+    }
+}
+
+/// Serde for a 64-bit hash as 16 hex digits: JSON integers above 2^63 do
+/// not survive the API server (int64), so [`AnomalyShape::bucket`] is
+/// written as a string; numbers written by earlier releases are accepted.
+pub(crate) mod hex_u64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{v:016x}"))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Number(u64),
+            Hex(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Number(n) => Ok(n),
+            Either::Hex(h) => u64::from_str_radix(&h, 16).map_err(|_| {
+                serde::de::Error::custom(format!("expected 16 hex digits, found {h:?}"))
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_serialise_flat_with_a_pascal_case_kind() {
+        let s = Signal::UnknownFile {
+            path: "/etc/shadow".into(),
+            access: FileAccess::Read,
+        };
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(j["kind"], "UnknownFile");
+        assert_eq!(j["access"], "Read");
+        assert_eq!(serde_json::from_value::<Signal>(j).unwrap(), s);
+    }
+
+    #[test]
+    fn signals_written_before_v1alpha1_still_load() {
+        let old = r#"[{"kind":"unknown_process"},
+            {"kind":"unusual_arguments","best_similarity":0.5,"nearest_exemplar":"-jar app.jar"},
+            {"kind":"unknown_file","path":"/etc/shadow","access":"read"},
+            {"kind":"unknown_peer","addr":"10.0.0.1","port":4444,"proto":"tcp","direction":"outbound"}]"#;
+        let s: Vec<Signal> = serde_json::from_str(old).unwrap();
+        assert_eq!(s[0], Signal::UnknownProcess);
+        assert!(matches!(
+            &s[1],
+            Signal::UnusualArguments { best_similarity, nearest_exemplar: Some(n), difference: None }
+                if *best_similarity == 0.5 && n == "-jar app.jar"
+        ));
+        assert!(matches!(
+            s[3],
+            Signal::UnknownPeer {
+                port: 4444,
+                proto: Proto::Tcp,
+                direction: Direction::Outbound,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn shape_buckets_are_hex_strings_and_old_numbers_load() {
+        let s = AnomalyShape::new("web:1/sh/xmrig", u64::MAX - 1);
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(j["bucket"], "fffffffffffffffe");
+        assert_eq!(serde_json::from_value::<AnomalyShape>(j).unwrap(), s);
+        let old: AnomalyShape =
+            serde_json::from_str(r#"{"triePath":"web:1/sh/xmrig","bucket":18446744073709551614}"#)
+                .unwrap();
+        assert_eq!(old, s);
+        for bucket in [0x1e5, 0x1234, 0] {
+            let s = AnomalyShape::new("x", bucket);
+            let y = serde_saphyr::to_string(&s).unwrap();
+            assert_eq!(
+                serde_saphyr::from_str::<AnomalyShape>(&y).unwrap(),
+                s,
+                "{y}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_signal_without_its_fields_is_refused() {
+        let e = serde_json::from_str::<Signal>(r#"{"kind":"UnknownFile","path":"/x"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("access"), "{e}");
+    }
+}
