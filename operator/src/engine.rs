@@ -15,8 +15,8 @@ use kestrel_profile::{
     TransitionReason,
 };
 use kestrel_scoring::{
-    Arguments, CandidateAlert, LlmAnswer, LlmOutcome, LlmQueue, LlmSlot, Outcome, ProcessAncestor,
-    Scorer, SecurityAlert, Signal,
+    Arguments, CandidateAlert, LlmAnswer, LlmOutcome, LlmQueue, LlmSlot, Outcome, PeerAddress,
+    ProcessAncestor, Scorer, SecurityAlert, Signal,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -462,7 +462,7 @@ impl Engine {
                 Activity::File { path, access, .. },
             ) => Signal::UnknownFile {
                 path: String::from_utf8_lossy(path).into_owned(),
-                access: file_access(*access),
+                access: *access,
             },
             (
                 MatchOutcome::NewBranch {
@@ -476,25 +476,16 @@ impl Engine {
                     direction,
                     ..
                 },
-            ) => match peer {
-                Peer::Ip(addr) => Signal::UnknownPeer {
-                    addr: *addr,
-                    port: *port,
-                    proto: match protocol {
-                        kestrel_profile::Protocol::Udp => kestrel_scoring::Proto::Udp,
-                        _ => kestrel_scoring::Proto::Tcp,
-                    },
-                    direction: match direction {
-                        kestrel_profile::Direction::Outbound => {
-                            kestrel_scoring::Direction::Outbound
-                        }
-                        _ => kestrel_scoring::Direction::Inbound,
-                    },
+            ) => Signal::UnknownPeer {
+                // a socket peer stays a socket peer (a unix socket is
+                // `unix:<path>`, protocol ip0), ICMP stays ICMP
+                addr: match peer {
+                    Peer::Ip(addr) => PeerAddress::Ip(*addr),
+                    Peer::Name(n) => PeerAddress::Name(String::from_utf8_lossy(n).into_owned()),
                 },
-                Peer::Name(n) => Signal::UnknownFile {
-                    path: String::from_utf8_lossy(n).into_owned(),
-                    access: kestrel_scoring::FileAccess::Write,
-                },
+                port: *port,
+                proto: *protocol,
+                direction: *direction,
             },
             _ => Signal::UnknownProcess,
         };
@@ -653,20 +644,6 @@ fn alert_output(outcome: Outcome) -> Option<Output> {
     }
 }
 
-fn file_access(a: kestrel_profile::Access) -> kestrel_scoring::FileAccess {
-    use kestrel_profile::Access as A;
-    use kestrel_scoring::FileAccess as F;
-    match a {
-        A::Read => F::Read,
-        A::Write => F::Write,
-        A::Create => F::Create,
-        A::Delete => F::Delete,
-        A::Rename => F::Rename,
-        #[allow(unreachable_patterns)]
-        _ => F::Read,
-    }
-}
-
 fn document_of(name: &str, namespace: &str, p: &Profile) -> BehaviorProfile {
     p.to_object(Metadata {
         name: Some(name.to_string()),
@@ -740,6 +717,56 @@ mod tests {
     }
 
     const T: Duration = Duration::from_secs(1_700_000_000);
+
+    fn network(peer: Peer, protocol: kestrel_events::Protocol, port: u16) -> Forwarded {
+        let mut f = exec("curl", "http://x");
+        f.activity = Activity::Network {
+            process: b"curl".to_vec(),
+            direction: kestrel_events::Direction::Outbound,
+            peer,
+            protocol,
+            port,
+        };
+        f
+    }
+
+    /// Before: a unix-socket connect became an `UnknownFile` write of the
+    /// socket's name, and every protocol but UDP became TCP. Now the signal
+    /// says what the kernel saw.
+    #[test]
+    fn unknown_peers_keep_socket_names_and_protocols() {
+        let e = engine();
+        let new_peer = MatchOutcome::NewBranch {
+            class: ActivityClass::Network,
+            level: kestrel_profile::Level::Peer,
+        };
+        let unix = network(
+            Peer::Name(b"unix:/var/run/docker.sock".to_vec()),
+            kestrel_events::Protocol::Other(0),
+            0,
+        );
+        let c = e.candidate(&unix, &new_peer, T);
+        assert_eq!(
+            c.signals,
+            [Signal::UnknownPeer {
+                addr: PeerAddress::Name("unix:/var/run/docker.sock".into()),
+                port: 0,
+                proto: kestrel_events::Protocol::Other(0),
+                direction: kestrel_events::Direction::Outbound,
+            }]
+        );
+        let icmp = network(
+            Peer::Ip("198.51.100.7".parse().unwrap()),
+            kestrel_events::Protocol::Icmp,
+            0,
+        );
+        let c = e.candidate(&icmp, &new_peer, T);
+        assert!(
+            matches!(&c.signals[..], [Signal::UnknownPeer { proto: kestrel_events::Protocol::Icmp, addr: PeerAddress::Ip(ip), .. }] if ip.to_string() == "198.51.100.7"),
+            "{:?}",
+            c.signals
+        );
+    }
 
     #[test]
     fn set_mode_detect_locks_a_learning_profile_and_new_behaviour_alerts() {

@@ -158,9 +158,9 @@ pub fn alert_spec() -> SecurityAlertSpec {
             signals: vec![
                 Signal::UnknownProcess,
                 Signal::UnknownPeer {
-                    addr: "10.1.2.3".parse().expect("an address"),
+                    addr: PeerAddress::Ip("10.1.2.3".parse().expect("an address")),
                     port: 4444,
-                    proto: Proto::Tcp,
+                    proto: Protocol::Tcp,
                     direction: Direction::Outbound,
                 },
             ],

@@ -120,7 +120,9 @@ pub use profile::{
     ProcessEntry, ProfileBody, ProfileMode, ProfilePhase, ProfileSource, ProfileSummary,
     DEFAULT_SIMILARITY_THRESHOLD,
 };
-pub use signal::{basename, AnomalyShape, Direction, FileAccess, ProcessAncestor, Proto, Signal};
+pub use signal::{
+    basename, AnomalyShape, Direction, FileAccess, PeerAddress, ProcessAncestor, Protocol, Signal,
+};
 pub use stored::{
     alert_from_yaml, converged_condition, profile_from_yaml, to_yaml, Error, StoredFormat,
     StoredProfile,

@@ -44,85 +44,25 @@ pub fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// How a file was accessed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-pub enum FileAccess {
-    /// Opened for reading.
-    #[serde(alias = "read")]
-    Read,
-    /// Opened for writing (or truncated).
-    #[serde(alias = "write")]
-    Write,
-    /// Created.
-    #[serde(alias = "create")]
-    Create,
-    /// Renamed or moved.
-    #[serde(alias = "rename")]
-    Rename,
-    /// Unlinked.
-    #[serde(alias = "delete")]
-    Delete,
-    /// Executed or mapped executable.
-    #[serde(alias = "exec")]
-    Exec,
-    /// Permissions or ownership changed.
-    #[serde(alias = "chmod")]
-    Chmod,
+// The one definition of file access kinds, connection directions and
+// transport protocols, shared with the event model, profiles and rules.
+pub use kestrel_events::{Direction, FileAccess, Protocol};
+
+/// The other end of an unknown connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PeerAddress {
+    /// An IP address.
+    Ip(IpAddr),
+    /// A socket name: a unix socket as `unix:<path>` (lossily displayed),
+    /// or a workload, service or DNS name.
+    Name(String),
 }
 
-impl FileAccess {
-    /// The lower-case name used in rules (`read`, `write`, ...).
-    pub fn as_str(self) -> &'static str {
+impl fmt::Display for PeerAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Read => "read",
-            Self::Write => "write",
-            Self::Create => "create",
-            Self::Rename => "rename",
-            Self::Delete => "delete",
-            Self::Exec => "exec",
-            Self::Chmod => "chmod",
-        }
-    }
-}
-
-/// Transport protocol of a network peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-pub enum Proto {
-    /// TCP.
-    #[serde(alias = "tcp")]
-    Tcp,
-    /// UDP.
-    #[serde(alias = "udp")]
-    Udp,
-}
-
-impl Proto {
-    /// The lower-case name used in rules.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Tcp => "tcp",
-            Self::Udp => "udp",
-        }
-    }
-}
-
-/// Direction of a connection, seen from the pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-pub enum Direction {
-    /// The pod connected out.
-    #[serde(alias = "outbound")]
-    Outbound,
-    /// Something connected to the pod.
-    #[serde(alias = "inbound")]
-    Inbound,
-}
-
-impl Direction {
-    /// The lower-case name used in rules.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Outbound => "outbound",
-            Self::Inbound => "inbound",
+            PeerAddress::Ip(ip) => write!(f, "{ip}"),
+            PeerAddress::Name(n) => f.write_str(n),
         }
     }
 }
@@ -160,12 +100,13 @@ pub enum Signal {
     },
     /// A network peer not in the profile.
     UnknownPeer {
-        /// Remote address.
-        addr: IpAddr,
-        /// Remote port (for inbound: the local listening port).
+        /// Remote address, or the socket's name (a unix socket).
+        addr: PeerAddress,
+        /// Remote port (for inbound: the local listening port; 0 for a
+        /// unix socket).
         port: u16,
-        /// Transport protocol.
-        proto: Proto,
+        /// Transport protocol (`ip0` for a unix socket).
+        proto: Protocol,
         /// Direction.
         direction: Direction,
     },
@@ -236,16 +177,21 @@ struct SignalWire {
     /// `UnknownFile`: how it was accessed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     access: Option<FileAccess>,
-    /// `UnknownPeer`: remote address.
+    /// `UnknownPeer`: remote IP address (absent for a named peer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     addr: Option<IpAddr>,
+    /// `UnknownPeer`: the peer's name when it has no IP address: a unix
+    /// socket as `unix:<path>`, or a workload, service or DNS name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::PATH))]
+    peer_name: Option<String>,
     /// `UnknownPeer`: remote port (inbound: the local listening port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     port: Option<u16>,
     /// `UnknownPeer`: transport protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    proto: Option<Proto>,
+    proto: Option<Protocol>,
     /// `UnknownPeer`: direction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     direction: Option<Direction>,
@@ -261,6 +207,7 @@ impl SignalWire {
             path: None,
             access: None,
             addr: None,
+            peer_name: None,
             port: None,
             proto: None,
             direction: None,
@@ -293,7 +240,14 @@ impl From<Signal> for SignalWire {
                 proto,
                 direction,
             } => SignalWire {
-                addr: Some(addr),
+                addr: match &addr {
+                    PeerAddress::Ip(ip) => Some(*ip),
+                    PeerAddress::Name(_) => None,
+                },
+                peer_name: match addr {
+                    PeerAddress::Ip(_) => None,
+                    PeerAddress::Name(n) => Some(n),
+                },
                 port: Some(port),
                 proto: Some(proto),
                 direction: Some(direction),
@@ -320,7 +274,17 @@ impl TryFrom<SignalWire> for Signal {
                 access: w.access.ok_or_else(|| need("access"))?,
             },
             SignalKind::UnknownPeer => Signal::UnknownPeer {
-                addr: w.addr.ok_or_else(|| need("addr"))?,
+                addr: match (w.addr, w.peer_name) {
+                    (Some(ip), None) => PeerAddress::Ip(ip),
+                    (None, Some(name)) => PeerAddress::Name(name),
+                    (Some(_), Some(_)) => {
+                        return Err(format!(
+                            "signal {:?} has both `addr` and `peerName`",
+                            w.kind
+                        ))
+                    }
+                    (None, None) => return Err(need("addr` or `peerName")),
+                },
                 port: w.port.ok_or_else(|| need("port"))?,
                 proto: w.proto.ok_or_else(|| need("proto"))?,
                 direction: w.direction.ok_or_else(|| need("direction"))?,
@@ -437,11 +401,44 @@ mod tests {
             s[3],
             Signal::UnknownPeer {
                 port: 4444,
-                proto: Proto::Tcp,
+                proto: Protocol::Tcp,
                 direction: Direction::Outbound,
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_unix_socket_peer_and_icmp_keep_what_they_are() {
+        let unix = Signal::UnknownPeer {
+            addr: PeerAddress::Name("unix:/var/run/docker.sock".into()),
+            port: 0,
+            proto: Protocol::Other(0),
+            direction: Direction::Outbound,
+        };
+        let j = serde_json::to_value(&unix).unwrap();
+        assert_eq!(j["kind"], "UnknownPeer");
+        assert_eq!(j["peerName"], "unix:/var/run/docker.sock");
+        assert_eq!(j["proto"], "ip0");
+        assert!(j.get("addr").is_none(), "{j}");
+        assert_eq!(serde_json::from_value::<Signal>(j).unwrap(), unix);
+
+        let icmp = Signal::UnknownPeer {
+            addr: PeerAddress::Ip("10.0.0.9".parse().unwrap()),
+            port: 0,
+            proto: Protocol::Icmp,
+            direction: Direction::Outbound,
+        };
+        let j = serde_json::to_value(&icmp).unwrap();
+        assert_eq!(j["proto"], "icmp");
+        assert_eq!(j["direction"], "Outbound");
+        assert_eq!(serde_json::from_value::<Signal>(j).unwrap(), icmp);
+
+        let both = r#"{"kind":"UnknownPeer","addr":"10.0.0.1","peerName":"unix:/x","port":0,"proto":"ip0","direction":"Outbound"}"#;
+        let e = serde_json::from_str::<Signal>(both)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("both"), "{e}");
     }
 
     #[test]

@@ -150,6 +150,22 @@ impl<'de> serde::Deserialize<'de> for Protocol {
     }
 }
 
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Protocol {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Protocol".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Transport protocol: tcp, udp, icmp, or ip<N> for another IP protocol number (ip0: a unix socket).",
+            "type": "string",
+            "pattern": "^(tcp|udp|icmp|ip[0-9]{1,3})$",
+            "maxLength": 5
+        })
+    }
+}
+
 fn copy(buf: &mut [u8; 5], s: &[u8]) -> usize {
     buf[..s.len()].copy_from_slice(s);
     s.len()

@@ -168,18 +168,27 @@ pub enum FileOpKind {
 }
 
 /// How a file was accessed, as profiles classify it.
+///
+/// Serialised in PascalCase (`Read`), as Kubernetes API enums are; the
+/// lower-case words of profiles and rules (`read`, [`FileAccess::as_str`])
+/// are accepted on load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum FileAccess {
     /// Opened read-only.
+    #[serde(alias = "read")]
     Read,
     /// Opened for writing (an existing file, or without O_CREAT).
+    #[serde(alias = "write")]
     Write,
     /// Opened with O_CREAT.
+    #[serde(alias = "create")]
     Create,
     /// Unlinked.
+    #[serde(alias = "delete")]
     Delete,
     /// Renamed (the source path).
+    #[serde(alias = "rename")]
     Rename,
 }
 
@@ -317,14 +326,20 @@ impl TcpState {
 }
 
 /// Direction of a connection, as profiles classify it.
+///
+/// Serialised in PascalCase (`Outbound`); the lower-case words of profiles
+/// and rules (`outbound`, [`Direction::as_str`]) are accepted on load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Direction {
     /// We connected out.
+    #[serde(alias = "outbound")]
     Outbound,
     /// Someone connected in.
+    #[serde(alias = "inbound")]
     Inbound,
     /// We listen.
+    #[serde(alias = "listen")]
     Listen,
 }
 

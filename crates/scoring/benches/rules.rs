@@ -17,7 +17,8 @@ use criterion::measurement::Measurement;
 mod thread_cpu;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use kestrel_scoring::{
-    Arguments, CandidateAlert, Direction, FileAccess, ProcessAncestor, Proto, RuleSet, Signal,
+    Arguments, CandidateAlert, Direction, FileAccess, PeerAddress, ProcessAncestor, Protocol,
+    RuleSet, Signal,
 };
 use thread_cpu::ThreadCpuTime;
 
@@ -81,9 +82,9 @@ fn mix() -> Vec<CandidateAlert> {
             "/usr/sbin/nginx",
             &["nginx", "-g", "daemon off;"],
             vec![Signal::UnknownPeer {
-                addr: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
+                addr: PeerAddress::Ip(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3))),
                 port: 5432,
-                proto: Proto::Tcp,
+                proto: Protocol::Tcp,
                 direction: Direction::Outbound,
             }],
         ),

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 // The evidence types are defined once, in `kestrel-api` (the alert
 // embeds them); re-exported here where they have always been.
-pub use kestrel_api::{AnomalyShape, Direction, FileAccess, ProcessAncestor, Proto, Signal};
+pub use kestrel_api::{
+    AnomalyShape, Direction, FileAccess, PeerAddress, ProcessAncestor, Protocol, Signal,
+};
 
 /// A shape derived from the candidate alone: trie path
 /// `image/parent/exe/<signal kinds>` and a stable hash of the normalised
@@ -38,7 +40,7 @@ fn derived_shape(c: &CandidateAlert) -> AnomalyShape {
             } => {
                 h.write(addr.to_string().as_bytes());
                 h.write(&port.to_le_bytes());
-                h.write(proto.as_str().as_bytes());
+                h.write(proto.key().as_bytes());
                 h.write(direction.as_str().as_bytes());
             }
             Signal::UnknownProcess | Signal::UnusualArguments { .. } => {}

@@ -95,7 +95,8 @@ pub use alert::{
     Severity, QUARANTINE_LABEL,
 };
 pub use candidate::{
-    AnomalyShape, Arguments, CandidateAlert, Direction, FileAccess, ProcessAncestor, Proto, Signal,
+    AnomalyShape, Arguments, CandidateAlert, Direction, FileAccess, PeerAddress, ProcessAncestor,
+    Protocol, Signal,
 };
 pub use cluster::{ClusterAssessment, ClusterConfig, ClusterEngine};
 pub use combiner::{

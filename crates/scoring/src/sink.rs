@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::alert::{rfc3339_ns, SecurityAlert, Severity};
-use crate::candidate::Signal;
+use crate::candidate::{PeerAddress, Signal};
 use crate::error::{Error, Result};
 use crate::http::{snippet, HttpClient};
 
@@ -82,9 +82,18 @@ pub fn falco_payload(a: &SecurityAlert) -> FalcoPayload {
             Signal::UnknownPeer {
                 addr, port, proto, ..
             } => {
-                f.insert("fd.rip".into(), json!(addr.to_string()));
-                f.insert("fd.rport".into(), json!(port));
-                f.insert("fd.l4proto".into(), json!(proto.as_str()));
+                match addr {
+                    PeerAddress::Ip(ip) => {
+                        f.insert("fd.rip".into(), json!(ip.to_string()));
+                        f.insert("fd.rport".into(), json!(port));
+                        f.insert("fd.l4proto".into(), json!(proto.key().as_str()));
+                    }
+                    // Falco names a unix socket's path fd.name
+                    PeerAddress::Name(name) => {
+                        f.insert("fd.name".into(), json!(name));
+                        f.insert("fd.typechar".into(), json!("u"));
+                    }
+                }
             }
             Signal::UnknownProcess | Signal::UnusualArguments { .. } => {}
         }

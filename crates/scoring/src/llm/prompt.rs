@@ -69,7 +69,7 @@ fn signal_json(s: &Signal) -> serde_json::Value {
             direction,
         } => json!({
             "kind": "unknown_peer", "addr": addr.to_string(), "port": port,
-            "proto": proto.as_str(), "direction": direction.as_str(),
+            "proto": proto.key().as_str(), "direction": direction.as_str(),
         }),
     }
 }

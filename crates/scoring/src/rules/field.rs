@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use crate::candidate::{basename, CandidateAlert, Signal};
+use crate::candidate::{basename, CandidateAlert, PeerAddress, Signal};
 
 /// A field a condition tests. Multi-valued fields match when any value does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,6 +30,7 @@ pub(crate) enum Field {
     PeerPort,
     PeerProto,
     PeerDirection,
+    PeerName,
 }
 
 /// What kind of values a field has.
@@ -65,6 +66,7 @@ pub(crate) const FIELDS: &[(&str, Field)] = &[
     ("peer.port", Field::PeerPort),
     ("peer.proto", Field::PeerProto),
     ("peer.direction", Field::PeerDirection),
+    ("peer.name", Field::PeerName),
 ];
 
 impl Field {
@@ -128,12 +130,21 @@ impl Field {
             }),
             Self::PeerProto => c.signals.iter().for_each(|s| {
                 if let Signal::UnknownPeer { proto, .. } = s {
-                    f(proto.as_str())
+                    f(proto.key().as_str())
                 }
             }),
             Self::PeerDirection => c.signals.iter().for_each(|s| {
                 if let Signal::UnknownPeer { direction, .. } = s {
                     f(direction.as_str())
+                }
+            }),
+            Self::PeerName => c.signals.iter().for_each(|s| {
+                if let Signal::UnknownPeer {
+                    addr: PeerAddress::Name(n),
+                    ..
+                } = s
+                {
+                    f(n)
                 }
             }),
             Self::PeerAddr | Self::PeerPort => {}
@@ -144,7 +155,10 @@ impl Field {
     #[inline]
     pub(crate) fn any_addr(c: &CandidateAlert, p: impl Fn(&IpAddr) -> bool) -> bool {
         c.signals.iter().any(|s| match s {
-            Signal::UnknownPeer { addr, .. } => p(addr),
+            Signal::UnknownPeer {
+                addr: PeerAddress::Ip(addr),
+                ..
+            } => p(addr),
             _ => false,
         })
     }

@@ -2,7 +2,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
 use crate::candidate::fixtures::candidate;
-use crate::candidate::{Direction, FileAccess, ProcessAncestor, Proto, Signal};
+use crate::candidate::{Direction, FileAccess, PeerAddress, ProcessAncestor, Protocol, Signal};
 
 fn pack() -> RuleSet {
     RuleSet::default_pack().unwrap()
@@ -20,9 +20,9 @@ fn file(exe: &str, argv: &[&str], path: &str, access: FileAccess) -> CandidateAl
 fn peer(exe: &str, argv: &[&str], port: u16, direction: Direction) -> CandidateAlert {
     let mut c = candidate(exe, argv);
     c.signals = vec![Signal::UnknownPeer {
-        addr: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
+        addr: PeerAddress::Ip(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))),
         port,
-        proto: Proto::Tcp,
+        proto: Protocol::Tcp,
         direction,
     }];
     c
@@ -308,16 +308,16 @@ rules:
     let mut c = peer("/x", &["x"], 8080, Direction::Outbound);
     assert!(!set.evaluate(&c).is_hit(), "203.0.113.7 is excluded");
     c.signals = vec![Signal::UnknownPeer {
-        addr: "198.51.100.1".parse().unwrap(),
+        addr: PeerAddress::Ip("198.51.100.1".parse().unwrap()),
         port: 8443,
-        proto: Proto::Tcp,
+        proto: Protocol::Tcp,
         direction: Direction::Outbound,
     }];
     assert!(set.evaluate(&c).is_hit());
     c.signals = vec![Signal::UnknownPeer {
-        addr: "198.51.100.1".parse().unwrap(),
+        addr: PeerAddress::Ip("198.51.100.1".parse().unwrap()),
         port: 9000,
-        proto: Proto::Tcp,
+        proto: Protocol::Tcp,
         direction: Direction::Outbound,
     }];
     assert!(!set.evaluate(&c).is_hit());
@@ -424,4 +424,46 @@ fn rule_actions_parse_in_rule_file_and_alert_spelling() {
         assert_eq!(f.rules[0].action, want, "{spelling}");
     }
     assert!(parse_rule_file("t.yaml", &yaml("explode")).is_err());
+}
+
+#[test]
+fn unix_socket_and_icmp_peers_match_by_name_and_protocol() {
+    let yaml = r#"
+rules:
+  - id: container-runtime-socket
+    description: connects to the container runtime's socket
+    score: 90
+    when:
+      all:
+        - field: signal
+          equals: [unknown_peer]
+        - field: peer.name
+          glob: ["unix:/var/run/docker.sock", "unix:/run/containerd/*.sock"]
+  - id: icmp-out
+    description: sends ICMP
+    score: 20
+    when:
+      all:
+        - field: peer.proto
+          equals: [icmp]
+"#;
+    let set = RuleSet::builder().add_yaml("t", yaml).build().unwrap();
+    let mut c = candidate("/usr/bin/curl", &["curl"]);
+    c.signals = vec![Signal::UnknownPeer {
+        addr: PeerAddress::Name("unix:/var/run/docker.sock".into()),
+        port: 0,
+        proto: Protocol::Other(0),
+        direction: Direction::Outbound,
+    }];
+    let hit = set.evaluate(&c);
+    assert_eq!(hit.ids(), ["container-runtime-socket"]);
+    // a named peer is no IP: address rules do not see it, file rules neither
+    assert!(!super::field::Field::any_addr(&c, |_| true));
+    c.signals = vec![Signal::UnknownPeer {
+        addr: PeerAddress::Ip("198.51.100.1".parse().unwrap()),
+        port: 0,
+        proto: Protocol::Icmp,
+        direction: Direction::Outbound,
+    }];
+    assert_eq!(set.evaluate(&c).ids(), ["icmp-out"]);
 }
