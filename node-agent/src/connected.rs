@@ -6,7 +6,7 @@
 
 use crate::capture::{self, CaptureConfig, CaptureStats, Scope};
 use crate::edge::{EdgeCounters, EdgeFilter};
-use kestrel_events::{WorkloadMap, WorkloadSpec};
+use kestrel_events::{Glob, WorkloadMap, WorkloadSpec};
 use kestrel_profile::Digest;
 use kestrel_proto::client::AgentClient;
 use kestrel_proto::{ClientTls, TlsMaterial};
@@ -91,10 +91,16 @@ pub fn run(cfg: &ConnectedConfig, stop: &AtomicBool) -> Result<ConnectedStats, C
                 OperatorMessage::Targets(t) => Update::Targets(
                     t.targets
                         .into_iter()
-                        .map(|t| WorkloadSpec {
-                            name: t.workload,
-                            image: (!t.image.is_empty()).then_some(t.image),
-                            containers: t.container_id_glob,
+                        .filter_map(|t| match Glob::new(&t.container_id_glob) {
+                            Ok(containers) => Some(WorkloadSpec {
+                                name: t.workload,
+                                image: (!t.image.is_empty()).then_some(t.image),
+                                containers,
+                            }),
+                            Err(e) => {
+                                tracing::warn!(workload = %t.workload, error = %e, "target skipped");
+                                None
+                            }
                         })
                         .collect(),
                 ),

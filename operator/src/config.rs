@@ -123,3 +123,31 @@ pub fn load_arg_embedder(cfg: &OperatorConfig) -> anyhow::Result<Arc<ArgEmbedder
         CacheOptions::default(),
     )?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::OperatorConfig;
+
+    #[test]
+    fn a_bad_container_glob_names_the_file_and_the_pattern() {
+        let path = std::env::temp_dir().join(format!("kestrel-config-{}.yaml", std::process::id()));
+        std::fs::write(
+            &path,
+            "workloads:\n  - name: web\n    containers: \"web-[0-9\"\n",
+        )
+        .unwrap();
+        let e = OperatorConfig::load(&path).unwrap_err().to_string();
+        assert!(e.starts_with(&path.display().to_string()), "{e}");
+        assert!(e.contains("invalid glob \"web-[0-9\": unclosed '['"), "{e}");
+
+        std::fs::write(
+            &path,
+            "workloads:\n  - name: web\n    containers: \"web-[0-9]*\"\n",
+        )
+        .unwrap();
+        let cfg = OperatorConfig::load(&path).unwrap();
+        assert!(cfg.workloads[0].containers.is_match("web-7abc"));
+        assert!(!cfg.workloads[0].containers.is_match("web-x"));
+        std::fs::remove_file(&path).unwrap();
+    }
+}

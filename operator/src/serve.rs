@@ -202,7 +202,7 @@ pub fn run(
             .workloads
             .iter()
             .map(|w| ContainerTarget {
-                container_id_glob: w.containers.clone(),
+                container_id_glob: w.containers.to_string(),
                 workload: w.name.clone(),
                 image: w.image.clone().unwrap_or_else(|| w.name.clone()),
             })

@@ -127,13 +127,6 @@ pub(crate) fn cut(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// FNV-1a, 32 bit: a stable suffix for names that lost characters.
-fn fnv32(s: &str) -> u32 {
-    s.bytes().fold(0x811c_9dc5, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
-}
-
 /// Lower-case alphanumerics, anything else as `-`.
 fn dns_chars(s: &str) -> String {
     s.chars()
@@ -161,7 +154,10 @@ pub fn object_name(workload: &str) -> String {
     if !trimmed.is_empty() && trimmed == plain && trimmed.len() <= max {
         return plain;
     }
-    let suffix = format!("{:08x}", fnv32(workload));
+    let suffix = format!(
+        "{:08x}",
+        kestrel_events::hash::stable_hash32(workload.as_bytes())
+    );
     let head = cut(trimmed, max - suffix.len() - 1).trim_end_matches('-');
     if head.is_empty() {
         format!("w-{suffix}")

@@ -258,8 +258,10 @@ pub struct NetworkEntry {
     pub ports: Vec<String>,
 }
 
-/// Default of [`ProfileBody::similarity_threshold`] when a document has none.
-pub const DEFAULT_SIMILARITY_THRESHOLD: f32 = 0.95;
+/// Default of [`ProfileBody::similarity_threshold`] when a document has none:
+/// the threshold of a model without calibration
+/// ([`kestrel_embed::UNCALIBRATED_THRESHOLD`], defined there once).
+pub const DEFAULT_SIMILARITY_THRESHOLD: f32 = kestrel_embed::UNCALIBRATED_THRESHOLD;
 
 fn default_threshold() -> f32 {
     DEFAULT_SIMILARITY_THRESHOLD

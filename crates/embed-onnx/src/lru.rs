@@ -1,114 +1,43 @@
-//! A bounded least-recently-used map from strings to values.
+//! The exact cache's eviction order: the `lru` crate's `LruCache`, with a
+//! capacity of 0 meaning "no cache" (the crate needs a non-zero one).
 //!
-//! Entries live in a slab (`Vec`) linked into a recency list by index; a
-//! `HashMap` finds a key's slot. `get` and `insert` are O(1).
+//! A hand-written slab LRU served here until session 5; the crate was as fast
+//! or faster on the cache benches (`docs/benchmarks/hand-written-vs-crates.md`).
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
-
-const NONE: usize = usize::MAX;
-
-struct Node<V> {
-    key: Arc<str>,
-    value: V,
-    prev: usize,
-    next: usize,
-}
 
 /// A map that holds at most `capacity` entries and evicts the least recently
 /// used one to make room.
 pub(crate) struct Lru<V> {
-    map: HashMap<Arc<str>, usize>,
-    nodes: Vec<Node<V>>,
-    head: usize,
-    tail: usize,
-    capacity: usize,
+    inner: Option<lru::LruCache<Arc<str>, V>>,
 }
 
 impl<V: Clone> Lru<V> {
     /// An empty map for at most `capacity` entries (0 means caching is off).
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            map: HashMap::with_capacity(capacity.min(1 << 16)),
-            nodes: Vec::with_capacity(capacity.min(1 << 16)),
-            head: NONE,
-            tail: NONE,
-            capacity,
+            inner: NonZeroUsize::new(capacity).map(lru::LruCache::new),
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.inner.as_ref().map_or(0, lru::LruCache::len)
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.capacity
+        self.inner.as_ref().map_or(0, |c| c.cap().get())
     }
 
     /// The value for `key`, which becomes the most recently used.
     pub(crate) fn get(&mut self, key: &str) -> Option<V> {
-        let i = *self.map.get(key)?;
-        self.detach(i);
-        self.push_front(i);
-        Some(self.nodes[i].value.clone())
+        self.inner.as_mut()?.get(key).cloned()
     }
 
     /// Inserts or replaces `key`, evicting the least recently used entry when full.
     pub(crate) fn insert(&mut self, key: Arc<str>, value: V) {
-        if self.capacity == 0 {
-            return;
-        }
-        if let Some(&i) = self.map.get(&key) {
-            self.nodes[i].value = value;
-            self.detach(i);
-            self.push_front(i);
-            return;
-        }
-        let i = if self.nodes.len() < self.capacity {
-            self.nodes.push(Node {
-                key: Arc::clone(&key),
-                value,
-                prev: NONE,
-                next: NONE,
-            });
-            self.nodes.len() - 1
-        } else {
-            let i = self.tail;
-            self.detach(i);
-            self.map.remove(&self.nodes[i].key);
-            self.nodes[i].key = Arc::clone(&key);
-            self.nodes[i].value = value;
-            i
-        };
-        self.map.insert(key, i);
-        self.push_front(i);
-    }
-
-    fn detach(&mut self, i: usize) {
-        let (prev, next) = (self.nodes[i].prev, self.nodes[i].next);
-        if prev == NONE {
-            self.head = next;
-        } else {
-            self.nodes[prev].next = next;
-        }
-        if next == NONE {
-            self.tail = prev;
-        } else {
-            self.nodes[next].prev = prev;
-        }
-        self.nodes[i].prev = NONE;
-        self.nodes[i].next = NONE;
-    }
-
-    fn push_front(&mut self, i: usize) {
-        self.nodes[i].next = self.head;
-        self.nodes[i].prev = NONE;
-        if self.head != NONE {
-            self.nodes[self.head].prev = i;
-        }
-        self.head = i;
-        if self.tail == NONE {
-            self.tail = i;
+        if let Some(c) = self.inner.as_mut() {
+            c.put(key, value);
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The one stable (not randomised) hash of the workspace: 64-bit FNV-1a.
+//! The one stable (not randomised) hash of the workspace: FNV-1a, 64 bit
+//! (and its 32-bit sibling for short name suffixes).
 //!
 //! Stable means the same bytes give the same value in every process and
 //! release, which is what persisted names need: alert ids and anomaly
@@ -63,6 +64,14 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// FNV-1a, 32 bit: 8 hex digits that keep object names distinct
+/// (`kestrel_api::object_name`); changing it renames stored objects.
+pub fn stable_hash32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +81,9 @@ mod tests {
         assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(stable_hash(b"foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(stable_hash32(b""), 0x811c_9dc5);
+        assert_eq!(stable_hash32(b"a"), 0xe40c_292c);
+        assert_eq!(stable_hash32(b"foobar"), 0xbf9c_f968);
     }
 
     #[test]

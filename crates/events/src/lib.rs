@@ -17,6 +17,7 @@ mod activity;
 mod bytes;
 mod container;
 mod event;
+pub mod glob;
 pub mod hash;
 mod workload;
 
@@ -27,5 +28,6 @@ pub use event::{
     Ancestor, Argv, CgroupChange, Direction, Endpoint, Event, EventKind, Exec, Exit, FileAccess,
     FileOp, FileOpKind, Fork, Namespaces, NetOp, NetOpKind, Task, TcpState,
 };
+pub use glob::{Glob, GlobError};
 pub use hash::stable_hash;
-pub use workload::{glob_match, WorkloadMap, WorkloadSpec};
+pub use workload::{WorkloadMap, WorkloadSpec};

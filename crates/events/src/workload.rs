@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::glob::Glob;
+
 /// One configured workload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -13,37 +15,13 @@ pub struct WorkloadSpec {
     /// Container image (the first level of every trie).
     #[serde(default)]
     pub image: Option<String>,
-    /// Glob over container ids (`*` any run, `?` one character).
-    pub containers: String,
+    /// Glob over container ids, in the one glob syntax of [`crate::glob`]
+    /// (`*` any run, `?` one character, `[0-9]`, `{a,b}`). An invalid
+    /// pattern is a config error, not a workload that matches nothing.
+    pub containers: Glob,
 }
 
 pub use crate::activity::Workload;
-
-/// `*` and `?` glob match over bytes (no character classes).
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == b'*' {
-        pi += 1;
-    }
-    pi == p.len()
-}
 
 /// Maps container ids to workloads.
 #[derive(Debug, Clone, Default)]
@@ -62,7 +40,7 @@ impl WorkloadMap {
         match self
             .specs
             .iter()
-            .find(|s| glob_match(&s.containers, container_id))
+            .find(|s| s.containers.is_match(container_id))
         {
             Some(s) => Workload {
                 name: s.name.clone(),
@@ -82,11 +60,21 @@ mod tests {
 
     #[test]
     fn globs_match_container_ids() {
-        assert!(glob_match("web-*", "web-1"));
-        assert!(glob_match("*", "anything"));
-        assert!(glob_match("w?b-*-x", "web-12-x"));
-        assert!(!glob_match("web-*", "db-1"));
-        assert!(!glob_match("web", "web-1"));
+        let m = |p: &str, t: &str| Glob::new(p).unwrap().is_match(t);
+        assert!(m("web-*", "web-1"));
+        assert!(m("*", "anything"));
+        assert!(m("w?b-*-x", "web-12-x"));
+        assert!(m("web-[0-9]", "web-7"));
+        assert!(!m("web-*", "db-1"));
+        assert!(!m("web", "web-1"));
+    }
+
+    #[test]
+    fn a_bad_container_glob_is_a_config_error() {
+        let e =
+            serde_json::from_str::<WorkloadSpec>(r#"{"name": "web", "containers": "web-[0-9"}"#)
+                .unwrap_err();
+        assert!(e.to_string().contains("invalid glob \"web-[0-9\""), "{e}");
     }
 
     #[test]
@@ -94,7 +82,7 @@ mod tests {
         let m = WorkloadMap::new(vec![WorkloadSpec {
             name: "web".into(),
             image: Some("webapp:v1".into()),
-            containers: "web-*".into(),
+            containers: Glob::new("web-*").unwrap(),
         }]);
         assert_eq!(
             m.resolve("web-2"),

@@ -1,62 +1,22 @@
-//! IP networks for collapsing network peers.
+//! IP networks for collapsing network peers: [`ipnet::IpNet`], the same type
+//! the rules' `cidr:` operator uses, always stored truncated to its network
+//! address (`10.1.2.3/8` is kept as `10.0.0.0/8`).
 
-use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
-/// An IP network (`10.0.0.0/8`, `fd00::/8`), always stored masked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
+use ipnet::IpNet;
+
+/// The network of `addr` with `prefix` bits (clamped to the family's width).
+pub fn network(addr: IpAddr, prefix: u8) -> IpNet {
+    let prefix = prefix.min(max_prefix(addr));
+    IpNet::new(addr, prefix)
+        .expect("the prefix is clamped to the family's width")
+        .trunc()
 }
 
-impl Cidr {
-    /// The network of `addr` with `prefix` bits (clamped to the family's width).
-    pub fn new(addr: IpAddr, prefix: u8) -> Self {
-        let prefix = prefix.min(max_prefix(addr));
-        Cidr {
-            addr: mask(addr, prefix),
-            prefix,
-        }
-    }
-
-    /// The network address.
-    pub fn addr(&self) -> IpAddr {
-        self.addr
-    }
-
-    /// The prefix length in bits.
-    pub fn prefix(&self) -> u8 {
-        self.prefix
-    }
-
-    /// Whether `ip` is inside this network.
-    #[inline]
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.prefix) == self.addr
-    }
-
-    /// Whether `other` is inside (or equal to) this network.
-    pub fn contains_cidr(&self, other: &Cidr) -> bool {
-        other.prefix >= self.prefix && self.contains(other.addr)
-    }
-
-    /// Parses `a.b.c.d/n` or `x::/n`.
-    pub fn parse(s: &str) -> Option<Self> {
-        let (a, p) = s.split_once('/')?;
-        let addr: IpAddr = a.parse().ok()?;
-        let prefix: u8 = p.parse().ok()?;
-        if prefix > max_prefix(addr) {
-            return None;
-        }
-        Some(Cidr::new(addr, prefix))
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
+/// Parses `a.b.c.d/n` or `x::/n` (host bits are cleared).
+pub fn parse(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>().ok().map(|n| n.trunc())
 }
 
 pub(crate) fn max_prefix(addr: IpAddr) -> u8 {
@@ -75,46 +35,25 @@ pub(crate) fn ladder(addr: IpAddr, step: usize) -> u8 {
     l[step.min(3)]
 }
 
-fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let bits = u32::from(a);
-            let m = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(prefix.min(32)))
-            };
-            IpAddr::V4(Ipv4Addr::from(bits & m))
-        }
-        IpAddr::V6(a) => {
-            let bits = u128::from(a);
-            let m = if prefix == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(prefix.min(128)))
-            };
-            IpAddr::V6(Ipv6Addr::from(bits & m))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn networks_contain_their_addresses_and_subnets() {
-        let c = Cidr::parse("10.1.0.0/16").unwrap();
-        assert!(c.contains("10.1.2.3".parse().unwrap()));
-        assert!(!c.contains("10.2.0.1".parse().unwrap()));
-        assert!(!c.contains("::1".parse().unwrap()));
-        assert!(c.contains_cidr(&Cidr::parse("10.1.2.0/24").unwrap()));
-        assert!(!c.contains_cidr(&Cidr::parse("10.0.0.0/8").unwrap()));
+        let c = parse("10.1.0.0/16").unwrap();
+        assert!(c.contains(&"10.1.2.3".parse::<IpAddr>().unwrap()));
+        assert!(!c.contains(&"10.2.0.1".parse::<IpAddr>().unwrap()));
+        assert!(!c.contains(&"::1".parse::<IpAddr>().unwrap()));
+        assert!(c.contains(&parse("10.1.2.0/24").unwrap()));
+        assert!(!c.contains(&parse("10.0.0.0/8").unwrap()));
         assert_eq!(
-            Cidr::new("10.1.2.3".parse().unwrap(), 8).to_string(),
+            network("10.1.2.3".parse().unwrap(), 8).to_string(),
             "10.0.0.0/8"
         );
-        assert_eq!(Cidr::parse("::/0").unwrap().to_string(), "::/0");
-        assert!(Cidr::parse("10.0.0.0/33").is_none());
+        assert_eq!(parse("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse("::/0").unwrap().to_string(), "::/0");
+        assert!(parse("10.0.0.0/33").is_none());
+        assert!(parse("10.0.0.0").is_none());
     }
 }

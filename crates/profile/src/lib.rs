@@ -88,7 +88,6 @@ mod trie;
 mod words;
 
 pub use activity::{activity_of, normalized_args, process_name, profile_event};
-pub use cidr::Cidr;
 pub use config::{
     format_duration, parse_duration, CompactionConfig, LearningConfig, Mode, PrefixLimit,
     ProfileConfig, ProfileConfigBuilder,
@@ -101,6 +100,7 @@ pub use event::{
     Access, ActivityClass, Change, Direction, Event, FileEvent, Learned, Level, MatchOutcome,
     NetworkEvent, Peer, ProcessEvent, Protocol, ProtocolKey,
 };
+pub use ipnet::IpNet;
 pub use kestrel_api::{
     ArgumentSpec, BehaviorProfile, BehaviorProfileSpec, BehaviorProfileStatus, CompactionSpec,
     FileEntry, LearningSpec, NetworkEntry, PrefixLimitSpec, ProcessEntry, ProfileBody,

@@ -30,7 +30,6 @@ use kestrel_api::{
 use kestrel_embed::Embedder;
 use serde::{Deserialize, Serialize};
 
-use crate::cidr::Cidr;
 use crate::config::{
     format_duration, parse_duration, CompactionConfig, LearningConfig, Mode, PrefixLimit,
     ProfileConfig,
@@ -637,7 +636,7 @@ fn parse_peer(s: &str, field: &str) -> Result<OwnedSeg> {
         return Ok(OwnedSeg::Ip(ip));
     }
     if s.contains('/') {
-        return Cidr::parse(s)
+        return crate::cidr::parse(s)
             .map(OwnedSeg::Cidr)
             .ok_or_else(|| Error::field(field, "not a valid network (`10.0.0.0/8`)"));
     }

@@ -17,7 +17,9 @@ use std::net::IpAddr;
 use foldhash::fast::RandomState;
 use smallvec::SmallVec;
 
-use crate::cidr::{ladder, Cidr};
+use ipnet::IpNet as Cidr;
+
+use crate::cidr::ladder;
 use crate::error::{Error, Result};
 use crate::exemplar::ArgLeaf;
 use crate::intern::{Interner, Key, Sym};
@@ -332,8 +334,8 @@ impl<P: Policy> Trie<P> {
                 if let Some(c) = n
                     .cidrs
                     .iter()
-                    .filter(|(c, _)| c.contains(ip))
-                    .max_by_key(|(c, _)| c.prefix())
+                    .filter(|(c, _)| c.contains(&ip))
+                    .max_by_key(|(c, _)| c.prefix_len())
                 {
                     return Some(c.1);
                 }
@@ -344,8 +346,8 @@ impl<P: Policy> Trie<P> {
                 if let Some(c) = n
                     .cidrs
                     .iter()
-                    .filter(|(c, _)| c.contains_cidr(&want))
-                    .max_by_key(|(c, _)| c.prefix())
+                    .filter(|(c, _)| c.contains(&want))
+                    .max_by_key(|(c, _)| c.prefix_len())
                 {
                     return Some(c.1);
                 }
@@ -650,8 +652,8 @@ impl<P: Policy> Trie<P> {
         if let Some(&(_, id)) = self.nodes[node as usize]
             .cidrs
             .iter()
-            .filter(|(x, _)| x.contains_cidr(&c))
-            .max_by_key(|(x, _)| x.prefix())
+            .filter(|(x, _)| x.contains(&c))
+            .max_by_key(|(x, _)| x.prefix_len())
         {
             return id;
         }
@@ -667,12 +669,12 @@ impl<P: Policy> Trie<P> {
         let inner: Vec<(Cidr, NodeId)> = self.nodes[node as usize]
             .cidrs
             .iter()
-            .filter(|(x, _)| c.contains_cidr(x))
+            .filter(|(x, _)| c.contains(x))
             .copied()
             .collect();
         self.nodes[node as usize]
             .cidrs
-            .retain(|(x, _)| !c.contains_cidr(x));
+            .retain(|(x, _)| !c.contains(x));
         self.nodes[node as usize].cidrs.push((c, id));
         for (_, n) in inner {
             self.merge_into(n, id);
@@ -681,7 +683,7 @@ impl<P: Policy> Trie<P> {
             .children
             .pairs()
             .into_iter()
-            .filter(|(s, _)| matches!(self.interner.key(*s), Key::Ip(ip) if c.contains(*ip)))
+            .filter(|(s, _)| matches!(self.interner.key(*s), Key::Ip(ip) if c.contains(ip)))
             .collect();
         for (s, n) in ips {
             let p = &mut self.nodes[node as usize];
@@ -738,8 +740,8 @@ impl<P: Policy> Trie<P> {
             let existing = self.nodes[dst as usize]
                 .cidrs
                 .iter()
-                .filter(|(x, _)| x.contains_cidr(&c))
-                .max_by_key(|(x, _)| x.prefix())
+                .filter(|(x, _)| x.contains(&c))
+                .max_by_key(|(x, _)| x.prefix_len())
                 .map(|(_, n)| *n);
             match existing {
                 Some(e) => self.merge_into(id, e),
@@ -774,8 +776,8 @@ impl<P: Policy> Trie<P> {
                 let cidr = dn
                     .cidrs
                     .iter()
-                    .filter(|(x, _)| x.contains(ip))
-                    .max_by_key(|(x, _)| x.prefix())
+                    .filter(|(x, _)| x.contains(&ip))
+                    .max_by_key(|(x, _)| x.prefix_len())
                     .map(|(_, n)| *n);
                 match cidr {
                     Some(n) => self.merge_into(c, n),
@@ -845,7 +847,7 @@ impl<P: Policy> Trie<P> {
         let mut items: Vec<Cidr> = n.cidrs.iter().map(|(c, _)| *c).collect();
         for (s, _) in n.children.pairs() {
             if let Key::Ip(ip) = self.interner.key(s) {
-                items.push(Cidr::new(*ip, crate::cidr::max_prefix(*ip)));
+                items.push(crate::cidr::network(*ip, crate::cidr::max_prefix(*ip)));
             }
         }
         let limit = self.policy.ip_limit().max(2);
@@ -908,19 +910,19 @@ fn plan_targets(items: &[Cidr], step: usize) -> Vec<Cidr> {
     let mut cands: Vec<Cidr> = items
         .iter()
         .map(|c| {
-            let l = ladder(c.addr(), step);
-            if c.prefix() <= l {
+            let l = ladder(c.network(), step);
+            if c.prefix_len() <= l {
                 *c
             } else {
-                Cidr::new(c.addr(), l)
+                crate::cidr::network(c.network(), l)
             }
         })
         .collect();
-    cands.sort_by_key(|c| (c.prefix(), *c));
+    cands.sort_by_key(|c| (c.prefix_len(), *c));
     cands.dedup();
     let mut out: Vec<Cidr> = Vec::new();
     for c in cands {
-        if !out.iter().any(|o| o.contains_cidr(&c)) {
+        if !out.iter().any(|o| o.contains(&c)) {
             out.push(c);
         }
     }

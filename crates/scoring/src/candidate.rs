@@ -5,6 +5,9 @@
 //! kernel are already lossily displayed by the caller; this crate never sees
 //! raw bytes.
 
+use std::hash::Hasher;
+
+use kestrel_events::hash::Fnv64;
 use serde::{Deserialize, Serialize};
 
 // The evidence types are defined once, in `kestrel-api` (the alert
@@ -25,12 +28,12 @@ fn derived_shape(c: &CandidateAlert) -> AnomalyShape {
         path.push_str(s.kind());
     }
     let mut h = Fnv64::new();
-    h.write(c.args.normalized().as_bytes());
+    h.write_field(c.args.normalized().as_bytes());
     for s in &c.signals {
         match s {
             Signal::UnknownFile { path, access } => {
-                h.write(path.as_bytes());
-                h.write(access.as_str().as_bytes());
+                h.write_field(path.as_bytes());
+                h.write_field(access.as_str().as_bytes());
             }
             Signal::UnknownPeer {
                 addr,
@@ -38,39 +41,15 @@ fn derived_shape(c: &CandidateAlert) -> AnomalyShape {
                 proto,
                 direction,
             } => {
-                h.write(addr.to_string().as_bytes());
-                h.write(&port.to_le_bytes());
-                h.write(proto.key().as_bytes());
-                h.write(direction.as_str().as_bytes());
+                h.write_field(addr.to_string().as_bytes());
+                h.write_field(&port.to_le_bytes());
+                h.write_field(proto.key().as_bytes());
+                h.write_field(direction.as_str().as_bytes());
             }
             Signal::UnknownProcess | Signal::UnusualArguments { .. } => {}
         }
     }
     AnomalyShape::new(path, h.finish())
-}
-
-/// FNV-1a, 64 bit: a stable (not randomised) hash for shape buckets and
-/// alert ids, so they survive restarts.
-pub(crate) struct Fnv64(u64);
-
-impl Fnv64 {
-    pub(crate) fn new() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-
-    pub(crate) fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        // A separator so that ("ab","c") and ("a","bc") differ.
-        self.0 ^= 0xff;
-        self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-
-    pub(crate) fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 /// Process arguments: raw argv (argv\[0\] included), the command line joined

@@ -2,8 +2,10 @@
 //! grouping and the resulting [`SecurityAlert`].
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::Hasher;
 use std::sync::Arc;
 
+use kestrel_events::hash::Fnv64;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::{
@@ -11,7 +13,7 @@ use crate::alert::{
     LlmSummary, Recommendation, RecommendedAction, RuleHitSummary, ScoreBreakdown, SecurityAlert,
     Severity, QUARANTINE_LABEL,
 };
-use crate::candidate::{AnomalyShape, CandidateAlert, Fnv64};
+use crate::candidate::{AnomalyShape, CandidateAlert};
 use crate::cluster::{ClusterAssessment, ClusterConfig, ClusterEngine};
 use crate::error::{Error, Result};
 use crate::llm::{
@@ -828,10 +830,10 @@ impl Scorer {
 
 fn new_incident(c: &CandidateAlert, shape: &AnomalyShape, now_ns: u64) -> Incident {
     let mut h = Fnv64::new();
-    h.write(c.namespace.as_bytes());
-    h.write(c.workload.as_bytes());
-    h.write(shape.to_string().as_bytes());
-    h.write(&now_ns.to_le_bytes());
+    h.write_field(c.namespace.as_bytes());
+    h.write_field(c.workload.as_bytes());
+    h.write_field(shape.to_string().as_bytes());
+    h.write_field(&now_ns.to_le_bytes());
     Incident {
         id: format!("{:016x}", h.finish()),
         count: 0,

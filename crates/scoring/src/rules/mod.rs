@@ -12,7 +12,6 @@
 //! run. Nothing is allocated unless a regex matches or a rule hits.
 
 mod field;
-mod glob;
 mod spec;
 
 use ipnet::IpNet;
@@ -611,7 +610,7 @@ fn text_pattern(c: &ConditionSpec, op: &str) -> Result<String, String> {
     for v in vals {
         alts.push(match op {
             "equals" => format!("^{}$", regex::escape(v)),
-            "glob" => glob::glob_to_regex(v)?,
+            "glob" => kestrel_events::glob::to_regex(v).map_err(|e| e.to_string())?,
             "regex" => {
                 if v.is_empty() {
                     return Err("empty regex".into());

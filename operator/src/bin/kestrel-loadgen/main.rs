@@ -224,7 +224,8 @@ fn operator_config(args: &RunArgs) -> OperatorConfig {
             .map(|w| WorkloadSpec {
                 name: mix::workload_name(w),
                 image: Some(mix::workload_image(w).into()),
-                containers: mix::workload_glob(w),
+                containers: kestrel_events::Glob::new(&mix::workload_glob(w))
+                    .expect("a prefix and `*` is a valid glob"),
             })
             .collect(),
         learning: LearningSettings {
