@@ -463,6 +463,13 @@ impl Engine {
             ) => Signal::UnknownFile {
                 path: String::from_utf8_lossy(path).into_owned(),
                 access: *access,
+                // the raw spelling, when the canonical one differs
+                raw_path: match &f.event.kind {
+                    EventKind::File(op) if op.path.as_bytes() != path.as_slice() => {
+                        Some(op.path.to_escaped())
+                    }
+                    _ => None,
+                },
             },
             (
                 MatchOutcome::NewBranch {
@@ -728,6 +735,79 @@ mod tests {
             port,
         };
         f
+    }
+
+    /// A file open by `process`, its activity derived as the edge derives it.
+    fn file_read(process: &str, path: &str) -> Forwarded {
+        let mut f = exec(process, "-jar app.jar");
+        f.event.task = Some(kestrel_events::Task {
+            pid: 2,
+            tid: 2,
+            ppid: 1,
+            uid: 0,
+            comm: process.into(),
+        });
+        f.event.kind = EventKind::File(kestrel_events::FileOp {
+            op: kestrel_events::FileOpKind::Open,
+            syscall_nr: 257,
+            dfd: -100,
+            path: path.into(),
+            new_path: None,
+            new_dfd: None,
+            flags: 0,
+            mode: 0,
+            truncated: false,
+            read_failed: false,
+        });
+        f.activity = kestrel_profile::activity_of(&f.event).expect("a file activity");
+        f
+    }
+
+    /// `/etc//shadow`, `/etc/./shadow` and `/tmp/../etc/shadow` are
+    /// `/etc/shadow` to the profile and the rules; the alert keeps the
+    /// spelling the process used.
+    #[test]
+    fn other_spellings_of_a_sensitive_path_alert_as_that_path() {
+        for raw in ["/etc//shadow", "/etc/./shadow", "/tmp/../etc/shadow"] {
+            let mut e = engine();
+            e.handle(&exec("java", "-jar app.jar"), T).unwrap();
+            e.handle(&file_read("java", "/app/config.yaml"), T).unwrap();
+            e.command(
+                Command::SetMode {
+                    workload: "Deployment/webapp".into(),
+                    mode: Mode::Detect,
+                },
+                T,
+            )
+            .unwrap();
+            // the learned spelling of a known file stays known in any spelling
+            assert!(e
+                .handle(&file_read("java", "/app/./config.yaml"), T)
+                .unwrap()
+                .is_empty());
+            let out = e.handle(&file_read("java", raw), T).unwrap();
+            let alert = out
+                .iter()
+                .find_map(|o| match o {
+                    Output::Alert { alert, .. } => Some(alert),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("{raw}: no alert in {out:?}"));
+            assert!(
+                alert.rule_hits.iter().any(|h| h.id == "shadow-read"),
+                "{raw}: {:?}",
+                alert.rule_hits
+            );
+            assert_eq!(
+                alert.evidence.signals,
+                [Signal::UnknownFile {
+                    path: "/etc/shadow".into(),
+                    access: kestrel_events::FileAccess::Read,
+                    raw_path: Some(raw.into()),
+                }],
+                "{raw}"
+            );
+        }
     }
 
     /// Before: a unix-socket connect became an `UnknownFile` write of the

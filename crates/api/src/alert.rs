@@ -99,7 +99,7 @@ pub struct Evidence {
 }
 
 /// One engine's part of the score.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EngineScore {
     /// Configured weight.
@@ -121,6 +121,11 @@ pub struct EngineScore {
 pub struct ScoreBreakdown {
     /// Rules engine.
     pub rules: EngineScore,
+    /// Profile deviation: what the workload's profile never saw, weighed by
+    /// what, where, who and how much (absent in alerts stored before it
+    /// existed).
+    #[serde(default)]
+    pub deviation: EngineScore,
     /// Cluster statistics.
     pub cluster: EngineScore,
     /// LLM judgement.

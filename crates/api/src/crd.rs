@@ -396,6 +396,7 @@ mod tests {
             Signal::UnknownFile {
                 path: "/etc/shadow".into(),
                 access: FileAccess::Read,
+                raw_path: None,
             },
         ];
         a.spec.llm.verdict = Some(Verdict::Malicious);

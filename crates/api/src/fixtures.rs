@@ -168,6 +168,11 @@ pub fn alert_spec() -> SecurityAlertSpec {
         },
         breakdown: ScoreBreakdown {
             rules: engine(40.0, Some(95.0), "rule crypto-miner"),
+            deviation: engine(
+                30.0,
+                Some(51.25),
+                "new process (35) by a network tool (25) → 51.3",
+            ),
             cluster: engine(25.0, Some(90.0), "1 of 100 replicas"),
             llm: engine(35.0, None, "LLM: unavailable (not configured)"),
             total: 93.5,

@@ -93,10 +93,14 @@ pub enum Signal {
     },
     /// A file access not in the profile.
     UnknownFile {
-        /// The file path (lossily displayed).
+        /// The file path in its canonical spelling
+        /// ([`kestrel_events::canonical_path`]; lossily displayed).
         path: String,
         /// How it was accessed.
         access: FileAccess,
+        /// The path as the process spelled it, when that differs
+        /// (`/tmp/../etc//shadow` for `/etc/shadow`): evidence of evasion.
+        raw_path: Option<String>,
     },
     /// A network peer not in the profile.
     UnknownPeer {
@@ -177,6 +181,11 @@ struct SignalWire {
     /// `UnknownFile`: how it was accessed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     access: Option<FileAccess>,
+    /// `UnknownFile`: the path as the process spelled it, when it differs
+    /// from `path` (its canonical spelling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::PATH))]
+    raw_path: Option<String>,
     /// `UnknownPeer`: remote IP address (absent for a named peer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
@@ -206,6 +215,7 @@ impl SignalWire {
             difference: None,
             path: None,
             access: None,
+            raw_path: None,
             addr: None,
             peer_name: None,
             port: None,
@@ -229,9 +239,14 @@ impl From<Signal> for SignalWire {
                 difference,
                 ..SignalWire::of(SignalKind::UnusualArguments)
             },
-            Signal::UnknownFile { path, access } => SignalWire {
+            Signal::UnknownFile {
+                path,
+                access,
+                raw_path,
+            } => SignalWire {
                 path: Some(path),
                 access: Some(access),
+                raw_path,
                 ..SignalWire::of(SignalKind::UnknownFile)
             },
             Signal::UnknownPeer {
@@ -272,6 +287,7 @@ impl TryFrom<SignalWire> for Signal {
             SignalKind::UnknownFile => Signal::UnknownFile {
                 path: w.path.ok_or_else(|| need("path"))?,
                 access: w.access.ok_or_else(|| need("access"))?,
+                raw_path: w.raw_path,
             },
             SignalKind::UnknownPeer => Signal::UnknownPeer {
                 addr: match (w.addr, w.peer_name) {
@@ -377,6 +393,7 @@ mod tests {
         let s = Signal::UnknownFile {
             path: "/etc/shadow".into(),
             access: FileAccess::Read,
+            raw_path: None,
         };
         let j = serde_json::to_value(&s).unwrap();
         assert_eq!(j["kind"], "UnknownFile");

@@ -85,12 +85,29 @@ impl Protocol {
     }
 
     /// Trie key and text form: `tcp`, `udp`, `icmp`, or `ip<N>`.
+    #[inline]
     pub fn key(self) -> ProtocolKey {
+        // the common ones are constants: this runs for every network event
+        const fn fixed(s: &[u8]) -> ProtocolKey {
+            let mut buf = [0u8; 5];
+            let mut i = 0;
+            while i < s.len() {
+                buf[i] = s[i];
+                i += 1;
+            }
+            ProtocolKey {
+                buf,
+                len: s.len() as u8,
+            }
+        }
+        const TCP: ProtocolKey = fixed(b"tcp");
+        const UDP: ProtocolKey = fixed(b"udp");
+        const ICMP: ProtocolKey = fixed(b"icmp");
         let mut buf = [0u8; 5];
         let len = match self {
-            Protocol::Tcp => copy(&mut buf, b"tcp"),
-            Protocol::Udp => copy(&mut buf, b"udp"),
-            Protocol::Icmp => copy(&mut buf, b"icmp"),
+            Protocol::Tcp => return TCP,
+            Protocol::Udp => return UDP,
+            Protocol::Icmp => return ICMP,
             Protocol::Other(n) => {
                 buf[0] = b'i';
                 buf[1] = b'p';
@@ -166,11 +183,6 @@ impl schemars::JsonSchema for Protocol {
     }
 }
 
-fn copy(buf: &mut [u8; 5], s: &[u8]) -> usize {
-    buf[..s.len()].copy_from_slice(s);
-    s.len()
-}
-
 /// The text of a [`Protocol`], on the stack.
 #[derive(Debug, Clone, Copy)]
 pub struct ProtocolKey {
@@ -180,6 +192,7 @@ pub struct ProtocolKey {
 
 impl ProtocolKey {
     /// As bytes.
+    #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..usize::from(self.len)]
     }

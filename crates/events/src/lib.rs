@@ -19,6 +19,7 @@ mod container;
 mod event;
 pub mod glob;
 pub mod hash;
+mod path;
 mod workload;
 
 pub use activity::{Activity, Forwarded, Peer, Protocol, ProtocolKey, Workload};
@@ -30,4 +31,5 @@ pub use event::{
 };
 pub use glob::{Glob, GlobError};
 pub use hash::stable_hash;
+pub use path::canonical_path;
 pub use workload::{WorkloadMap, WorkloadSpec};

@@ -8,7 +8,10 @@
 //!   path given to execve (`/bin/sleep` → `sleep`, `./java` → `java`, even when
 //!   it is a renamed or symlinked binary), except for re-execs through
 //!   `/proc/self/exe` (busybox applets), where it is the basename of `argv[0]`;
-//! - file: image → comm → access kind → the path as the syscall received it;
+//! - file: image → comm → access kind → the path as the syscall received it,
+//!   in its canonical spelling ([`kestrel_events::canonical_path`]:
+//!   `/tmp/../etc//shadow` is `/etc/shadow`; the raw spelling stays in the
+//!   event and in the alert's evidence);
 //! - network: image → comm → direction → peer address → protocol → port
 //!   (the remote port outbound, the local port inbound and for listeners).
 //!   TCP state changes only contribute listeners: connects and accepts are
@@ -109,7 +112,7 @@ pub fn activity_of(event: &Event) -> Option<Activity> {
             Some(Activity::File {
                 process: comm(),
                 access: f.access(),
-                path: f.path.as_bytes().to_vec(),
+                path: kestrel_events::canonical_path(f.path.as_bytes()).into_owned(),
             })
         }
         EventKind::Net(n) => {
@@ -245,5 +248,32 @@ mod tests {
             panic!()
         };
         assert_eq!(exe, b"sleep");
+    }
+
+    #[test]
+    fn file_paths_reach_the_tries_in_their_canonical_spelling() {
+        for raw in [
+            &b"/tmp/../etc//shadow"[..],
+            b"/etc/./shadow",
+            b"//etc/shadow/",
+        ] {
+            let mut e = exec(&["java"]);
+            e.kind = EventKind::File(kestrel_events::FileOp {
+                op: kestrel_events::FileOpKind::Open,
+                syscall_nr: 257,
+                dfd: -100,
+                path: ByteStr::new(raw.to_vec()),
+                new_path: None,
+                new_dfd: None,
+                flags: 0,
+                mode: 0,
+                truncated: false,
+                read_failed: false,
+            });
+            let Some(Activity::File { path, .. }) = activity_of(&e) else {
+                panic!()
+            };
+            assert_eq!(path, b"/etc/shadow");
+        }
     }
 }

@@ -334,7 +334,7 @@ impl<P: Policy> Trie<P> {
                 if let Some(c) = n
                     .cidrs
                     .iter()
-                    .filter(|(c, _)| c.contains(&ip))
+                    .filter(|(c, _)| crate::cidr::contains(c, &ip))
                     .max_by_key(|(c, _)| c.prefix_len())
                 {
                     return Some(c.1);
@@ -683,7 +683,7 @@ impl<P: Policy> Trie<P> {
             .children
             .pairs()
             .into_iter()
-            .filter(|(s, _)| matches!(self.interner.key(*s), Key::Ip(ip) if c.contains(ip)))
+            .filter(|(s, _)| matches!(self.interner.key(*s), Key::Ip(ip) if crate::cidr::contains(&c, ip)))
             .collect();
         for (s, n) in ips {
             let p = &mut self.nodes[node as usize];
@@ -776,7 +776,7 @@ impl<P: Policy> Trie<P> {
                 let cidr = dn
                     .cidrs
                     .iter()
-                    .filter(|(x, _)| x.contains(&ip))
+                    .filter(|(x, _)| crate::cidr::contains(x, &ip))
                     .max_by_key(|(x, _)| x.prefix_len())
                     .map(|(_, n)| *n);
                 match cidr {

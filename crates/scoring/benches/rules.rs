@@ -76,6 +76,7 @@ fn mix() -> Vec<CandidateAlert> {
             vec![Signal::UnknownFile {
                 path: "/app/data/cache.db".into(),
                 access: FileAccess::Write,
+                raw_path: None,
             }],
         ),
         candidate(
@@ -104,6 +105,7 @@ fn mix() -> Vec<CandidateAlert> {
             vec![Signal::UnknownFile {
                 path: "/etc/shadow".into(),
                 access: FileAccess::Read,
+                raw_path: None,
             }],
         ),
         candidate(

@@ -31,7 +31,7 @@ fn derived_shape(c: &CandidateAlert) -> AnomalyShape {
     h.write_field(c.args.normalized().as_bytes());
     for s in &c.signals {
         match s {
-            Signal::UnknownFile { path, access } => {
+            Signal::UnknownFile { path, access, .. } => {
                 h.write_field(path.as_bytes());
                 h.write_field(access.as_str().as_bytes());
             }
@@ -257,6 +257,7 @@ mod tests {
         let s = Signal::UnknownFile {
             path: "/etc/shadow".into(),
             access: FileAccess::Read,
+            raw_path: None,
         };
         let j = serde_json::to_value(&s).unwrap();
         assert_eq!(j["kind"], "UnknownFile");

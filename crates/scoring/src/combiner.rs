@@ -15,6 +15,7 @@ use crate::alert::{
 };
 use crate::candidate::{AnomalyShape, CandidateAlert};
 use crate::cluster::{ClusterAssessment, ClusterConfig, ClusterEngine};
+use crate::deviation::{DeviationConfig, DeviationEngine, DeviationPart};
 use crate::error::{Error, Result};
 use crate::llm::{
     LlmAnswer, LlmEngine, LlmEngineConfig, LlmOutcome, LlmQueueConfig, LlmRequest, LlmTicket,
@@ -28,6 +29,8 @@ use crate::rules::{RuleAction, RuleMatches, RuleSet};
 pub struct Weights {
     /// Rules engine.
     pub rules: f64,
+    /// Profile deviation ([`crate::DeviationEngine`]).
+    pub deviation: f64,
     /// Cluster statistics.
     pub cluster: f64,
     /// LLM judgement.
@@ -38,6 +41,7 @@ impl Default for Weights {
     fn default() -> Self {
         Self {
             rules: 40.0,
+            deviation: 30.0,
             cluster: 25.0,
             llm: 35.0,
         }
@@ -120,6 +124,8 @@ pub struct ScoringConfig {
     pub alert_threshold: f64,
     /// Severity bands.
     pub severity: SeverityBands,
+    /// Profile-deviation engine.
+    pub deviation: DeviationConfig,
     /// Cluster engine.
     pub cluster: ClusterConfig,
     /// Incident grouping.
@@ -139,6 +145,7 @@ impl Default for ScoringConfig {
             weights: Weights::default(),
             alert_threshold: 50.0,
             severity: SeverityBands::default(),
+            deviation: DeviationConfig::default(),
             cluster: ClusterConfig::default(),
             incidents: IncidentConfig::default(),
             llm_engine: LlmEngineConfig::default(),
@@ -159,12 +166,17 @@ impl ScoringConfig {
     /// Checks ranges and ordering.
     pub fn validate(&self) -> Result<()> {
         let w = &self.weights;
-        for (n, v) in [("rules", w.rules), ("cluster", w.cluster), ("llm", w.llm)] {
+        for (n, v) in [
+            ("rules", w.rules),
+            ("deviation", w.deviation),
+            ("cluster", w.cluster),
+            ("llm", w.llm),
+        ] {
             if !v.is_finite() || v < 0.0 {
                 return Err(Error::Config(format!("weights.{n} must be a number >= 0")));
             }
         }
-        if w.rules + w.cluster + w.llm <= 0.0 {
+        if w.rules + w.deviation + w.cluster + w.llm <= 0.0 {
             return Err(Error::Config("weights must not all be 0".into()));
         }
         let t = self.alert_threshold;
@@ -193,6 +205,7 @@ impl ScoringConfig {
                 "cluster.outlierScore must be in 0..=100".into(),
             ));
         }
+        self.deviation.validate()?;
         let q = &self.llm_queue;
         if q.capacity == 0 || q.concurrency == 0 || q.deadline_ms == 0 {
             return Err(Error::Config(
@@ -304,6 +317,7 @@ struct Latest {
     candidate: CandidateAlert,
     cluster: ClusterAssessment,
     rules: RulePart,
+    deviation: DeviationPart,
 }
 
 #[derive(Debug)]
@@ -395,6 +409,7 @@ pub struct Deferred {
 pub struct Scorer {
     config: ScoringConfig,
     rules: RuleSet,
+    deviation: DeviationEngine,
     cluster: ClusterEngine,
     incidents: HashMap<IncidentKey, Incident>,
     stats: ScorerStats,
@@ -424,6 +439,7 @@ impl Scorer {
         config.validate()?;
         Ok(Self {
             cluster: ClusterEngine::new(config.cluster.clone()),
+            deviation: DeviationEngine::new(config.deviation.clone())?,
             config,
             rules,
             incidents: HashMap::new(),
@@ -478,9 +494,9 @@ impl Scorer {
     /// creates or updates the incident's alert. Pure apart from the
     /// scorer's own state; `now_ns` is the only clock.
     pub fn assess(&mut self, c: &CandidateAlert, llm: LlmOutcome, now_ns: u64) -> Outcome {
-        let (key, cluster) = self.record(c, now_ns);
+        let (key, cluster, deviation) = self.record(c, now_ns);
         let rules = RulePart::of(&self.rules.evaluate(c));
-        let outcome = self.render(&key, c, &cluster, &rules, &llm);
+        let outcome = self.render(&key, c, &cluster, &rules, &deviation, &llm);
         self.count(&outcome);
         outcome
     }
@@ -496,10 +512,10 @@ impl Scorer {
     /// is not asked again for every repeat); after "queue full" or another
     /// failure the next repeat asks again.
     pub fn assess_deferred(&mut self, c: &CandidateAlert, slot: LlmSlot, now_ns: u64) -> Deferred {
-        let (key, cluster) = self.record(c, now_ns);
+        let (key, cluster, deviation) = self.record(c, now_ns);
         let rules = RulePart::of(&self.rules.evaluate(c));
-        let (llm, request) = self.plan_llm(&key, c, &cluster, &rules, slot, now_ns);
-        let outcome = self.render(&key, c, &cluster, &rules, &llm);
+        let (llm, request) = self.plan_llm(&key, c, &cluster, &rules, &deviation, slot, now_ns);
+        let outcome = self.render(&key, c, &cluster, &rules, &deviation, &llm);
         self.count(&outcome);
         Deferred { outcome, request }
     }
@@ -538,11 +554,17 @@ impl Scorer {
         out
     }
 
-    /// Counts an occurrence: cluster statistics and incident bookkeeping.
-    fn record(&mut self, c: &CandidateAlert, now_ns: u64) -> (IncidentKey, ClusterAssessment) {
+    /// Counts an occurrence: cluster statistics, the deviation engine's
+    /// sweeps, and incident bookkeeping.
+    fn record(
+        &mut self,
+        c: &CandidateAlert,
+        now_ns: u64,
+    ) -> (IncidentKey, ClusterAssessment, DeviationPart) {
         self.stats.candidates += 1;
         let shape = c.shape();
         let cluster = self.cluster.observe(c, &shape, now_ns);
+        let deviation = self.deviation.observe(c, now_ns);
         let idle = self
             .config
             .incidents
@@ -572,17 +594,21 @@ impl Scorer {
             inc.pods.insert(c.pod.clone());
             inc.pods_total = inc.pods.len();
         }
-        (key, cluster)
+        (key, cluster, deviation)
     }
 
     /// The LLM outcome to score an occurrence with on the deferred path,
     /// and the request to queue, if any.
+    // the three engine parts travel together into `Latest` when a
+    // judgement waits
+    #[allow(clippy::too_many_arguments)]
     fn plan_llm(
         &mut self,
         key: &IncidentKey,
         c: &CandidateAlert,
         cluster: &ClusterAssessment,
         rules: &RulePart,
+        deviation: &DeviationPart,
         slot: LlmSlot,
         now_ns: u64,
     ) -> (LlmOutcome, Option<LlmRequest>) {
@@ -596,6 +622,7 @@ impl Scorer {
                 candidate: c.clone(),
                 cluster: cluster.clone(),
                 rules: rules.clone(),
+                deviation: deviation.clone(),
             }))
         };
         match &inc.llm {
@@ -661,7 +688,14 @@ impl Scorer {
         let latest = inc.latest.take()?;
         inc.llm = IncidentLlm::Settled(llm.clone());
         self.stats.llm_answers += 1;
-        let outcome = self.render(key, &latest.candidate, &latest.cluster, &latest.rules, &llm);
+        let outcome = self.render(
+            key,
+            &latest.candidate,
+            &latest.cluster,
+            &latest.rules,
+            &latest.deviation,
+            &llm,
+        );
         match &outcome {
             Outcome::Created(_) => self.stats.alerts_created += 1,
             Outcome::Updated { .. } => self.stats.alerts_updated += 1,
@@ -686,9 +720,10 @@ impl Scorer {
         c: &CandidateAlert,
         cluster: &ClusterAssessment,
         rules: &RulePart,
+        deviation: &DeviationPart,
         llm: &LlmOutcome,
     ) -> Outcome {
-        let breakdown = combine(&self.config, rules, cluster, llm);
+        let breakdown = combine(&self.config, rules, deviation, cluster, llm);
         let severity = self.config.severity.severity(breakdown.total);
         let alerting = breakdown.total >= self.config.alert_threshold;
         let max_listed = self.config.incidents.max_pods_listed;
@@ -810,6 +845,7 @@ impl Scorer {
         self.incidents
             .retain(|_, i| now_ns.saturating_sub(i.last_seen_ns) <= idle);
         self.cluster.prune(now_ns);
+        self.deviation.expire(now_ns);
         before - self.incidents.len()
     }
 
@@ -847,53 +883,97 @@ fn new_incident(c: &CandidateAlert, shape: &AnomalyShape, now_ns: u64) -> Incide
     }
 }
 
-/// Weighted sum with redistribution of abstaining engines' weights and the
-/// guard that the LLM never lowers a rule hit.
+/// Weighted sum over the engines that answered, their weights normalised to
+/// 100 (an engine that abstains has its weight redistributed):
+///
+/// - the rules engine answers only when a rule hit ("no rule hit" is not
+///   evidence of innocence: the profile already says something is new);
+/// - the deviation engine always answers (every candidate deviates);
+/// - the cluster engine abstains when the replica count is unknown or 1;
+/// - the LLM abstains when unavailable, pending or timed out.
+///
+/// Guard: the profile deviation and the LLM's verdict may raise but never
+/// lower a rule hit: with a hit, the total is the highest over leaving
+/// either or both of them out.
 fn combine(
     cfg: &ScoringConfig,
     rules: &RulePart,
+    deviation: &DeviationPart,
     cluster: &ClusterAssessment,
     llm: &LlmOutcome,
 ) -> ScoreBreakdown {
     let w = &cfg.weights;
-    let r = rules.score;
+    let r = rules.hit.then_some(rules.score);
+    let d = deviation.score;
     let c = cluster.score;
     let l = match llm {
         LlmOutcome::Verdict { verdict, .. } => Some(verdict.score),
         LlmOutcome::Unavailable { .. } | LlmOutcome::Pending | LlmOutcome::TimedOut { .. } => None,
     };
-    // Effective weights normalised to 100 over the engines that answered.
-    let weights = |use_llm: bool| {
-        let avail = w.rules
-            + c.map_or(0.0, |_| w.cluster)
-            + if use_llm && l.is_some() { w.llm } else { 0.0 };
+    // (rules, deviation, cluster, llm) effective weights, normalised to 100
+    // over the engines that answered and are used.
+    let weights = |use_d: bool, use_l: bool| {
+        let on = [r.is_some(), use_d, c.is_some(), use_l && l.is_some()];
+        let raw = [w.rules, w.deviation, w.cluster, w.llm];
+        let avail: f64 = (0..4).filter(|&i| on[i]).map(|i| raw[i]).sum();
         let k = if avail > 0.0 { 100.0 / avail } else { 0.0 };
-        (
-            w.rules * k,
-            if c.is_some() { w.cluster * k } else { 0.0 },
-            if use_llm && l.is_some() {
-                w.llm * k
-            } else {
-                0.0
-            },
-        )
+        let mut out = [0.0; 4];
+        for i in 0..4 {
+            if on[i] {
+                out[i] = raw[i] * k;
+            }
+        }
+        out
     };
-    let total_of = |(wr, wc, wl): (f64, f64, f64)| {
-        (wr * r + wc * c.unwrap_or(0.0) + wl * l.unwrap_or(0.0)) / 100.0
-    };
-    let with = weights(true);
-    let without = weights(false);
-    let (t_with, t_without) = (total_of(with), total_of(without));
+    let scores = [r.unwrap_or(0.0), d, c.unwrap_or(0.0), l.unwrap_or(0.0)];
+    let total_of = |ws: &[f64; 4]| (0..4).map(|i| ws[i] * scores[i]).sum::<f64>() / 100.0;
+    let mut chosen = (weights(true, true), true, true);
+    let mut total = total_of(&chosen.0);
     let mut notes = Vec::new();
-    let ((wr, wc, wl), total) = if rules.hit && l.is_some() && t_without > t_with {
+    if rules.hit {
+        for (use_d, use_l) in [(true, false), (false, true), (false, false)] {
+            let ws = weights(use_d, use_l);
+            let t = total_of(&ws);
+            if t > total + 1e-9 {
+                chosen = (ws, use_d, use_l);
+                total = t;
+            }
+        }
+        let (_, use_d, use_l) = chosen;
+        let mut left_out = Vec::new();
+        if !use_d {
+            left_out.push("the profile deviation");
+        }
+        if !use_l && l.is_some() {
+            left_out.push("the LLM's verdict");
+        }
+        if !left_out.is_empty() {
+            notes.push(format!(
+                "{} may raise but never lower a rule hit: kept {:.1} without {}",
+                left_out.join(" and "),
+                total,
+                left_out.join(" and ")
+            ));
+        }
+    }
+    let [wr, wd, wc, wl] = chosen.0;
+    // Cluster statistics say whether others do the same (a rollout lowers
+    // the total), not whether it is malicious: they never raise the total
+    // above the strongest evidence.
+    let evidence = [
+        (wr > 0.0).then_some(scores[0]),
+        (wd > 0.0).then_some(scores[1]),
+        (wl > 0.0).then_some(scores[3]),
+    ]
+    .into_iter()
+    .flatten()
+    .fold(0.0, f64::max);
+    if wc > 0.0 && total > evidence + 1e-9 {
         notes.push(format!(
-            "the LLM's verdict may raise but never lower a rule hit: kept {:.1} (without the LLM) instead of {:.1}",
-            t_without, t_with
+            "cluster statistics may lower but never raise the total above the strongest evidence: kept {evidence:.1} instead of {total:.1}"
         ));
-        (without, t_without)
-    } else {
-        (with, t_with)
-    };
+        total = evidence;
+    }
     let llm_reason = match llm {
         LlmOutcome::Verdict { verdict, cached } => {
             let v = match verdict.verdict {
@@ -920,28 +1000,23 @@ fn combine(
     } else {
         cluster.reason.clone()
     };
+    let rules_reason = if rules.hit {
+        rules.reason.clone()
+    } else {
+        format!("{}; weight redistributed", rules.reason)
+    };
+    let part = |weight: f64, eff: f64, score: Option<f64>, reason: String| EngineScore {
+        weight,
+        effective_weight: round2(eff),
+        score: score.map(round2),
+        points: round2(eff * score.unwrap_or(0.0) / 100.0),
+        reason,
+    };
     ScoreBreakdown {
-        rules: EngineScore {
-            weight: w.rules,
-            effective_weight: round2(wr),
-            score: Some(round2(r)),
-            points: round2(wr * r / 100.0),
-            reason: rules.reason.clone(),
-        },
-        cluster: EngineScore {
-            weight: w.cluster,
-            effective_weight: round2(wc),
-            score: c.map(round2),
-            points: round2(wc * c.unwrap_or(0.0) / 100.0),
-            reason: cluster_reason,
-        },
-        llm: EngineScore {
-            weight: w.llm,
-            effective_weight: round2(wl),
-            score: l.map(round2),
-            points: round2(wl * l.unwrap_or(0.0) / 100.0),
-            reason: llm_reason,
-        },
+        rules: part(w.rules, wr, r, rules_reason),
+        deviation: part(w.deviation, wd, Some(d), deviation.reason.clone()),
+        cluster: part(w.cluster, wc, c, cluster_reason),
+        llm: part(w.llm, wl, l, llm_reason),
         total: total.clamp(0.0, 100.0),
         threshold: cfg.alert_threshold,
         notes,
@@ -1140,6 +1215,86 @@ mod tests {
         assert!(matches!(o, Outcome::Created(_)));
         assert_ne!(o.alert().unwrap().id, first);
         assert_eq!(s.expire(later + 7200 * 1_000_000_000), 1);
+    }
+
+    // ---- the profile deviation ---------------------------------------------
+
+    fn write(path: &str) -> CandidateAlert {
+        let mut c = candidate("/usr/bin/java", &["java", "-jar", "app.jar"]);
+        c.signals = vec![crate::Signal::UnknownFile {
+            path: path.into(),
+            access: kestrel_events::FileAccess::Write,
+            raw_path: None,
+        }];
+        c
+    }
+
+    #[test]
+    fn a_lone_deviation_in_a_sensitive_class_alerts_with_no_rule_and_no_llm() {
+        for replicas in [None, Some(1), Some(100)] {
+            let mut c = write("/home/app/.bashrc");
+            c.workload_replicas = replicas;
+            let mut s = scorer();
+            let o = s.assess(&c, LlmOutcome::not_configured(), T0);
+            let a = o.alert().unwrap_or_else(|| panic!("{replicas:?}: {o:?}"));
+            let b = &a.breakdown;
+            assert_eq!(b.rules.score, None);
+            assert_eq!(b.rules.reason, "no rule hit; weight redistributed");
+            assert_eq!(b.deviation.score, Some(65.0));
+            assert_eq!(
+                b.deviation.reason,
+                "new file write (30) in persistence (50) → 65"
+            );
+            assert_eq!(a.score, 65.0, "{replicas:?}: {b:?}");
+            assert_eq!(a.severity, Severity::Medium);
+        }
+    }
+
+    #[test]
+    fn a_new_harmless_file_in_the_data_directory_does_not_alert() {
+        for replicas in [None, Some(100)] {
+            let mut c = write("/app/data/cache-7.db");
+            c.workload_replicas = replicas;
+            let mut s = scorer();
+            let o = s.assess(&c, LlmOutcome::not_configured(), T0);
+            let Outcome::BelowThreshold { breakdown, .. } = &o else {
+                panic!("{replicas:?}: {o:?}")
+            };
+            assert_eq!(breakdown.total, 30.0, "{breakdown:?}");
+        }
+    }
+
+    #[test]
+    fn cluster_statistics_never_raise_the_total_above_the_evidence() {
+        // 1 of 100 replicas runs a new ordinary program: an outlier, not an
+        // attack
+        let c = candidate("/usr/bin/odd-tool", &["odd-tool", "--sync"]);
+        let mut s = scorer();
+        let o = s.assess(&c, LlmOutcome::not_configured(), T0);
+        let Outcome::BelowThreshold { breakdown, .. } = &o else {
+            panic!("{o:?}")
+        };
+        assert_eq!(breakdown.total, 35.0);
+        assert!(
+            breakdown.notes[0].starts_with(
+                "cluster statistics may lower but never raise the total above the strongest evidence"
+            ),
+            "{breakdown:?}"
+        );
+    }
+
+    #[test]
+    fn the_profile_deviation_never_lowers_a_rule_hit() {
+        let mut s = scorer_with_odd_tool_rule();
+        let o = s.assess(&odd_tool_alone(), LlmOutcome::not_configured(), T0);
+        let a = o.alert().unwrap();
+        assert_eq!(a.score, 70.0);
+        assert_eq!(a.breakdown.deviation.score, Some(35.0));
+        assert_eq!(a.breakdown.deviation.effective_weight, 0.0);
+        assert_eq!(
+            a.breakdown.notes,
+            ["the profile deviation may raise but never lower a rule hit: kept 70.0 without the profile deviation"]
+        );
     }
 
     // ---- the deferred path ------------------------------------------------

@@ -83,6 +83,7 @@ mod alert;
 mod candidate;
 mod cluster;
 mod combiner;
+mod deviation;
 mod error;
 mod http;
 mod llm;
@@ -102,6 +103,10 @@ pub use cluster::{ClusterAssessment, ClusterConfig, ClusterEngine};
 pub use combiner::{
     Deferred, IncidentConfig, LlmSlot, Outcome, Scorer, ScorerStats, ScoringConfig, SeverityBands,
     Weights,
+};
+pub use deviation::{
+    Accesses, ActorClass, DeviationConfig, DeviationEngine, DeviationPart, LocationClass,
+    SweepConfig, WhatScores,
 };
 pub use error::{Error, Result};
 pub use llm::{

@@ -59,9 +59,19 @@ fn signal_json(s: &Signal) -> serde_json::Value {
             "nearestKnownArguments": nearest_exemplar.as_deref().map(bounded),
             "difference": difference.as_deref().map(bounded),
         }),
-        Signal::UnknownFile { path, access } => json!({
-            "kind": "unknown_file", "path": bounded(path), "access": access.as_str(),
-        }),
+        Signal::UnknownFile {
+            path,
+            access,
+            raw_path,
+        } => match raw_path {
+            Some(raw) => json!({
+                "kind": "unknown_file", "path": bounded(path), "access": access.as_str(),
+                "raw_path": bounded(raw),
+            }),
+            None => json!({
+                "kind": "unknown_file", "path": bounded(path), "access": access.as_str(),
+            }),
+        },
         Signal::UnknownPeer {
             addr,
             port,

@@ -13,6 +13,7 @@ fn file(exe: &str, argv: &[&str], path: &str, access: FileAccess) -> CandidateAl
     c.signals = vec![Signal::UnknownFile {
         path: path.into(),
         access,
+        raw_path: None,
     }];
     c
 }
