@@ -747,18 +747,7 @@ mod tests {
             uid: 0,
             comm: process.into(),
         });
-        f.event.kind = EventKind::File(kestrel_events::FileOp {
-            op: kestrel_events::FileOpKind::Open,
-            syscall_nr: 257,
-            dfd: -100,
-            path: path.into(),
-            new_path: None,
-            new_dfd: None,
-            flags: 0,
-            mode: 0,
-            truncated: false,
-            read_failed: false,
-        });
+        f.event.kind = EventKind::File(kestrel_events::FileOp::openat(path, 0));
         f.activity = kestrel_profile::activity_of(&f.event).expect("a file activity");
         f
     }

@@ -222,6 +222,23 @@ pub struct FileOp {
 }
 
 impl FileOp {
+    /// An `openat(AT_FDCWD, path, flags)`, as the kernel side reports one
+    /// (syscall 257, no mode, complete path).
+    pub fn openat(path: impl Into<ByteStr>, flags: u32) -> Self {
+        FileOp {
+            op: FileOpKind::Open,
+            syscall_nr: 257,
+            dfd: -100,
+            path: path.into(),
+            new_path: None,
+            new_dfd: None,
+            flags,
+            mode: 0,
+            truncated: false,
+            read_failed: false,
+        }
+    }
+
     /// The access kind profiles use.
     pub fn access(&self) -> FileAccess {
         const O_ACCMODE: u32 = 0o3;
@@ -408,18 +425,7 @@ mod tests {
 
     #[test]
     fn open_flags_map_to_access_kinds() {
-        let mut f = FileOp {
-            op: FileOpKind::Open,
-            syscall_nr: 257,
-            dfd: -100,
-            path: "/etc/passwd".into(),
-            new_path: None,
-            new_dfd: None,
-            flags: 0,
-            mode: 0,
-            truncated: false,
-            read_failed: false,
-        };
+        let mut f = FileOp::openat("/etc/passwd", 0);
         assert_eq!(f.access(), FileAccess::Read);
         f.flags = 0o1; // O_WRONLY
         assert_eq!(f.access(), FileAccess::Write);

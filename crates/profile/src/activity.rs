@@ -258,18 +258,10 @@ mod tests {
             b"//etc/shadow/",
         ] {
             let mut e = exec(&["java"]);
-            e.kind = EventKind::File(kestrel_events::FileOp {
-                op: kestrel_events::FileOpKind::Open,
-                syscall_nr: 257,
-                dfd: -100,
-                path: ByteStr::new(raw.to_vec()),
-                new_path: None,
-                new_dfd: None,
-                flags: 0,
-                mode: 0,
-                truncated: false,
-                read_failed: false,
-            });
+            e.kind = EventKind::File(kestrel_events::FileOp::openat(
+                ByteStr::new(raw.to_vec()),
+                0,
+            ));
             let Some(Activity::File { path, .. }) = activity_of(&e) else {
                 panic!()
             };

@@ -429,7 +429,8 @@ fn rule_action_rank(a: RuleAction) -> RecommendedAction {
     }
 }
 
-fn round2(x: f64) -> f64 {
+/// Two decimals, as scores are shown.
+pub(crate) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 

@@ -38,6 +38,7 @@ use kestrel_events::{Direction, FileAccess, Glob};
 use serde::{Deserialize, Serialize};
 
 use crate::candidate::{basename, CandidateAlert};
+use crate::combiner::round2;
 use crate::error::{Error, Result};
 use crate::{PeerAddress, Signal};
 
@@ -735,16 +736,12 @@ enum Kind {
 }
 
 /// `100 · (1 − Π(1 − sᵢ/100))`.
-pub(crate) fn noisy_or(scores: impl IntoIterator<Item = f64>) -> f64 {
+fn noisy_or(scores: impl IntoIterator<Item = f64>) -> f64 {
     let keep: f64 = scores
         .into_iter()
         .map(|s| 1.0 - (s / 100.0).clamp(0.0, 1.0))
         .product();
     100.0 * (1.0 - keep)
-}
-
-fn round2(v: f64) -> f64 {
-    (v * 100.0).round() / 100.0
 }
 
 fn fmt(v: f64) -> String {
