@@ -529,7 +529,7 @@ impl Engine {
             chain: f
                 .chain
                 .iter()
-                .map(|a| ProcessAncestor::new(a.exe.clone(), a.argv.clone()))
+                .map(|a| ProcessAncestor::new(a.exe.clone(), a.argv.clone()).with_pid(a.pid))
                 .collect(),
             signals: vec![signal],
             observed_ns: nanos(now),

@@ -130,6 +130,10 @@ pub struct ScoreBreakdown {
     pub cluster: EngineScore,
     /// LLM judgement.
     pub llm: EngineScore,
+    /// Points the incident's breadth added to the strongest occurrence's
+    /// total (distinct activities of one process subtree; 0 for one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub breadth: f64,
     /// Total, 0..=100.
     pub total: f64,
     /// The alert threshold in force.
@@ -310,6 +314,33 @@ pub struct IncidentSummary {
     pub pods: Vec<String>,
     /// How many distinct pods showed it.
     pub pods_total: usize,
+    /// Distinct activities (anomaly shapes) folded into it: one for a
+    /// repeat, more when one process subtree did several new things.
+    #[serde(default = "one")]
+    pub activities: usize,
+    /// Distinct processes (pids) that took part.
+    #[serde(default)]
+    pub processes: usize,
+    /// Distinct command lines that took part (bounded list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limits::FINDINGS), inner(length(max = limits::TEXT)))]
+    pub commands: Vec<String>,
+    /// Distinct unknown files it touched (bounded list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limits::FINDINGS), inner(length(max = limits::PATH)))]
+    pub files: Vec<String>,
+    /// Distinct unknown peers it reached (bounded list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limits::FINDINGS), inner(length(max = limits::TEXT)))]
+    pub peers: Vec<String>,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// The `spec` of a `SecurityAlert`: a scored, grouped alert as the scorer

@@ -175,6 +175,7 @@ pub fn alert_spec() -> SecurityAlertSpec {
             ),
             cluster: engine(25.0, Some(90.0), "1 of 100 replicas"),
             llm: engine(35.0, None, "LLM: unavailable (not configured)"),
+            breadth: 0.0,
             total: 93.5,
             threshold: 60.0,
             notes: vec![],
@@ -208,6 +209,11 @@ pub fn alert_spec() -> SecurityAlertSpec {
             last_seen: rfc3339_ns(1_700_000_060_000_000_000),
             pods: vec!["webapp-7d4b9-x2x7q".into()],
             pods_total: 1,
+            activities: 1,
+            processes: 1,
+            commands: vec!["/tmp/xmrig -o stratum+tcp://pool.minexmr.com:4444".into()],
+            files: vec![],
+            peers: vec!["10.1.2.3:4444/tcp".into()],
         },
     }
 }

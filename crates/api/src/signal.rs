@@ -22,6 +22,10 @@ pub struct ProcessAncestor {
     #[serde(default)]
     #[schemars(length(max = limits::ARGV), inner(length(max = limits::ARG)))]
     pub args: Vec<String>,
+    /// Its host pid, when known: incidents fold the anomalies of one
+    /// process subtree by it (absent in alerts stored before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 impl ProcessAncestor {
@@ -30,7 +34,14 @@ impl ProcessAncestor {
         Self {
             exe: exe.into(),
             args: args.into_iter().map(Into::into).collect(),
+            pid: None,
         }
+    }
+
+    /// The same ancestor with its host pid.
+    pub fn with_pid(mut self, pid: u32) -> Self {
+        self.pid = Some(pid);
+        self
     }
 
     /// The last path component of [`Self::exe`].

@@ -1,7 +1,7 @@
 //! The combiner: weights, redistribution, guards, severity, incident
 //! grouping and the resulting [`SecurityAlert`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::Hasher;
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use crate::alert::{
     LlmSummary, Recommendation, RecommendedAction, RuleHitSummary, ScoreBreakdown, SecurityAlert,
     Severity, QUARANTINE_LABEL,
 };
-use crate::candidate::{AnomalyShape, CandidateAlert};
+use crate::candidate::{AnomalyShape, CandidateAlert, Signal};
 use crate::cluster::{ClusterAssessment, ClusterConfig, ClusterEngine};
 use crate::deviation::{DeviationConfig, DeviationEngine, DeviationPart};
 use crate::error::{Error, Result};
@@ -102,6 +102,19 @@ pub struct IncidentConfig {
     /// Most open incidents kept; past it, idle ones are closed first, then
     /// the least recently seen.
     pub max_open: usize,
+    /// Anomalies of one process subtree in one container fold into one
+    /// incident while the subtree's latest anomaly is at most this old (s):
+    /// a process whose pid, or an ancestor's, took part in an incident
+    /// joins it. 0 turns folding off (one incident per shape).
+    pub subtree_window_secs: u64,
+    /// Points each distinct (program, kind of activity) pair after the
+    /// first adds to an incident's total (its breadth): a shell that starts
+    /// a program that connects out is three. Many files or peers of one
+    /// program are not breadth but a sweep or a scan, which the deviation
+    /// engine scores.
+    pub breadth_points: f64,
+    /// Most points breadth adds.
+    pub breadth_cap: f64,
 }
 
 impl Default for IncidentConfig {
@@ -110,7 +123,18 @@ impl Default for IncidentConfig {
             idle_secs: 3600,
             max_pods_listed: 20,
             max_open: 50_000,
+            subtree_window_secs: 300,
+            breadth_points: 4.0,
+            breadth_cap: 12.0,
         }
+    }
+}
+
+impl IncidentConfig {
+    /// Breadth points for an incident of `facets` distinct (program, kind
+    /// of activity) pairs.
+    pub fn breadth(&self, facets: usize) -> f64 {
+        (self.breadth_points * facets.saturating_sub(1) as f64).min(self.breadth_cap)
     }
 }
 
@@ -206,6 +230,15 @@ impl ScoringConfig {
             ));
         }
         self.deviation.validate()?;
+        let i = &self.incidents;
+        for (n, v) in [
+            ("breadthPoints", i.breadth_points),
+            ("breadthCap", i.breadth_cap),
+        ] {
+            if !(0.0..=100.0).contains(&v) {
+                return Err(Error::Config(format!("incidents.{n} must be in 0..=100")));
+            }
+        }
         let q = &self.llm_queue;
         if q.capacity == 0 || q.concurrency == 0 || q.deadline_ms == 0 {
             return Err(Error::Config(
@@ -318,6 +351,27 @@ struct Latest {
     cluster: ClusterAssessment,
     rules: RulePart,
     deviation: DeviationPart,
+    /// [`activity_of`] its shape.
+    activity: u64,
+}
+
+/// What [`Scorer::record`] found for one occurrence.
+struct Recorded {
+    key: IncidentKey,
+    cluster: ClusterAssessment,
+    deviation: DeviationPart,
+    /// [`activity_of`] its shape.
+    activity: u64,
+    /// Whether the activity is new to its incident.
+    new_activity: bool,
+}
+
+/// One number per distinct activity (anomaly shape).
+fn activity_of(shape: &AnomalyShape) -> u64 {
+    let mut h = Fnv64::new();
+    h.write_field(shape.trie_path.as_bytes());
+    h.write_field(&shape.bucket.to_le_bytes());
+    h.finish()
 }
 
 #[derive(Debug)]
@@ -332,6 +386,90 @@ struct Incident {
     llm: IncidentLlm,
     /// Kept only while an answer is pending.
     latest: Option<Box<Latest>>,
+    /// The strongest occurrence so far: the alert's evidence.
+    peak: Option<Box<Latest>>,
+    /// What took part: distinct activities, processes, commands, files and
+    /// peers.
+    breadth: Breadth,
+}
+
+/// Most distinct activities and processes counted per incident.
+const MAX_BREADTH_TRACKED: usize = 1024;
+/// Most commands, files and peers listed per incident.
+const MAX_LISTED: usize = 20;
+/// Longest command line listed (characters).
+const MAX_COMMAND_CHARS: usize = 512;
+
+/// The distinct things one incident took part in.
+#[derive(Debug, Default)]
+struct Breadth {
+    /// Distinct shapes.
+    activities: HashSet<u64>,
+    /// Distinct (program, kind of signal) pairs: what breadth scores. Many
+    /// files or peers of one program are a sweep or a scan, which the
+    /// deviation engine scores already.
+    facets: HashSet<u64>,
+    pids: HashSet<u32>,
+    commands: Vec<String>,
+    files: Vec<String>,
+    peers: Vec<String>,
+}
+
+impl Breadth {
+    /// Counts `c` of activity `activity`; whether it is new to the
+    /// incident.
+    fn note(&mut self, c: &CandidateAlert, activity: u64) -> bool {
+        let new = self.activities.len() < MAX_BREADTH_TRACKED && self.activities.insert(activity);
+        for s in &c.signals {
+            if self.facets.len() < MAX_BREADTH_TRACKED {
+                let mut h = Fnv64::new();
+                h.write_field(c.exe.as_bytes());
+                h.write_field(s.kind().as_bytes());
+                self.facets.insert(h.finish());
+            }
+        }
+        if c.pid != 0 && self.pids.len() < MAX_BREADTH_TRACKED {
+            self.pids.insert(c.pid);
+        }
+        let mut command = c.exe.clone();
+        for a in c.args.raw().iter().skip(1) {
+            command.push(' ');
+            command.push_str(a);
+        }
+        if let Some((i, _)) = command.char_indices().nth(MAX_COMMAND_CHARS) {
+            command.truncate(i);
+            command.push('…');
+        }
+        list(&mut self.commands, command);
+        for s in &c.signals {
+            match s {
+                Signal::UnknownFile { path, access, .. } => {
+                    list(&mut self.files, format!("{path} ({})", access.as_str()));
+                }
+                Signal::UnknownPeer {
+                    addr,
+                    port,
+                    proto,
+                    direction,
+                } => list(
+                    &mut self.peers,
+                    format!(
+                        "{} {addr}:{port}/{}",
+                        direction.as_str(),
+                        proto.key().as_str()
+                    ),
+                ),
+                Signal::UnknownProcess | Signal::UnusualArguments { .. } => {}
+            }
+        }
+        new
+    }
+}
+
+fn list(v: &mut Vec<String>, item: String) {
+    if v.len() < MAX_LISTED && !v.contains(&item) {
+        v.push(item);
+    }
 }
 
 /// The rules engine's part for one candidate, owned so that it can wait
@@ -412,6 +550,10 @@ pub struct Scorer {
     deviation: DeviationEngine,
     cluster: ClusterEngine,
     incidents: HashMap<IncidentKey, Incident>,
+    /// (container, pid) of every process that took part in an incident,
+    /// with when it last did: its descendants' anomalies join the same
+    /// incident.
+    subtrees: HashMap<(String, u32), (IncidentKey, u64)>,
     stats: ScorerStats,
     /// Deferred judgements not answered yet: ticket → incident, deadline.
     awaiting: HashMap<LlmTicket, (IncidentKey, u64)>,
@@ -444,6 +586,7 @@ impl Scorer {
             config,
             rules,
             incidents: HashMap::new(),
+            subtrees: HashMap::new(),
             stats: ScorerStats::default(),
             awaiting: HashMap::new(),
             deadlines: BTreeSet::new(),
@@ -495,9 +638,17 @@ impl Scorer {
     /// creates or updates the incident's alert. Pure apart from the
     /// scorer's own state; `now_ns` is the only clock.
     pub fn assess(&mut self, c: &CandidateAlert, llm: LlmOutcome, now_ns: u64) -> Outcome {
-        let (key, cluster, deviation) = self.record(c, now_ns);
+        let r = self.record(c, now_ns);
         let rules = RulePart::of(&self.rules.evaluate(c));
-        let outcome = self.render(&key, c, &cluster, &rules, &deviation, &llm);
+        let outcome = self.render(
+            &r.key,
+            c,
+            &r.cluster,
+            &rules,
+            &r.deviation,
+            r.activity,
+            &llm,
+        );
         self.count(&outcome);
         outcome
     }
@@ -513,10 +664,27 @@ impl Scorer {
     /// is not asked again for every repeat); after "queue full" or another
     /// failure the next repeat asks again.
     pub fn assess_deferred(&mut self, c: &CandidateAlert, slot: LlmSlot, now_ns: u64) -> Deferred {
-        let (key, cluster, deviation) = self.record(c, now_ns);
+        let Recorded {
+            key,
+            cluster,
+            deviation,
+            activity,
+            new_activity,
+        } = self.record(c, now_ns);
         let rules = RulePart::of(&self.rules.evaluate(c));
-        let (llm, request) = self.plan_llm(&key, c, &cluster, &rules, &deviation, slot, now_ns);
-        let outcome = self.render(&key, c, &cluster, &rules, &deviation, &llm);
+        if new_activity {
+            // the incident did something new: an earlier answer judged
+            // something else
+            if let Some(inc) = self.incidents.get_mut(&key) {
+                if matches!(inc.llm, IncidentLlm::Settled(_)) {
+                    inc.llm = IncidentLlm::NotAsked;
+                }
+            }
+        }
+        let (llm, request) = self.plan_llm(
+            &key, c, &cluster, &rules, &deviation, activity, slot, now_ns,
+        );
+        let outcome = self.render(&key, c, &cluster, &rules, &deviation, activity, &llm);
         self.count(&outcome);
         Deferred { outcome, request }
     }
@@ -556,12 +724,14 @@ impl Scorer {
     }
 
     /// Counts an occurrence: cluster statistics, the deviation engine's
-    /// sweeps, and incident bookkeeping.
-    fn record(
-        &mut self,
-        c: &CandidateAlert,
-        now_ns: u64,
-    ) -> (IncidentKey, ClusterAssessment, DeviationPart) {
+    /// sweeps, and incident bookkeeping. Returns the incident's key, the
+    /// engine parts, and whether the occurrence is an activity new to its
+    /// incident.
+    ///
+    /// The incident is the one its process subtree is already part of (its
+    /// pid or an ancestor's took part within `subtreeWindowSecs`), else the
+    /// one of its shape in its workload.
+    fn record(&mut self, c: &CandidateAlert, now_ns: u64) -> Recorded {
         self.stats.candidates += 1;
         let shape = c.shape();
         let cluster = self.cluster.observe(c, &shape, now_ns);
@@ -571,11 +741,13 @@ impl Scorer {
             .incidents
             .idle_secs
             .saturating_mul(1_000_000_000);
-        let key = IncidentKey {
-            namespace: c.namespace.clone(),
-            workload: c.workload.clone(),
-            shape,
-        };
+        let key = self
+            .subtree_incident(c, now_ns)
+            .unwrap_or_else(|| IncidentKey {
+                namespace: c.namespace.clone(),
+                workload: c.workload.clone(),
+                shape: shape.clone(),
+            });
         if self.incidents.len() >= self.config.incidents.max_open
             && !self.incidents.contains_key(&key)
         {
@@ -595,7 +767,71 @@ impl Scorer {
             inc.pods.insert(c.pod.clone());
             inc.pods_total = inc.pods.len();
         }
-        (key, cluster, deviation)
+        let activity = activity_of(&shape);
+        let new_activity = inc.breadth.note(c, activity);
+        self.link_subtree(c, &key, now_ns);
+        Recorded {
+            key,
+            cluster,
+            deviation,
+            activity,
+            new_activity,
+        }
+    }
+
+    fn subtree_window_ns(&self) -> u64 {
+        self.config
+            .incidents
+            .subtree_window_secs
+            .saturating_mul(1_000_000_000)
+    }
+
+    /// The open incident that `c`'s process, or one of its ancestors, took
+    /// part in within the subtree window (the nearest one first).
+    fn subtree_incident(&self, c: &CandidateAlert, now_ns: u64) -> Option<IncidentKey> {
+        let window = self.subtree_window_ns();
+        if window == 0 || c.container_id.is_empty() {
+            return None;
+        }
+        let mut key = (c.container_id.clone(), 0);
+        std::iter::once(Some(c.pid))
+            .chain(c.chain.iter().map(|a| a.pid))
+            .flatten()
+            .filter(|&pid| pid != 0)
+            .find_map(|pid| {
+                key.1 = pid;
+                let (k, seen) = self.subtrees.get(&key)?;
+                (now_ns.saturating_sub(*seen) <= window && self.incidents.contains_key(k))
+                    .then(|| k.clone())
+            })
+    }
+
+    /// Records that `c`'s process took part in the incident `key`.
+    fn link_subtree(&mut self, c: &CandidateAlert, key: &IncidentKey, now_ns: u64) {
+        if self.subtree_window_ns() == 0 || c.container_id.is_empty() || c.pid == 0 {
+            return;
+        }
+        if self.subtrees.len() >= self.config.incidents.max_open.saturating_mul(4) {
+            self.prune_subtrees(now_ns);
+        }
+        self.subtrees
+            .insert((c.container_id.clone(), c.pid), (key.clone(), now_ns));
+    }
+
+    /// Forgets subtree links past the window; when still full, the oldest
+    /// half.
+    fn prune_subtrees(&mut self, now_ns: u64) {
+        let window = self.subtree_window_ns();
+        self.subtrees
+            .retain(|_, (_, seen)| now_ns.saturating_sub(*seen) <= window);
+        let cap = self.config.incidents.max_open.saturating_mul(4);
+        if self.subtrees.len() >= cap {
+            let mut seen: Vec<u64> = self.subtrees.values().map(|(_, t)| *t).collect();
+            let mid = seen.len() / 2;
+            let (_, median, _) = seen.select_nth_unstable(mid);
+            let median = *median;
+            self.subtrees.retain(|_, (_, t)| *t > median);
+        }
     }
 
     /// The LLM outcome to score an occurrence with on the deferred path,
@@ -610,6 +846,7 @@ impl Scorer {
         cluster: &ClusterAssessment,
         rules: &RulePart,
         deviation: &DeviationPart,
+        activity: u64,
         slot: LlmSlot,
         now_ns: u64,
     ) -> (LlmOutcome, Option<LlmRequest>) {
@@ -624,6 +861,7 @@ impl Scorer {
                 cluster: cluster.clone(),
                 rules: rules.clone(),
                 deviation: deviation.clone(),
+                activity,
             }))
         };
         match &inc.llm {
@@ -674,7 +912,8 @@ impl Scorer {
             ticket,
             candidate: c.clone(),
             rule_ids: rules.hits.iter().map(|h| h.id.clone()).collect(),
-            shape: key.shape.clone(),
+            // its own shape: a subtree's incident holds several
+            shape: c.shape(),
             asked_ns: now_ns,
         };
         (LlmOutcome::Pending, Some(request))
@@ -695,6 +934,7 @@ impl Scorer {
             &latest.cluster,
             &latest.rules,
             &latest.deviation,
+            latest.activity,
             &llm,
         );
         match &outcome {
@@ -714,7 +954,11 @@ impl Scorer {
     }
 
     /// Combines the engines for the incident's latest occurrence `c` and
-    /// creates or updates its alert.
+    /// creates or updates its alert. The alert's evidence is the incident's
+    /// strongest occurrence (the latest among equals); its breadth
+    /// (distinct activities of the subtree) adds points to that total.
+    // the occurrence's parts as `record` and the engines gave them
+    #[allow(clippy::too_many_arguments)]
     fn render(
         &mut self,
         key: &IncidentKey,
@@ -722,12 +966,10 @@ impl Scorer {
         cluster: &ClusterAssessment,
         rules: &RulePart,
         deviation: &DeviationPart,
+        activity: u64,
         llm: &LlmOutcome,
     ) -> Outcome {
-        let breakdown = combine(&self.config, rules, deviation, cluster, llm);
-        let severity = self.config.severity.severity(breakdown.total);
-        let alerting = breakdown.total >= self.config.alert_threshold;
-        let max_listed = self.config.incidents.max_pods_listed;
+        let mut breakdown = combine(&self.config, rules, deviation, cluster, llm);
         let Some(inc) = self.incidents.get_mut(key) else {
             // `record` inserted it; nothing removes it before this.
             return Outcome::BelowThreshold {
@@ -735,6 +977,51 @@ impl Scorer {
                 breakdown: Box::new(breakdown),
             };
         };
+        // The strongest occurrence, both scored with the incident's LLM
+        // outcome now.
+        let peak_breakdown = inc
+            .peak
+            .as_ref()
+            .filter(|p| p.activity != activity)
+            .map(|p| combine(&self.config, &p.rules, &p.deviation, &p.cluster, llm))
+            .filter(|b| b.total > breakdown.total);
+        match peak_breakdown {
+            Some(b) => breakdown = b,
+            None => {
+                inc.peak = Some(Box::new(Latest {
+                    candidate: c.clone(),
+                    cluster: cluster.clone(),
+                    rules: rules.clone(),
+                    deviation: deviation.clone(),
+                    activity,
+                }))
+            }
+        }
+        let Some(peak) = inc.peak.as_deref() else {
+            // set just above
+            return Outcome::BelowThreshold {
+                count: inc.count,
+                breakdown: Box::new(breakdown),
+            };
+        };
+        let (c, cluster, rules) = (&peak.candidate, &peak.cluster, &peak.rules);
+        let activities = inc.breadth.activities.len().max(1);
+        let facets = inc.breadth.facets.len().max(1);
+        let breadth = self.config.incidents.breadth(facets);
+        if breadth > 0.0 {
+            let before = breakdown.total;
+            breakdown.total = (before + breadth).min(100.0);
+            breakdown.breadth = round2(breakdown.total - before);
+            if breakdown.breadth > 0.0 {
+                breakdown.notes.push(format!(
+                    "{facets} kinds of activity by its programs: +{:.1}",
+                    breakdown.breadth
+                ));
+            }
+        }
+        let severity = self.config.severity.severity(breakdown.total);
+        let alerting = breakdown.total >= self.config.alert_threshold;
+        let max_listed = self.config.incidents.max_pods_listed;
         if inc.alert.is_none() && !alerting {
             return Outcome::BelowThreshold {
                 count: inc.count,
@@ -809,7 +1096,7 @@ impl Scorer {
                 args_normalized: c.args.normalized().to_string(),
                 process_chain: c.chain.clone(),
                 signals: c.signals.clone(),
-                shape: key.shape.clone(),
+                shape: c.shape(),
             },
             breakdown,
             llm: llm_summary,
@@ -824,6 +1111,11 @@ impl Scorer {
                 last_seen: rfc3339_ns(inc.last_seen_ns),
                 pods,
                 pods_total: inc.pods_total,
+                activities,
+                processes: inc.breadth.pids.len(),
+                commands: inc.breadth.commands.clone(),
+                files: inc.breadth.files.clone(),
+                peers: inc.breadth.peers.clone(),
             },
         };
         match inc.alert.replace(alert.clone()) {
@@ -847,6 +1139,7 @@ impl Scorer {
             .retain(|_, i| now_ns.saturating_sub(i.last_seen_ns) <= idle);
         self.cluster.prune(now_ns);
         self.deviation.expire(now_ns);
+        self.prune_subtrees(now_ns);
         before - self.incidents.len()
     }
 
@@ -881,6 +1174,8 @@ fn new_incident(c: &CandidateAlert, shape: &AnomalyShape, now_ns: u64) -> Incide
         alert: None,
         llm: IncidentLlm::NotAsked,
         latest: None,
+        peak: None,
+        breadth: Breadth::default(),
     }
 }
 
@@ -1018,6 +1313,7 @@ fn combine(
         deviation: part(w.deviation, wd, Some(d), deviation.reason.clone()),
         cluster: part(w.cluster, wc, c, cluster_reason),
         llm: part(w.llm, wl, l, llm_reason),
+        breadth: 0.0,
         total: total.clamp(0.0, 100.0),
         threshold: cfg.alert_threshold,
         notes,
@@ -1111,6 +1407,9 @@ fn recommend(
         hints,
     }
 }
+
+#[cfg(test)]
+mod subtree_tests;
 
 #[cfg(test)]
 mod tests {

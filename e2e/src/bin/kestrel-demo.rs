@@ -58,38 +58,75 @@ fn describe(v: &serde_json::Value) -> Option<String> {
             p["reason"].as_str()?
         ));
     }
-    if let Some(a) = v.get("alert") {
-        let ev = &a["evidence"];
-        let rules: Vec<&str> = a["ruleHits"]
-            .as_array()?
-            .iter()
-            .filter_map(|r| r["id"].as_str())
-            .collect();
-        let chain: Vec<&str> = ev["processChain"]
-            .as_array()?
-            .iter()
-            .filter_map(|p| p["exe"].as_str())
-            .collect();
-        return Some(format!(
-            "\n  ALERT [{} {:.0}] {}\n    container {} pid {} chain {:?}\n    args {}\n    signals {}\n    rules {:?}\n    LLM: {}\n    action: {}\n    occurrences: {}",
-            a["severity"].as_str()?,
-            a["score"].as_f64()?,
-            a["title"].as_str()?,
-            ev["containerId"].as_str()?,
-            ev["pid"],
-            chain,
-            ev["args"],
-            ev["signals"],
-            rules,
-            a["llm"]["explanation"].as_str().unwrap_or("-"),
-            a["recommendation"]["summary"].as_str().or(a["recommendation"]["action"].as_str()).unwrap_or("-"),
-            a["incident"]["count"],
-        ));
-    }
     if let Some(e) = v.get("error") {
         return Some(format!("  error: {} {}", e["kind"], e["message"]));
     }
     None
+}
+
+/// The alert in full, as first raised.
+fn describe_alert(a: &serde_json::Value) -> Option<String> {
+    let ev = &a["evidence"];
+    let rules: Vec<&str> = a["ruleHits"]
+        .as_array()?
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    let chain: Vec<&str> = ev["processChain"]
+        .as_array()?
+        .iter()
+        .filter_map(|p| p["exe"].as_str())
+        .collect();
+    Some(format!(
+        "\n  ALERT {} [{} {:.0}] {}\n    container {} pid {} chain {:?}\n    args {}\n    signals {}\n    rules {:?}\n    LLM: {}\n    action: {}",
+        a["id"].as_str()?,
+        a["severity"].as_str()?,
+        a["score"].as_f64()?,
+        a["title"].as_str()?,
+        ev["containerId"].as_str()?,
+        ev["pid"],
+        chain,
+        ev["args"],
+        ev["signals"],
+        rules,
+        a["llm"]["explanation"].as_str().unwrap_or("-"),
+        a["recommendation"]["summary"].as_str().or(a["recommendation"]["action"].as_str()).unwrap_or("-"),
+    ))
+}
+
+/// The incident as it stands: what one process subtree did.
+fn describe_incident(a: &serde_json::Value) -> String {
+    let inc = &a["incident"];
+    let list = |k: &str| {
+        inc[k]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            })
+            .unwrap_or_default()
+    };
+    format!(
+        "  alert {} [{} {:.0}, breadth +{}]: {} occurrence(s), {} activities, {} process(es)\n    commands: {}\n    peers: {}\n    files: {}",
+        a["id"].as_str().unwrap_or("?"),
+        a["severity"].as_str().unwrap_or("?"),
+        a["score"].as_f64().unwrap_or(0.0),
+        a["breakdown"]["breadth"].as_f64().unwrap_or(0.0),
+        inc["count"],
+        inc["activities"],
+        inc["processes"],
+        list("commands"),
+        list("peers"),
+        list("files"),
+    )
+}
+
+/// The program an alert's evidence names (basename).
+fn evidence_program(a: &serde_json::Value) -> &str {
+    let exe = a["evidence"]["exe"].as_str().unwrap_or("");
+    exe.rsplit('/').next().unwrap_or(exe)
 }
 
 fn main() -> Result<()> {
@@ -149,11 +186,22 @@ fn main() -> Result<()> {
     println!("-- attack in {}: {}", web1.id(), workload::MINER);
     println!("-- attack in {}: {}", web1.id(), workload::RENAMED_MINER);
     workload::attack(&web1)?;
+    // alert id -> its latest version, in the order they were raised
+    let mut alerts: Vec<(String, serde_json::Value)> = Vec::new();
     let until = Instant::now() + Duration::from_secs(8);
-    let mut alerts = 0;
     while Instant::now() < until {
         if let Ok(v) = rx.recv_timeout(Duration::from_millis(500)) {
-            alerts += usize::from(v.get("alert").is_some());
+            let Some(a) = v.get("alert") else { continue };
+            let id = a["id"].as_str().unwrap_or_default().to_string();
+            match alerts.iter_mut().find(|(i, _)| *i == id) {
+                Some((_, latest)) => *latest = a.clone(),
+                None => {
+                    if let Some(s) = describe_alert(a) {
+                        println!("{s}");
+                    }
+                    alerts.push((id, a.clone()));
+                }
+            }
         }
     }
     // SAFETY: signalling our own child.
@@ -170,9 +218,35 @@ fn main() -> Result<()> {
         "\nprofiles and alerts (YAML, the CRD schema) are in {}",
         state.display()
     );
-    if alerts == 0 {
-        bail!("no alert was raised");
+    println!(
+        "\n-- {} alert(s), one per attack command, as their incidents stand:",
+        alerts.len()
+    );
+    for (_, a) in &alerts {
+        println!("{}", describe_incident(a));
     }
-    println!("== done: {alerts} alert line(s) ==");
+    let miner = alerts.iter().find(|(_, a)| evidence_program(a) == "xmrig");
+    let renamed = alerts.iter().find(|(_, a)| {
+        evidence_program(a) == "java"
+            && a["evidence"]["args"].as_array().is_some_and(|v| {
+                v.iter()
+                    .any(|x| x.as_str().is_some_and(|x| x.starts_with("stratum+tcp://")))
+            })
+    });
+    if miner.is_none() {
+        bail!("no alert names the miner `xmrig` as its evidence");
+    }
+    if renamed.is_none() {
+        bail!(
+            "no alert names the miner renamed `java` (with its stratum+tcp pool) as its evidence"
+        );
+    }
+    if alerts.len() != 2 {
+        bail!(
+            "expected one alert per attack command (2), got {}",
+            alerts.len()
+        );
+    }
+    println!("== done: the miner and the renamed `java`, one alert each ==");
     Ok(())
 }
