@@ -8,6 +8,7 @@ pub fn body() -> ProfileBody {
     ProfileBody {
         model_id: Some("kestrel-test-trigram-v1".into()),
         argument_measure: Some(2),
+        process_keys: None,
         similarity_threshold: 0.9,
         processes: vec![ProcessEntry {
             image: "webapp:v1".into(),

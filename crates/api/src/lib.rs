@@ -117,8 +117,8 @@ pub use names::{
 pub use profile::{
     ArgumentSpec, BehaviorProfile, BehaviorProfileSpec, BehaviorProfileStatus, CompactionSpec,
     ConvergencePhase, ConvergenceStatus, FileEntry, LearningSpec, NetworkEntry, PrefixLimitSpec,
-    ProcessEntry, ProfileBody, ProfileMode, ProfilePhase, ProfileSource, ProfileSummary,
-    DEFAULT_SIMILARITY_THRESHOLD,
+    ProcessEntry, ProcessKeys, ProfileBody, ProfileMode, ProfilePhase, ProfileSource,
+    ProfileSummary, DEFAULT_SIMILARITY_THRESHOLD,
 };
 pub use signal::{
     basename, AnomalyShape, Direction, FileAccess, PeerAddress, ProcessAncestor, Protocol, Signal,

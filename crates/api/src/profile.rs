@@ -39,6 +39,23 @@ pub enum ProfileSource {
     Promoted,
 }
 
+/// What the process trie's executable level holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ProcessKeys {
+    /// The executable's basename (`java`): every profile written before
+    /// the keys were recorded. A renamed binary anywhere matches it, and the
+    /// binary-directory guards cannot apply; such a profile keeps matching
+    /// by basename until it is relearned.
+    #[default]
+    #[serde(alias = "name")]
+    Name,
+    /// The executable's full path as execve received it, canonical
+    /// (`/usr/bin/java`); a re-exec through `/proc/self/exe` (busybox
+    /// applets) keeps the basename of `argv[0]`.
+    #[serde(alias = "path")]
+    Path,
+}
+
 /// Who decides when a workload switches from learning to detection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum ProfileMode {
@@ -284,6 +301,10 @@ pub struct ProfileBody {
     /// Hand-written profiles should set it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub argument_measure: Option<u32>,
+    /// What the process entries' `exe` holds; absent = `Name`, every build
+    /// before it was recorded. Learned profiles are written with `Path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_keys: Option<ProcessKeys>,
     /// Argument similarity an argument needs to an exemplar (default
     /// 0.95).
     #[serde(default = "default_threshold")]
@@ -308,6 +329,7 @@ impl Default for ProfileBody {
         ProfileBody {
             model_id: None,
             argument_measure: None,
+            process_keys: None,
             similarity_threshold: DEFAULT_SIMILARITY_THRESHOLD,
             processes: Vec::new(),
             files: Vec::new(),

@@ -248,6 +248,8 @@ impl ProfileV0 {
         let body = ProfileBody {
             model_id: s.model_id,
             argument_measure: s.argument_measure,
+            // v0 keyed executables by basename
+            process_keys: None,
             similarity_threshold: s.similarity_threshold,
             processes: s.processes,
             files: s.files,

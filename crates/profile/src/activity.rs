@@ -2,12 +2,15 @@
 //! fields of an [`Event`] form the process, file and network trie paths
 //! (the node agent calls it at the edge, the operator on what agents send).
 //!
-//! - process: image → parent (the parent's comm) → process name, with the
+//! - process: image → parent (the parent's comm) → executable, with the
 //!   arguments after `argv[0]`, written losslessly and normalised
-//!   ([`kestrel_embed::normalize`]). The process name is the basename of the
-//!   path given to execve (`/bin/sleep` → `sleep`, `./java` → `java`, even when
-//!   it is a renamed or symlinked binary), except for re-execs through
-//!   `/proc/self/exe` (busybox applets), where it is the basename of `argv[0]`;
+//!   ([`kestrel_embed::normalize`]). The executable is the path given to
+//!   execve in its canonical spelling ([`process_path`]: `/bin/sleep`,
+//!   `/tmp/java` for a renamed or symlinked binary, `java` for `./java`),
+//!   so the binary-directory guards of the process trie apply; a re-exec
+//!   through `/proc/self/exe` (busybox applets) is the basename of `argv[0]`.
+//!   Profiles written before paths hold basenames ([`process_name`]) and
+//!   match by basename until relearned (`ProcessKeys`);
 //! - file: image → comm → access kind → the path as the syscall received it,
 //!   in its canonical spelling ([`kestrel_events::canonical_path`]:
 //!   `/tmp/../etc//shadow` is `/etc/shadow`; the raw spelling stays in the
@@ -89,6 +92,18 @@ pub fn process_name(x: &kestrel_events::Exec) -> Vec<u8> {
     name.unwrap_or_else(|| x.exe.as_bytes()).to_vec()
 }
 
+/// The process trie's key of an exec (see the module docs): the canonical
+/// path given to execve, or [`process_name`] for a re-exec through
+/// `/proc/<pid>/exe` or an empty filename.
+pub fn process_path(x: &kestrel_events::Exec) -> Vec<u8> {
+    let file = x.filename.as_bytes();
+    let via_proc = file.starts_with(b"/proc/") && file.ends_with(b"/exe");
+    if file.is_empty() || via_proc {
+        return process_name(x);
+    }
+    kestrel_events::canonical_path(file).into_owned()
+}
+
 /// The profile activity of an event, if it has one.
 pub fn activity_of(event: &Event) -> Option<Activity> {
     let comm = || {
@@ -101,7 +116,7 @@ pub fn activity_of(event: &Event) -> Option<Activity> {
     match &event.kind {
         EventKind::Exec(x) => Some(Activity::Process {
             parent: x.parent_comm.as_bytes().to_vec(),
-            exe: process_name(x),
+            exe: process_path(x),
             args: normalized_args(&x.argv.args),
             argv: x.argv.args.iter().map(|a| a.to_escaped()).collect(),
         }),
@@ -223,7 +238,25 @@ mod tests {
         assert_eq!(x, y, "timestamps normalise to the same text");
         assert!(!x.contains("java"));
         assert_eq!(parent, b"sh");
-        assert_eq!(exe, b"java");
+        assert_eq!(exe, b"/usr/bin/java");
+    }
+
+    #[test]
+    fn executables_are_keyed_by_their_canonical_path() {
+        for (filename, key) in [
+            ("/usr/bin/java", &b"/usr/bin/java"[..]),
+            ("/usr/bin/../../tmp//java", b"/tmp/java"),
+            ("./java", b"java"),
+        ] {
+            let mut e = exec(&["java"]);
+            if let EventKind::Exec(x) = &mut e.kind {
+                x.filename = filename.into();
+            }
+            let Some(Activity::Process { exe, .. }) = activity_of(&e) else {
+                panic!()
+            };
+            assert_eq!(exe, key, "{filename}");
+        }
     }
 
     #[test]

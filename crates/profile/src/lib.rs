@@ -87,7 +87,7 @@ pub mod testing;
 mod trie;
 mod words;
 
-pub use activity::{activity_of, normalized_args, process_name, profile_event};
+pub use activity::{activity_of, normalized_args, process_name, process_path, profile_event};
 pub use config::{
     format_duration, parse_duration, CompactionConfig, LearningConfig, Mode, PrefixLimit,
     ProfileConfig, ProfileConfigBuilder,

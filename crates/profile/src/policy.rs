@@ -107,7 +107,13 @@ impl Policy for FilePolicy {
     }
 }
 
-/// Process trie: executables below sensitive directories never collapse.
+/// World-writable directories: a program run from one is never absorbed by
+/// a collapsed parent's wildcard (where droppers put their payloads).
+const WRITABLE_EXE_DIRS: [&str; 4] = ["/tmp", "/var/tmp", "/dev/shm", "/run/user"];
+
+/// Process trie: executables below sensitive directories (`never_collapse`)
+/// and world-writable ones never collapse: a parent that ran more programs
+/// than the child limit still tells a new `/usr/bin/curl` or `/tmp/x` apart.
 #[derive(Debug, Clone)]
 pub(crate) struct ProcessPolicy {
     common: Common,
@@ -121,6 +127,8 @@ impl ProcessPolicy {
             exe_dirs: c
                 .never_collapse
                 .iter()
+                .map(String::as_str)
+                .chain(WRITABLE_EXE_DIRS)
                 .map(|p| format!("{}/", p.trim_end_matches('/')).into_bytes().into())
                 .collect(),
         }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use kestrel_api::ProfileSource;
+use kestrel_api::{ProcessKeys, ProfileSource};
 use kestrel_embed::{ArgShape, Embedder};
 
 use crate::config::{Mode, ProfileConfig};
@@ -53,12 +53,20 @@ pub struct Profile {
     /// Learned, or loaded from a promoted (authored) object; written back
     /// the same way.
     pub(crate) source: ProfileSource,
+    /// What the process trie's executable level holds: full paths, or
+    /// basenames in a profile written before paths (matched by basename
+    /// until it is relearned).
+    pub(crate) process_keys: ProcessKeys,
 }
 
 type ProcessSegs<'a> = [Seg<'a>; 3];
 
-fn process_segs<'a>(e: &ProcessEvent<'a>) -> ProcessSegs<'a> {
-    [Seg::Text(e.image), Seg::Text(e.parent), Seg::Text(e.exe)]
+fn process_segs<'a>(e: &ProcessEvent<'a>, keys: ProcessKeys) -> ProcessSegs<'a> {
+    let exe = match keys {
+        ProcessKeys::Path => e.exe,
+        ProcessKeys::Name => e.exe.rsplit(|&b| b == b'/').next().unwrap_or(e.exe),
+    };
+    [Seg::Text(e.image), Seg::Text(e.parent), Seg::Text(exe)]
 }
 
 fn file_head<'a>(e: &FileEvent<'a>) -> [Seg<'a>; 3] {
@@ -81,6 +89,7 @@ impl Profile {
             network: Trie::new(NetworkPolicy::new(c)),
             convergence: Convergence::new(config.learning.clone(), config.mode, now),
             source: ProfileSource::Learned,
+            process_keys: ProcessKeys::Path,
             model_id: model_id.into(),
             config,
         })
@@ -89,6 +98,11 @@ impl Profile {
     /// The settings.
     pub fn config(&self) -> &ProfileConfig {
         &self.config
+    }
+
+    /// What the process trie's executable level holds.
+    pub fn process_keys(&self) -> ProcessKeys {
+        self.process_keys
     }
 
     /// The embedding model the exemplars were embedded with.
@@ -160,7 +174,7 @@ impl Profile {
         e: &ProcessEvent<'_>,
         embedder: &dyn Embedder,
     ) -> Result<MatchOutcome> {
-        match self.process.find(process_segs(e)) {
+        match self.process.find(process_segs(e, self.process_keys)) {
             Found::Miss(d) => Ok(new_branch(ActivityClass::Process, d)),
             Found::Known(node) => {
                 let Some(leaf) = self.process.node(node).leaf.as_deref() else {
@@ -255,7 +269,9 @@ impl Profile {
     }
 
     fn learn_process(&mut self, e: &ProcessEvent<'_>, embedder: &dyn Embedder) -> Result<Learned> {
-        let ins = self.process.insert(&process_segs(e), End::Terminal)?;
+        let ins = self
+            .process
+            .insert(&process_segs(e, self.process_keys), End::Terminal)?;
         let (node, before) = match ins {
             Inserted::Refused { level } => {
                 return Ok(Learned {

@@ -24,7 +24,7 @@ use std::time::Duration;
 use kestrel_api::{
     converged_condition, object_name, ArgumentSpec, BehaviorProfile, BehaviorProfileSpec,
     BehaviorProfileStatus, CompactionSpec, FileEntry, LearningSpec, NetworkEntry, PrefixLimitSpec,
-    ProcessEntry, ProfileBody, ProfileMode, ProfileSource, StoredProfile, WorkloadRef,
+    ProcessEntry, ProcessKeys, ProfileBody, ProfileMode, ProfileSource, StoredProfile, WorkloadRef,
     WORKLOAD_ANNOTATION,
 };
 use kestrel_embed::Embedder;
@@ -211,6 +211,7 @@ impl Profile {
         ProfileBody {
             model_id: Some(self.model_id.clone()),
             argument_measure: Some(kestrel_embed::ARG_MEASURE),
+            process_keys: Some(self.process_keys),
             similarity_threshold: threshold,
             processes,
             files: files
@@ -361,6 +362,13 @@ fn load(
     }
     let mut p = Profile::new(config, embedder.model_id(), now)?;
     p.source = spec.source;
+    // a body from before the keys were recorded holds basenames; one with
+    // no process entries (nothing learned yet) holds nothing to keep
+    p.process_keys = body.process_keys.unwrap_or(if body.processes.is_empty() {
+        ProcessKeys::Path
+    } else {
+        ProcessKeys::Name
+    });
     if let Some(st) = object.status.as_ref().and_then(|s| s.convergence.as_ref()) {
         p.convergence = Convergence::from_status(p.config.learning.clone(), st);
     }

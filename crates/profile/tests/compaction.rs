@@ -302,3 +302,66 @@ fn letters(mut i: usize) -> String {
         }
     }
 }
+
+/// From the kernel's exec events: a parent that ran more programs than the
+/// child limit collapses, and the wildcard still tells a new binary in a
+/// binary directory or a writable one apart (executables are keyed by full
+/// path, so the directory guards apply).
+#[test]
+fn more_programs_than_the_child_limit_under_one_parent_do_not_hide_a_new_binary() {
+    use kestrel_events::{Argv, ByteStr, Event as KEvent, EventKind, Exec, Namespaces, Task};
+    use kestrel_profile::{activity_of, profile_event};
+    let exec = |filename: &str| KEvent {
+        ts_ns: 0,
+        cgroup_id: 1,
+        task: Some(Task {
+            pid: 10,
+            tid: 10,
+            ppid: 9,
+            uid: 0,
+            comm: "x".into(),
+        }),
+        ns: Namespaces::default(),
+        container: None,
+        kind: EventKind::Exec(Exec {
+            filename: filename.into(),
+            exe: "x".into(),
+            parent_comm: "runner".into(),
+            ns_pid: 3,
+            argv: Argv {
+                args: vec![ByteStr::from(filename), ByteStr::from("--run")],
+                size: 0,
+                truncated: false,
+                read_failed: false,
+            },
+            from_proc_scan: false,
+        }),
+    };
+    let emb = TestEmbedder::new();
+    let mut p = profile();
+    let limit = p.config().compaction.child_limit;
+    let learn = |f: &str, p: &mut kestrel_profile::Profile| {
+        let a = activity_of(&exec(f)).unwrap();
+        p.learn(&profile_event(&a, b"app:v1"), &emb).unwrap();
+    };
+    for i in 0..limit + 10 {
+        learn(&format!("/opt/app/tools/step{i}"), &mut p);
+    }
+    learn("/usr/bin/env", &mut p);
+    let is_known = |f: &str, p: &kestrel_profile::Profile| {
+        let a = activity_of(&exec(f)).unwrap();
+        known(p, &profile_event(&a, b"app:v1"))
+    };
+    assert!(is_known("/opt/app/tools/step9999", &p), "collapsed");
+    assert!(is_known("/usr/bin/env", &p));
+    for new in [
+        "/usr/bin/curl",
+        "/bin/sh",
+        "/usr/local/bin/kubectl",
+        "/tmp/kworker",
+        "/dev/shm/.x/miner",
+        "/var/tmp/../tmp/xmrig",
+    ] {
+        assert!(!is_known(new, &p), "{new} counted as known");
+    }
+}

@@ -41,6 +41,7 @@ fn a_learned_profile_is_written_with_its_tries_in_the_status() {
     let st = o.status.as_ref().unwrap();
     let learned = st.learned.as_ref().unwrap();
     assert_eq!(learned.processes[0].exe, "/usr/sbin/nginx");
+    assert_eq!(learned.process_keys, Some(kestrel_api::ProcessKeys::Path));
     assert_eq!(st.summary.unwrap().files, 1);
     assert_eq!(
         st.size_bytes,
@@ -229,6 +230,12 @@ fn the_previous_releases_profile_loads_detecting_and_is_written_back_as_an_objec
     assert_eq!(p.stats().exemplars, 5);
     let known = proc("webapp:v1", "sh", b"cat", "/etc/hostname");
     assert!(p.match_event(&known, &emb).unwrap().is_known());
+    // it holds basenames: executables, which now reach the tries by full
+    // path, keep matching by basename until the profile is relearned,
+    // instead of every process becoming new
+    assert_eq!(p.process_keys(), kestrel_api::ProcessKeys::Name);
+    let by_path = proc("webapp:v1", "sh", b"/bin/cat", "/etc/hostname");
+    assert!(p.match_event(&by_path, &emb).unwrap().is_known());
     let read = kestrel_profile::Event::File(kestrel_profile::FileEvent {
         image: b"webapp:v1",
         process: b"cat",
@@ -248,6 +255,7 @@ fn the_previous_releases_profile_loads_detecting_and_is_written_back_as_an_objec
         })
         .unwrap();
     let back = Profile::from_yaml(&again, &emb, Duration::ZERO).unwrap();
+    assert_eq!(back.process_keys(), kestrel_api::ProcessKeys::Name);
     assert_eq!(back.status(), p.status());
     assert_eq!(back.to_body(), p.to_body());
     assert!(matches!(
