@@ -16,6 +16,7 @@
 #define KESTREL_UNIX_PATH_MAX 108
 #define KESTREL_CGROUP_PATH_MAX 512
 #define KESTREL_MAX_ANCESTORS 8
+#define KESTREL_FAILED_ARGV_MAX 64 /* argv elements read from a failed exec */
 
 enum kestrel_kind {
 	KIND_EXEC = 1,
@@ -24,6 +25,7 @@ enum kestrel_kind {
 	KIND_FILE = 4,
 	KIND_NET = 5,
 	KIND_CGROUP = 6,
+	KIND_EXEC_FAILED = 7,
 };
 
 /* hdr.flags */
@@ -84,6 +86,20 @@ struct exec_event {
 	__u32 ns_pid;     /* pid as seen inside its own pid namespace */
 	__u32 args_len;   /* bytes that follow */
 	__u32 args_size;  /* mm->arg_end - mm->arg_start (before truncation) */
+	__u32 _pad;
+};
+
+/* An execve/execveat that returned an error (the caller keeps running its
+ * own image). Followed by args_len bytes of NUL-separated argv, read from
+ * the caller's memory at syscall exit. */
+struct exec_failed_event {
+	struct kestrel_hdr hdr;
+	char filename[KESTREL_FILENAME_MAX];
+	__s32 error;      /* the negative errno the syscall returned */
+	__s32 dfd;        /* execveat's dirfd, AT_FDCWD (-100) for execve */
+	__u32 at_flags;   /* execveat's flags, 0 for execve */
+	__u32 args_len;   /* bytes that follow */
+	__u32 argc;       /* argv elements read (at most KESTREL_FAILED_ARGV_MAX) */
 	__u32 _pad;
 };
 

@@ -32,8 +32,39 @@ struct {
 	__type(value, struct cgroup_buf);
 } cgroup_scratch SEC(".maps");
 
+/* The pointers an exec attempt passed, kept from syscall entry to exit. */
+struct exec_attempt {
+	__u64 filename;
+	__u64 argv;
+	__s32 dfd;
+	__u32 at_flags;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);                 /* tid */
+	__type(value, struct exec_attempt);
+} exec_attempts SEC(".maps");
+
+/* Twice the kept argv: each element is read at an offset below
+ * KESTREL_ARGS_MAX with up to KESTREL_ARGS_MAX bytes, which the verifier can
+ * bound; what lies past KESTREL_ARGS_MAX is never submitted. */
+struct exec_failed_buf {
+	struct exec_failed_event ev;
+	char args[KESTREL_ARGS_MAX * 2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct exec_failed_buf);
+} exec_failed_scratch SEC(".maps");
+
 /* Instances so the skeleton generator emits Rust types for the wire structs. */
 struct exec_event _exec_event = {};
+struct exec_failed_event _exec_failed_event = {};
 struct fork_event _fork_event = {};
 struct exit_event _exit_event = {};
 struct cgroup_event _cgroup_event = {};
@@ -179,6 +210,126 @@ SEC("tracepoint/cgroup/cgroup_rmdir")
 int handle_cgroup_rmdir(struct trace_event_raw_cgroup *ctx)
 {
 	return cgroup_change(ctx, 0);
+}
+
+/* Failed exec attempts: sched_process_exec reports only execs that
+ * succeeded. Entry remembers the user pointers; exit, when the call failed,
+ * reads the filename and argv from the caller's memory (still mapped: a
+ * failed exec keeps the caller's image) and reports them with the error. */
+static __always_inline void remember_attempt(__u64 filename, __u64 argv, __s32 dfd,
+					     __u32 at_flags)
+{
+	__u64 cgid;
+	if (!current_wanted(&cgid))
+		return;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct exec_attempt a = {
+		.filename = filename,
+		.argv = argv,
+		.dfd = dfd,
+		.at_flags = at_flags,
+	};
+	bpf_map_update_elem(&exec_attempts, &tid, &a, BPF_ANY);
+}
+
+static __always_inline void report_failure(long ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct exec_attempt *a = bpf_map_lookup_elem(&exec_attempts, &tid);
+	if (!a)
+		return;
+	struct exec_attempt at = *a;
+	bpf_map_delete_elem(&exec_attempts, &tid);
+	if (ret >= 0)
+		return;
+	__u64 cgid;
+	if (!current_wanted(&cgid))
+		return;
+	__u32 zero = 0;
+	struct exec_failed_buf *b = bpf_map_lookup_elem(&exec_failed_scratch, &zero);
+	if (!b)
+		return;
+	struct exec_failed_event *e = &b->ev;
+	struct task_struct *task = bpf_get_current_task_btf();
+	fill_hdr(&e->hdr, KIND_EXEC_FAILED, task, cgid);
+	e->error = (__s32)ret;
+	e->dfd = at.dfd;
+	e->at_flags = at.at_flags;
+	long n = bpf_probe_read_user_str(&e->filename, sizeof(e->filename),
+					 (const char *)at.filename);
+	if (n < 0) {
+		e->filename[0] = 0;
+		e->hdr.flags |= FLAG_PATH_READ_FAILED;
+	} else if (n == sizeof(e->filename)) {
+		e->hdr.flags |= FLAG_FILENAME_TRUNCATED;
+	}
+	__u32 off = 0;
+	__u32 argc = 0;
+	for (int i = 0; i < KESTREL_FAILED_ARGV_MAX; i++) {
+		const char *arg = NULL;
+		if (!at.argv ||
+		    bpf_probe_read_user(&arg, sizeof(arg), (const void *)(at.argv + i * sizeof(arg))) < 0) {
+			if (at.argv)
+				e->hdr.flags |= FLAG_ARGS_READ_FAILED;
+			break;
+		}
+		if (!arg)
+			break;
+		if (off >= KESTREL_ARGS_MAX) {
+			e->hdr.flags |= FLAG_ARGS_TRUNCATED;
+			break;
+		}
+		long m = bpf_probe_read_user_str(&b->args[off & (KESTREL_ARGS_MAX - 1)],
+						 KESTREL_ARGS_MAX, arg);
+		if (m < 0) {
+			e->hdr.flags |= FLAG_ARGS_READ_FAILED;
+			break;
+		}
+		off += m;
+		argc++;
+	}
+	if (argc == KESTREL_FAILED_ARGV_MAX)
+		e->hdr.flags |= FLAG_ARGS_TRUNCATED;
+	if (off > KESTREL_ARGS_MAX) {
+		off = KESTREL_ARGS_MAX;
+		e->hdr.flags |= FLAG_ARGS_TRUNCATED;
+	}
+	e->args_len = off;
+	e->argc = argc;
+	/* off is at most KESTREL_ARGS_MAX already; the opaque copy keeps the
+	 * compiler from dropping the mask that proves it to the verifier */
+	__u64 len = off;
+	asm volatile("" : "+r"(len));
+	len &= 2 * KESTREL_ARGS_MAX - 1;
+	submit(b, sizeof(struct exec_failed_event) + len);
+}
+
+SEC("tracepoint/syscalls/sys_enter_execve")
+int handle_enter_execve(struct trace_event_raw_sys_enter *ctx)
+{
+	remember_attempt(ctx->args[0], ctx->args[1], -100, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_execveat")
+int handle_enter_execveat(struct trace_event_raw_sys_enter *ctx)
+{
+	remember_attempt(ctx->args[1], ctx->args[2], (__s32)ctx->args[0], (__u32)ctx->args[4]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_execve")
+int handle_exit_execve(struct trace_event_raw_sys_exit *ctx)
+{
+	report_failure(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_execveat")
+int handle_exit_execveat(struct trace_event_raw_sys_exit *ctx)
+{
+	report_failure(ctx->ret);
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -43,6 +43,56 @@ fn status(dir: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
 }
 
+/// One container test at a time: each standalone instance watches every
+/// container on the host, and counts the other test's as unknown workloads.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Standalone Kestrel running in a thread: its state directory, its stop
+/// flag, its output lines and its thread.
+struct Running {
+    dir: std::path::PathBuf,
+    stop: Arc<AtomicBool>,
+    rx: mpsc::Receiver<serde_json::Value>,
+    runner: std::thread::JoinHandle<anyhow::Result<standalone::Summary>>,
+}
+
+impl Running {
+    fn start(config: &str, name: &str) -> Self {
+        let cfg: OperatorConfig = serde_saphyr::from_str(config).unwrap();
+        let embedder = load_embedder(&cfg).expect("embedding model (make deps)");
+        let dir = std::env::temp_dir().join(format!("kestrel-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let runner = {
+            let (dir, stop, cfg) = (dir.clone(), Arc::clone(&stop), cfg.clone());
+            std::thread::spawn(move || {
+                standalone::run(
+                    &cfg,
+                    &dir,
+                    &stop,
+                    embedder,
+                    |line: &Line| {
+                        let _ = tx.send(serde_json::to_value(line).unwrap());
+                    },
+                    Duration::from_secs(2),
+                )
+            })
+        };
+        std::thread::sleep(Duration::from_secs(2));
+        Running {
+            dir,
+            stop,
+            rx,
+            runner,
+        }
+    }
+}
+
 #[test]
 fn a_learned_workload_converges_and_an_unknown_binary_raises_an_alert_with_context() {
     if !require_privileged() {
@@ -60,28 +110,13 @@ fn a_learned_workload_converges_and_an_unknown_binary_raises_an_alert_with_conte
         "{WORKLOADS}scoring:\n  llm:\n    endpoint: {}/v1\n    model: test\nwebhook:\n  url: {}/alerts\n",
         llm.base_url, hook.base_url
     );
-    let cfg: OperatorConfig = serde_saphyr::from_str(&config).unwrap();
-    let embedder = load_embedder(&cfg).expect("embedding model (make deps)");
-    let dir = std::env::temp_dir().join(format!("kestrel-e2e-standalone-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel();
-    let runner = {
-        let (dir, stop, cfg) = (dir.clone(), Arc::clone(&stop), cfg.clone());
-        std::thread::spawn(move || {
-            standalone::run(
-                &cfg,
-                &dir,
-                &stop,
-                embedder,
-                |line: &Line| {
-                    let _ = tx.send(serde_json::to_value(line).unwrap());
-                },
-                Duration::from_secs(2),
-            )
-        })
-    };
-    std::thread::sleep(Duration::from_secs(2));
+    let _serial = serial();
+    let Running {
+        dir,
+        stop,
+        rx,
+        runner,
+    } = Running::start(&config, "standalone");
     let web1 = workload::start_web("e2e-web-1").expect("start replica 1");
     let web2 = workload::start_web("e2e-web-2").expect("start replica 2");
 
@@ -160,6 +195,69 @@ fn a_learned_workload_converges_and_an_unknown_binary_raises_an_alert_with_conte
     let profile =
         std::fs::read_to_string(dir.join("profiles/web.yaml")).expect("profile persisted");
     assert!(profile.contains("phase: Detecting"), "{profile}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A drop into a `noexec` mount (runc mounts `/dev/shm` noexec) never runs,
+/// so only the failed exec shows it: with no LLM configured it raises one
+/// alert whose incident names the attempt and its error.
+#[test]
+fn a_failed_exec_from_a_noexec_mount_raises_an_alert_with_no_llm() {
+    if !require_privileged() {
+        return;
+    }
+    let _serial = serial();
+    let config = WORKLOADS.replace("e2e-web-*", "e2e-noexec-*");
+    let Running {
+        dir,
+        stop,
+        rx,
+        runner,
+    } = Running::start(&config, "noexec");
+    let web1 = workload::start_web("e2e-noexec-1").expect("start replica 1");
+    let web2 = workload::start_web("e2e-noexec-2").expect("start replica 2");
+    let converged = wait_for(&rx, 120, |v| {
+        v.get("phase").is_some_and(|p| p["to"] == "Detecting")
+    });
+    assert!(converged.is_some(), "the workload did not converge");
+    std::thread::sleep(Duration::from_secs(2));
+
+    web2.exec(&[
+        "sh",
+        "-c",
+        "cat /bin/busybox > /dev/shm/kworker; chmod 755 /dev/shm/kworker; \
+         /dev/shm/kworker -o pool.example:4444 >/dev/null 2>&1; true",
+    ])
+    .expect("attack");
+    let failed = |a: &serde_json::Value| {
+        a["incident"]["files"].as_array().is_some_and(|f| {
+            f.iter()
+                .any(|p| p == "/dev/shm/kworker (exec failed: EACCES)")
+        })
+    };
+    let alert = wait_for(&rx, 30, |v| v.get("alert").is_some_and(failed))
+        .unwrap_or_else(|| panic!("no alert names the failed exec"));
+    let a = &alert["alert"];
+    assert_eq!(a["evidence"]["containerId"], "e2e-noexec-2");
+    assert_eq!(a["llm"]["status"], "Unavailable", "{}", a["llm"]);
+    // the whole attempt is one incident: the shell, its copy, its chmod and
+    // the exec that failed
+    let until = Instant::now() + Duration::from_secs(4);
+    let ids: std::collections::BTreeSet<String> = std::iter::once(Some(alert.clone()))
+        .chain(std::iter::from_fn(|| {
+            (Instant::now() < until).then(|| rx.recv_timeout(Duration::from_millis(200)).ok())
+        }))
+        .flatten()
+        .filter_map(|v| {
+            v.get("alert")
+                .and_then(|a| a["id"].as_str())
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one alert for the attempt: {ids:?}");
+    drop((web1, web2));
+    stop.store(true, Ordering::Relaxed);
+    runner.join().unwrap().expect("standalone run");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -86,7 +86,10 @@ pub fn build_rootfs(dir: &Path, extra: &[(&Path, &str)]) -> Result<()> {
     let bb = busybox()?;
     let target = dir.join("bin/busybox");
     std::fs::copy(&bb, &target).with_context(|| format!("copy {} into rootfs", bb.display()))?;
-    let list = Command::new(&target)
+    // the host's busybox, not the fresh copy: executing a file just written
+    // fails with ETXTBSY while another thread's fork still holds its
+    // write descriptor (tests start containers in parallel)
+    let list = Command::new(&bb)
         .arg("--list")
         .output()
         .context("busybox --list")?;

@@ -152,6 +152,7 @@ fn run(kind: &str, secs: f64, workers: usize, procs: &std::path::Path) -> RunRes
                     events.fetch_add(1, Ordering::Relaxed);
                     let k = match &e.kind {
                         kestrel_events::EventKind::Exec(_) => "exec",
+                        kestrel_events::EventKind::ExecFailed(_) => "exec_failed",
                         kestrel_events::EventKind::Fork(_) => "fork",
                         kestrel_events::EventKind::Exit(_) => "exit",
                         kestrel_events::EventKind::File(_) => "file",

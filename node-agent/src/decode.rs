@@ -7,8 +7,8 @@
 
 use crate::skel::{file::types as ft, network::types as nt, process::types as pt};
 use kestrel_events::{
-    Argv, ByteStr, CgroupChange, Endpoint, Event, EventKind, Exec, Exit, FileOp, FileOpKind, Fork,
-    Namespaces, NetOp, NetOpKind, Task, TcpState,
+    Argv, ByteStr, CgroupChange, Endpoint, Event, EventKind, Exec, ExecFailed, Exit, FileOp,
+    FileOpKind, Fork, Namespaces, NetOp, NetOpKind, Task, TcpState,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -17,6 +17,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 unsafe impl plain::Plain for pt::kestrel_hdr {}
 // SAFETY: as above.
 unsafe impl plain::Plain for pt::exec_event {}
+// SAFETY: as above.
+unsafe impl plain::Plain for pt::exec_failed_event {}
 // SAFETY: as above.
 unsafe impl plain::Plain for pt::fork_event {}
 // SAFETY: as above.
@@ -44,6 +46,8 @@ pub mod wire {
     pub const KIND_NET: u32 = 5;
     /// `KIND_CGROUP`
     pub const KIND_CGROUP: u32 = 6;
+    /// `KIND_EXEC_FAILED`
+    pub const KIND_EXEC_FAILED: u32 = 7;
     /// `FLAG_ARGS_TRUNCATED`
     pub const FLAG_ARGS_TRUNCATED: u32 = 1 << 0;
     /// `FLAG_ARGS_READ_FAILED`
@@ -101,6 +105,9 @@ pub enum DecodeError {
     /// The kind field names no known event.
     #[error("unknown event kind {0}")]
     UnknownKind(u32),
+    /// A failed exec whose error is not a negative errno.
+    #[error("failed exec with result {0}, want a negative errno")]
+    BadErrno(i32),
 }
 
 impl DecodeError {
@@ -109,6 +116,7 @@ impl DecodeError {
         match self {
             DecodeError::Short { .. } => "short_record",
             DecodeError::UnknownKind(_) => "unknown_kind",
+            DecodeError::BadErrno(_) => "bad_errno",
         }
     }
 }
@@ -197,6 +205,28 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                     flags & FLAG_ARGS_READ_FAILED != 0,
                 ),
                 from_proc_scan: false,
+            })
+        }
+        KIND_EXEC_FAILED => {
+            let e: pt::exec_failed_event = read_fixed(data, "failed exec event")?;
+            let fixed = std::mem::size_of::<pt::exec_failed_event>();
+            let args = tail(data, fixed, 0, e.args_len, ARGS_MAX);
+            let flags = e.hdr.flags;
+            let errno = match e.error.checked_neg() {
+                Some(n) if n > 0 => n,
+                _ => return Err(DecodeError::BadErrno(e.error)),
+            };
+            EventKind::ExecFailed(ExecFailed {
+                filename: cstr(&e.filename),
+                argv: Argv::from_nul_separated(
+                    args,
+                    args.len() as u32,
+                    flags & FLAG_ARGS_TRUNCATED != 0 || (args.len() as u32) < e.args_len,
+                    flags & FLAG_ARGS_READ_FAILED != 0,
+                ),
+                errno,
+                // AT_FDCWD
+                dfd: (e.dfd != -100).then_some(e.dfd),
             })
         }
         KIND_FORK => {
@@ -345,6 +375,57 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(99)));
+    }
+
+    fn failed_exec(error: i32, filename: &[u8], args: &[u8], args_len: u32) -> Vec<u8> {
+        let mut e = pt::exec_failed_event::default();
+        e.hdr.kind = KIND_EXEC_FAILED;
+        e.error = error;
+        e.dfd = -100;
+        for (d, s) in e.filename.iter_mut().zip(filename) {
+            *d = *s as _;
+        }
+        e.args_len = args_len;
+        let mut rec = bytes_of(&e);
+        rec.extend_from_slice(args);
+        rec
+    }
+
+    #[test]
+    fn a_failed_exec_keeps_its_filename_argv_and_errno() {
+        let rec = failed_exec(-13, b"/dev/shm/x", b"/dev/shm/x\0-o\0\xff\xfe\0", 17);
+        let EventKind::ExecFailed(x) = decode(&rec).unwrap().kind else {
+            panic!()
+        };
+        assert_eq!(x.filename.as_bytes(), b"/dev/shm/x");
+        assert_eq!(x.errno, 13);
+        assert_eq!(x.dfd, None);
+        assert_eq!(x.argv.args[2].as_bytes(), [0xff, 0xfe]);
+        assert!(!x.argv.truncated);
+    }
+
+    #[test]
+    fn a_failed_exec_cut_short_is_flagged_and_a_non_negative_result_is_an_error() {
+        let rec = failed_exec(-2, b"/usr/bin/curl", b"curl\0-s", 4000);
+        let EventKind::ExecFailed(x) = decode(&rec).unwrap().kind else {
+            panic!()
+        };
+        assert!(x.argv.truncated);
+        assert_eq!(x.argv.args.len(), 2);
+        assert_eq!(
+            decode(&failed_exec(0, b"/x", b"", 0)),
+            Err(DecodeError::BadErrno(0))
+        );
+        assert_eq!(
+            decode(&failed_exec(i32::MIN, b"/x", b"", 0)),
+            Err(DecodeError::BadErrno(i32::MIN))
+        );
+        // shorter than its fixed part
+        let rec = failed_exec(-2, b"/x", b"", 0);
+        assert!(matches!(
+            decode(&rec[..rec.len() - 8]),
+            Err(DecodeError::Short { .. })
+        ));
     }
 
     #[test]

@@ -391,3 +391,63 @@ fn exits_of_short_lived_processes_carry_their_status() {
         EventKind::Exit(kestrel_events::Exit { code: 7, signal: 0 })
     );
 }
+
+/// `sched_process_exec` reports only execs that succeed; a drop into a
+/// `noexec` mount (runc mounts `/dev/shm` noexec) or a missing tool is
+/// reported from `sys_exit_execve` with the filename, argv and error.
+#[test]
+fn failed_execs_from_a_noexec_mount_and_of_a_missing_tool_are_reported() {
+    if !require_privileged() {
+        return;
+    }
+    let _g = common::lock();
+    let c = Container::start("cap-noexec", &["sleep", "3600"]).expect("start container");
+    let cap = common::start(container_scope(&[c.id()]));
+    let out = c
+        .exec(&[
+            "sh",
+            "-c",
+            "cp /bin/busybox /dev/shm/kworker && chmod +x /dev/shm/kworker; \
+             /dev/shm/kworker -o pool.example:4444 'two words'; /nonexistent/tool --x; true",
+        ])
+        .expect("exec");
+    assert!(
+        out.stderr.contains("Permission denied"),
+        "the shell saw the failure: {out:?}"
+    );
+    let failed = |file: &'static [u8]| move |e: &Event| matches!(&e.kind, EventKind::ExecFailed(x) if x.filename.as_bytes() == file);
+    let noexec = cap
+        .wait_for(Duration::from_secs(5), failed(b"/dev/shm/kworker"))
+        .expect("failed exec of /dev/shm/kworker");
+    let missing = cap
+        .wait_for(Duration::from_secs(5), failed(b"/nonexistent/tool"))
+        .expect("failed exec of /nonexistent/tool");
+    let (_, stats) = cap.finish();
+
+    assert!(in_container(&noexec, c.id()));
+    let EventKind::ExecFailed(x) = &noexec.kind else {
+        unreachable!()
+    };
+    assert_eq!(x.errno, 13, "EACCES");
+    assert_eq!(x.error_name(), "EACCES");
+    let argv: Vec<String> = x
+        .argv
+        .args
+        .iter()
+        .map(|a| a.to_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        argv,
+        ["/dev/shm/kworker", "-o", "pool.example:4444", "two words"]
+    );
+    assert!(!x.argv.truncated && !x.argv.read_failed);
+    assert_eq!(x.dfd, None);
+    // the task is the caller: the shell, which keeps running
+    assert_eq!(noexec.task.as_ref().unwrap().comm.to_lossy(), "sh");
+    let EventKind::ExecFailed(m) = &missing.kind else {
+        unreachable!()
+    };
+    assert_eq!(m.error_name(), "ENOENT");
+    assert_eq!(m.argv.args.len(), 2);
+    assert!(stats.decode_errors.is_empty(), "{:?}", stats.decode_errors);
+}

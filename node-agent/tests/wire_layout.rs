@@ -24,6 +24,12 @@ fn c_layout() -> BTreeMap<String, usize> {
         ("exec_event", "ns_pid"),
         ("exec_event", "args_len"),
         ("exec_event", "args_size"),
+        ("exec_failed_event", ""),
+        ("exec_failed_event", "filename"),
+        ("exec_failed_event", "error"),
+        ("exec_failed_event", "dfd"),
+        ("exec_failed_event", "args_len"),
+        ("exec_failed_event", "argc"),
         ("fork_event", ""),
         ("fork_event", "parent_pid"),
         ("exit_event", ""),
@@ -94,6 +100,27 @@ fn generated_rust_types_match_the_c_header_layout() {
         (
             "exec_event.args_size",
             offset_of!(pt::exec_event, args_size),
+        ),
+        ("exec_failed_event", size_of::<pt::exec_failed_event>()),
+        (
+            "exec_failed_event.filename",
+            offset_of!(pt::exec_failed_event, filename),
+        ),
+        (
+            "exec_failed_event.error",
+            offset_of!(pt::exec_failed_event, error),
+        ),
+        (
+            "exec_failed_event.dfd",
+            offset_of!(pt::exec_failed_event, dfd),
+        ),
+        (
+            "exec_failed_event.args_len",
+            offset_of!(pt::exec_failed_event, args_len),
+        ),
+        (
+            "exec_failed_event.argc",
+            offset_of!(pt::exec_failed_event, argc),
         ),
         ("fork_event", size_of::<pt::fork_event>()),
         (

@@ -459,6 +459,23 @@ impl Engine {
                     class: ActivityClass::File,
                     ..
                 },
+                Activity::File { path, .. },
+            ) if matches!(f.event.kind, EventKind::ExecFailed(_)) => {
+                let EventKind::ExecFailed(x) = &f.event.kind else {
+                    unreachable!("matched above")
+                };
+                Signal::FailedExec {
+                    path: String::from_utf8_lossy(path).into_owned(),
+                    error: x.error_name().into_owned(),
+                    raw_path: (x.filename.as_bytes() != path.as_slice())
+                        .then(|| x.filename.to_escaped()),
+                }
+            }
+            (
+                MatchOutcome::NewBranch {
+                    class: ActivityClass::File,
+                    ..
+                },
                 Activity::File { path, access, .. },
             ) => Signal::UnknownFile {
                 path: String::from_utf8_lossy(path).into_owned(),
@@ -502,6 +519,12 @@ impl Engine {
                 x.filename.to_escaped(),
                 Arguments::new(argv.clone(), args.clone()),
             ),
+            // the attempt: what it tried to run, with the arguments it passed
+            (EventKind::ExecFailed(x), _) => {
+                let argv: Vec<String> = x.argv.args.iter().map(|a| a.to_escaped()).collect();
+                let normalized = kestrel_profile::normalized_args(&x.argv.args);
+                (x.filename.to_escaped(), Arguments::new(argv, normalized))
+            }
             _ => match &f.process {
                 Some(p) => (p.exe.clone(), Arguments::new(p.argv.clone(), "")),
                 None => (
@@ -526,9 +549,12 @@ impl Engine {
             pid: task.map(|t| t.pid).unwrap_or(0),
             exe,
             args,
+            // a failed exec's caller is the attempt's parent
             chain: f
-                .chain
+                .process
                 .iter()
+                .filter(|_| matches!(f.event.kind, EventKind::ExecFailed(_)))
+                .chain(&f.chain)
                 .map(|a| ProcessAncestor::new(a.exe.clone(), a.argv.clone()).with_pid(a.pid))
                 .collect(),
             signals: vec![signal],

@@ -113,6 +113,17 @@ pub enum Signal {
         /// (`/tmp/../etc//shadow` for `/etc/shadow`): evidence of evasion.
         raw_path: Option<String>,
     },
+    /// An exec attempt that failed, of a path the profile never saw this
+    /// process try (a missing binary, a `noexec` mount, a file that is not
+    /// executable). The candidate's `exe` and `args` are the attempt's.
+    FailedExec {
+        /// The path it tried to run, in its canonical spelling.
+        path: String,
+        /// The error (`ENOENT`, `EACCES`, `ENOEXEC`, …).
+        error: String,
+        /// The path as the process spelled it, when that differs.
+        raw_path: Option<String>,
+    },
     /// A network peer not in the profile.
     UnknownPeer {
         /// Remote address, or the socket's name (a unix socket).
@@ -134,6 +145,7 @@ impl Signal {
             Self::UnknownProcess => "unknown_process",
             Self::UnusualArguments { .. } => "unusual_arguments",
             Self::UnknownFile { .. } => "unknown_file",
+            Self::FailedExec { .. } => "failed_exec",
             Self::UnknownPeer { .. } => "unknown_peer",
         }
     }
@@ -151,6 +163,9 @@ enum SignalKind {
     /// A file access not in the profile.
     #[serde(alias = "unknown_file")]
     UnknownFile,
+    /// A failed exec attempt not in the profile.
+    #[serde(alias = "failed_exec")]
+    FailedExec,
     /// A network peer not in the profile.
     #[serde(alias = "unknown_peer")]
     UnknownPeer,
@@ -163,8 +178,9 @@ enum SignalKind {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(rename = "Signal")]
 struct SignalWire {
-    /// Which signal: `UnknownProcess`, `UnusualArguments`, `UnknownFile` or
-    /// `UnknownPeer`; the fields below belong to one of them.
+    /// Which signal: `UnknownProcess`, `UnusualArguments`, `UnknownFile`,
+    /// `FailedExec` or `UnknownPeer`; the fields below belong to one of
+    /// them.
     kind: SignalKind,
     /// `UnusualArguments`: argument similarity to the nearest exemplar (−1..=1).
     #[serde(
@@ -185,18 +201,22 @@ struct SignalWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = limits::TEXT))]
     difference: Option<String>,
-    /// `UnknownFile`: the file path (lossily displayed).
+    /// `UnknownFile`, `FailedExec`: the file path (lossily displayed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = limits::PATH))]
     path: Option<String>,
     /// `UnknownFile`: how it was accessed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     access: Option<FileAccess>,
-    /// `UnknownFile`: the path as the process spelled it, when it differs
-    /// from `path` (its canonical spelling).
+    /// `UnknownFile`, `FailedExec`: the path as the process spelled it,
+    /// when it differs from `path` (its canonical spelling).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = limits::PATH))]
     raw_path: Option<String>,
+    /// `FailedExec`: the error (`ENOENT`, `EACCES`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::SHORT))]
+    error: Option<String>,
     /// `UnknownPeer`: remote IP address (absent for a named peer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
@@ -227,6 +247,7 @@ impl SignalWire {
             path: None,
             access: None,
             raw_path: None,
+            error: None,
             addr: None,
             peer_name: None,
             port: None,
@@ -259,6 +280,16 @@ impl From<Signal> for SignalWire {
                 access: Some(access),
                 raw_path,
                 ..SignalWire::of(SignalKind::UnknownFile)
+            },
+            Signal::FailedExec {
+                path,
+                error,
+                raw_path,
+            } => SignalWire {
+                path: Some(path),
+                error: Some(error),
+                raw_path,
+                ..SignalWire::of(SignalKind::FailedExec)
             },
             Signal::UnknownPeer {
                 addr,
@@ -298,6 +329,11 @@ impl TryFrom<SignalWire> for Signal {
             SignalKind::UnknownFile => Signal::UnknownFile {
                 path: w.path.ok_or_else(|| need("path"))?,
                 access: w.access.ok_or_else(|| need("access"))?,
+                raw_path: w.raw_path,
+            },
+            SignalKind::FailedExec => Signal::FailedExec {
+                path: w.path.ok_or_else(|| need("path"))?,
+                error: w.error.ok_or_else(|| need("error"))?,
                 raw_path: w.raw_path,
             },
             SignalKind::UnknownPeer => Signal::UnknownPeer {
@@ -434,6 +470,25 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_failed_exec_keeps_its_path_and_error_and_needs_both() {
+        let s = Signal::FailedExec {
+            path: "/dev/shm/kworker".into(),
+            error: "EACCES".into(),
+            raw_path: Some("/dev/shm//kworker".into()),
+        };
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(j["kind"], "FailedExec");
+        assert_eq!(j["error"], "EACCES");
+        assert_eq!(j["rawPath"], "/dev/shm//kworker");
+        assert_eq!(s.kind(), "failed_exec");
+        assert_eq!(serde_json::from_value::<Signal>(j).unwrap(), s);
+        let e = serde_json::from_str::<Signal>(r#"{"kind":"FailedExec","path":"/x"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("error"), "{e}");
     }
 
     #[test]

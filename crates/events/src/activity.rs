@@ -12,12 +12,13 @@ use std::net::IpAddr;
 
 impl FileAccess {
     /// All kinds.
-    pub const ALL: [FileAccess; 5] = [
+    pub const ALL: [FileAccess; 6] = [
         FileAccess::Read,
         FileAccess::Write,
         FileAccess::Create,
         FileAccess::Delete,
         FileAccess::Rename,
+        FileAccess::Exec,
     ];
 
     /// Lower-case name, as in profiles, rules and alerts (`read`, …).
@@ -28,6 +29,7 @@ impl FileAccess {
             FileAccess::Create => "create",
             FileAccess::Delete => "delete",
             FileAccess::Rename => "rename",
+            FileAccess::Exec => "exec",
         }
     }
 

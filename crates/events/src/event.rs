@@ -53,6 +53,8 @@ pub struct Event {
 pub enum EventKind {
     /// A program was executed.
     Exec(Exec),
+    /// An exec attempt failed (the caller keeps running its own image).
+    ExecFailed(ExecFailed),
     /// A new process was created.
     Fork(Fork),
     /// A process ended.
@@ -82,6 +84,43 @@ pub struct Exec {
     /// Set when this was found by the start-up `/proc` scan, not seen live.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub from_proc_scan: bool,
+}
+
+/// An `execve`/`execveat` that returned an error: a missing binary, a
+/// `noexec` mount, a file that is not executable. The task is the caller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecFailed {
+    /// The path given to the call (for `execveat`, relative to `dfd`).
+    pub filename: ByteStr,
+    /// The argument vector passed.
+    pub argv: Argv,
+    /// The error, as a positive errno (2 ENOENT, 8 ENOEXEC, 13 EACCES).
+    pub errno: i32,
+    /// `execveat`'s directory descriptor, when not `AT_FDCWD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dfd: Option<i32>,
+}
+
+impl ExecFailed {
+    /// The errno's symbolic name (`ENOENT`), or its number.
+    pub fn error_name(&self) -> std::borrow::Cow<'static, str> {
+        let name = match self.errno {
+            1 => "EPERM",
+            2 => "ENOENT",
+            7 => "E2BIG",
+            8 => "ENOEXEC",
+            12 => "ENOMEM",
+            13 => "EACCES",
+            14 => "EFAULT",
+            20 => "ENOTDIR",
+            21 => "EISDIR",
+            26 => "ETXTBSY",
+            36 => "ENAMETOOLONG",
+            40 => "ELOOP",
+            n => return format!("errno {n}").into(),
+        };
+        name.into()
+    }
 }
 
 /// An argument vector as read from the process's memory.
@@ -190,6 +229,10 @@ pub enum FileAccess {
     /// Renamed (the source path).
     #[serde(alias = "rename")]
     Rename,
+    /// Executed, and the exec failed ([`ExecFailed`]: a missing binary, a
+    /// `noexec` mount); an exec that succeeds is process activity.
+    #[serde(alias = "exec")]
+    Exec,
 }
 
 /// A file operation at syscall entry (paths as the caller gave them).

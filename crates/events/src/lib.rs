@@ -26,8 +26,8 @@ pub use activity::{Activity, Forwarded, Peer, Protocol, ProtocolKey, Workload};
 pub use bytes::{escape_bytes, unescape_bytes, ByteStr};
 pub use container::{container_of_cgroup_path, ContainerPathRules, ContainerRef, Runtime};
 pub use event::{
-    Ancestor, Argv, CgroupChange, Direction, Endpoint, Event, EventKind, Exec, Exit, FileAccess,
-    FileOp, FileOpKind, Fork, Namespaces, NetOp, NetOpKind, Task, TcpState,
+    Ancestor, Argv, CgroupChange, Direction, Endpoint, Event, EventKind, Exec, ExecFailed, Exit,
+    FileAccess, FileOp, FileOpKind, Fork, Namespaces, NetOp, NetOpKind, Task, TcpState,
 };
 pub use glob::{Glob, GlobError};
 pub use hash::stable_hash;

@@ -15,6 +15,8 @@
 //!   in its canonical spelling ([`kestrel_events::canonical_path`]:
 //!   `/tmp/../etc//shadow` is `/etc/shadow`; the raw spelling stays in the
 //!   event and in the alert's evidence);
+//! - failed exec: the file trie, access `exec`: image → comm (the caller)
+//!   → `exec` → the canonical path it tried to run;
 //! - network: image → comm → direction → peer address → protocol → port
 //!   (the remote port outbound, the local port inbound and for listeners).
 //!   TCP state changes only contribute listeners: connects and accepts are
@@ -175,6 +177,18 @@ pub fn activity_of(event: &Event) -> Option<Activity> {
                 port,
             })
         }
+        // a failed exec is the caller's attempt on a file: image → comm →
+        // exec → path (the file trie; a successful exec is the process trie)
+        EventKind::ExecFailed(x) => {
+            if x.filename.is_empty() {
+                return None;
+            }
+            Some(Activity::File {
+                process: comm(),
+                access: kestrel_events::FileAccess::Exec,
+                path: kestrel_events::canonical_path(x.filename.as_bytes()).into_owned(),
+            })
+        }
         EventKind::Fork(_) | EventKind::Exit(_) | EventKind::Cgroup(_) => None,
     }
 }
@@ -239,6 +253,28 @@ mod tests {
         assert!(!x.contains("java"));
         assert_eq!(parent, b"sh");
         assert_eq!(exe, b"/usr/bin/java");
+    }
+
+    #[test]
+    fn a_failed_exec_is_the_callers_exec_access_to_the_canonical_path() {
+        let mut e = exec(&["kworker"]);
+        e.kind = EventKind::ExecFailed(kestrel_events::ExecFailed {
+            filename: "/dev/shm//kworker".into(),
+            argv: Argv::default(),
+            errno: 13,
+            dfd: None,
+        });
+        let Some(Activity::File {
+            process,
+            access,
+            path,
+        }) = activity_of(&e)
+        else {
+            panic!()
+        };
+        assert_eq!(process, b"java", "the caller's comm");
+        assert_eq!(access, kestrel_events::FileAccess::Exec);
+        assert_eq!(path, b"/dev/shm/kworker");
     }
 
     #[test]

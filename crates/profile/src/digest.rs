@@ -396,12 +396,14 @@ fn access_word(a: Access) -> (u64, u64) {
     const CREATE: (u64, u64) = word("create");
     const DELETE: (u64, u64) = word("delete");
     const RENAME: (u64, u64) = word("rename");
+    const EXEC: (u64, u64) = word("exec");
     match a {
         Access::Read => READ,
         Access::Write => WRITE,
         Access::Create => CREATE,
         Access::Delete => DELETE,
         Access::Rename => RENAME,
+        Access::Exec => EXEC,
     }
 }
 

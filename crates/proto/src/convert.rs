@@ -83,6 +83,24 @@ fn tcp_state_to_wire(s: ev::TcpState) -> u32 {
     })
 }
 
+fn argv_to_wire(a: &ev::Argv) -> wire::Argv {
+    wire::Argv {
+        args: a.args.iter().map(bytes).collect(),
+        size: a.size,
+        truncated: a.truncated,
+        read_failed: a.read_failed,
+    }
+}
+
+fn argv_from_wire(a: wire::Argv) -> ev::Argv {
+    ev::Argv {
+        args: a.args.into_iter().map(ByteStr::new).collect(),
+        size: a.size,
+        truncated: a.truncated,
+        read_failed: a.read_failed,
+    }
+}
+
 fn kind_to_wire(k: &ev::EventKind) -> wire::event::Kind {
     use wire::event::Kind;
     match k {
@@ -91,13 +109,14 @@ fn kind_to_wire(k: &ev::EventKind) -> wire::event::Kind {
             exe: bytes(&x.exe),
             parent_comm: bytes(&x.parent_comm),
             ns_pid: x.ns_pid,
-            argv: Some(wire::Argv {
-                args: x.argv.args.iter().map(bytes).collect(),
-                size: x.argv.size,
-                truncated: x.argv.truncated,
-                read_failed: x.argv.read_failed,
-            }),
+            argv: Some(argv_to_wire(&x.argv)),
             from_proc_scan: x.from_proc_scan,
+        }),
+        ev::EventKind::ExecFailed(x) => Kind::ExecFailed(wire::ExecFailed {
+            filename: bytes(&x.filename),
+            argv: Some(argv_to_wire(&x.argv)),
+            errno: x.errno,
+            dfd: x.dfd,
         }),
         ev::EventKind::Fork(f) => Kind::Fork(wire::Fork {
             parent_pid: f.parent_pid,
@@ -262,13 +281,25 @@ fn kind_from_wire(k: wire::event::Kind) -> Result<ev::EventKind> {
                 exe: ByteStr::new(x.exe),
                 parent_comm: ByteStr::new(x.parent_comm),
                 ns_pid: x.ns_pid,
-                argv: ev::Argv {
-                    args: argv.args.into_iter().map(ByteStr::new).collect(),
-                    size: argv.size,
-                    truncated: argv.truncated,
-                    read_failed: argv.read_failed,
-                },
+                argv: argv_from_wire(argv),
                 from_proc_scan: x.from_proc_scan,
+            })
+        }
+        Kind::ExecFailed(x) => {
+            let argv = x
+                .argv
+                .ok_or_else(|| ConvertError::missing("exec_failed.argv"))?;
+            if x.errno <= 0 {
+                return Err(ConvertError::Invalid {
+                    field: "exec_failed.errno".into(),
+                    reason: format!("{}, want a positive errno", x.errno),
+                });
+            }
+            ev::EventKind::ExecFailed(ev::ExecFailed {
+                filename: ByteStr::new(x.filename),
+                argv: argv_from_wire(argv),
+                errno: x.errno,
+                dfd: x.dfd,
             })
         }
         Kind::Fork(f) => ev::EventKind::Fork(ev::Fork {

@@ -96,6 +96,26 @@ fn missing_required_parts_are_refused_naming_the_field() {
 }
 
 #[test]
+fn a_failed_exec_without_argv_or_with_a_non_positive_errno_is_refused() {
+    let failed = every_kind().pop().unwrap();
+    assert!(matches!(failed.kind, EventKind::ExecFailed(_)));
+    let mut w = wire::Event::from(&failed);
+    let Some(wire::event::Kind::ExecFailed(x)) = w.kind.as_mut() else {
+        panic!()
+    };
+    x.argv = None;
+    assert_eq!(Event::try_from(w).unwrap_err().field(), "exec_failed.argv");
+    for errno in [0, -13] {
+        let mut w = wire::Event::from(&failed);
+        let Some(wire::event::Kind::ExecFailed(x)) = w.kind.as_mut() else {
+            panic!()
+        };
+        x.errno = errno;
+        assert_eq!(Event::try_from(w).unwrap_err().field(), "exec_failed.errno");
+    }
+}
+
+#[test]
 fn numbers_that_do_not_fit_the_domain_type_are_refused() {
     let mut w = wire::Event::from(&base(EventKind::Exit(Exit { code: 1, signal: 0 })));
     let Some(wire::event::Kind::Exit(x)) = w.kind.as_mut() else {

@@ -46,6 +46,10 @@ fn derived_shape(c: &CandidateAlert) -> AnomalyShape {
                 h.write_field(proto.key().as_bytes());
                 h.write_field(direction.as_str().as_bytes());
             }
+            Signal::FailedExec { path, error, .. } => {
+                h.write_field(path.as_bytes());
+                h.write_field(error.as_bytes());
+            }
             Signal::UnknownProcess | Signal::UnusualArguments { .. } => {}
         }
     }

@@ -446,6 +446,9 @@ impl Breadth {
                 Signal::UnknownFile { path, access, .. } => {
                     list(&mut self.files, format!("{path} ({})", access.as_str()));
                 }
+                Signal::FailedExec { path, error, .. } => {
+                    list(&mut self.files, format!("{path} (exec failed: {error})"));
+                }
                 Signal::UnknownPeer {
                     addr,
                     port,

@@ -60,6 +60,9 @@ pub struct WhatScores {
     pub peer_inbound: f64,
     /// A new listening port.
     pub peer_listen: f64,
+    /// A failed exec attempt of a path this process never tried (a
+    /// missing tool, a `noexec` mount, a file that is not executable).
+    pub failed_exec: f64,
 }
 
 impl Default for WhatScores {
@@ -72,6 +75,7 @@ impl Default for WhatScores {
             peer_outbound: 30.0,
             peer_inbound: 15.0,
             peer_listen: 35.0,
+            failed_exec: 40.0,
         }
     }
 }
@@ -468,6 +472,7 @@ impl DeviationConfig {
             ("what.peerOutbound", w.peer_outbound),
             ("what.peerInbound", w.peer_inbound),
             ("what.peerListen", w.peer_listen),
+            ("what.failedExec", w.failed_exec),
         ] {
             pct(n, v)?;
         }
@@ -616,6 +621,7 @@ impl DeviationEngine {
                 FileAccess::Read => (w.file_read, "new file read", Kind::File),
                 _ => (w.file_write, "new file write", Kind::File),
             },
+            Signal::FailedExec { .. } => (w.failed_exec, "failed exec", Kind::Process),
             Signal::UnknownPeer { direction, .. } => match direction {
                 Direction::Outbound => (w.peer_outbound, "new outbound peer", Kind::Network),
                 Direction::Inbound => (w.peer_inbound, "new inbound peer", Kind::Network),
@@ -637,6 +643,8 @@ impl DeviationEngine {
                     // (`/proc/1/root/...`, a runtime directory)
                     l.accesses == Accesses::Any && l.paths.iter().any(|g| g.is_match(&c.exe))
                 }
+                // an attempt to run something in a sensitive place
+                Signal::FailedExec { path, .. } => l.paths.iter().any(|g| g.is_match(path)),
                 Signal::UnusualArguments { .. } => false,
                 Signal::UnknownPeer { addr, .. } => match addr {
                     PeerAddress::Ip(ip) => self.networks[i].iter().any(|n| n.contains(ip)),

@@ -79,6 +79,11 @@ pub fn falco_payload(a: &SecurityAlert) -> FalcoPayload {
             Signal::UnknownFile { path, .. } => {
                 f.insert("fd.name".into(), json!(path));
             }
+            // Falco's execve exit event: the attempted path and the result
+            Signal::FailedExec { path, error, .. } => {
+                f.insert("fd.name".into(), json!(path));
+                f.insert("evt.res".into(), json!(error));
+            }
             Signal::UnknownPeer {
                 addr, port, proto, ..
             } => {

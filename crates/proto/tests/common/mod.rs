@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use kestrel_events::{
-    Argv, ByteStr, CgroupChange, ContainerRef, Endpoint, Event, EventKind, Exec, Exit, FileOp,
-    FileOpKind, Fork, Namespaces, NetOp, NetOpKind, Runtime, Task, TcpState,
+    Argv, ByteStr, CgroupChange, ContainerRef, Endpoint, Event, EventKind, Exec, ExecFailed, Exit,
+    FileOp, FileOpKind, Fork, Namespaces, NetOp, NetOpKind, Runtime, Task, TcpState,
 };
 use kestrel_proto::server::{AgentHandler, AgentIdentity, Disconnect, OperatorSender, Refusal};
 use kestrel_proto::{Counters, EventBatch, Hello, OperatorMessage, TlsMaterial, WorkloadEvent};
@@ -187,6 +187,17 @@ pub fn every_kind() -> Vec<Event> {
             created: false,
         })),
         softirq,
+        base(EventKind::ExecFailed(ExecFailed {
+            filename: ByteStr::new(&b"/dev/shm/\xffkworker"[..]),
+            argv: Argv {
+                args: vec!["kworker".into(), "".into(), "-o".into()],
+                size: 3,
+                truncated: true,
+                read_failed: false,
+            },
+            errno: 13,
+            dfd: Some(5),
+        })),
     ]
 }
 

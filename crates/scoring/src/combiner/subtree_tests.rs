@@ -265,3 +265,38 @@ fn breadth_settings_are_checked() {
     cfg.incidents.breadth_points = -1.0;
     assert!(cfg.validate().is_err());
 }
+
+#[test]
+fn a_failed_exec_alone_from_a_noexec_mount_alerts_with_no_llm() {
+    let sh = shell("ctr-a", 500, "/dev/shm/kworker -o pool:4444");
+    let mut c = child(
+        &sh,
+        500,
+        "/dev/shm/kworker",
+        &["/dev/shm/kworker", "-o", "pool:4444"],
+    );
+    // the caller is the shell itself: the attempt keeps its pid
+    c.chain = std::iter::once(
+        ProcessAncestor::new("/bin/sh", ["sh", "-c", "/dev/shm/kworker -o pool:4444"])
+            .with_pid(500),
+    )
+    .chain(sh.chain.iter().cloned())
+    .collect();
+    c.workload_replicas = None;
+    c.signals = vec![Signal::FailedExec {
+        path: "/dev/shm/kworker".into(),
+        error: "EACCES".into(),
+        raw_path: None,
+    }];
+    let mut s = scorer();
+    let o = s.assess(&c, LlmOutcome::not_configured(), T0);
+    let a = o.alert().unwrap_or_else(|| panic!("{o:?}"));
+    assert!(
+        a.breakdown.deviation.reason.starts_with("failed exec (40)"),
+        "{}",
+        a.breakdown.deviation.reason
+    );
+    assert!(a.score >= 50.0, "{:?}", a.breakdown);
+    assert_eq!(a.incident.files, ["/dev/shm/kworker (exec failed: EACCES)"]);
+    assert_eq!(a.evidence.signals[0].kind(), "failed_exec");
+}

@@ -72,6 +72,14 @@ fn signal_json(s: &Signal) -> serde_json::Value {
                 "kind": "unknown_file", "path": bounded(path), "access": access.as_str(),
             }),
         },
+        Signal::FailedExec {
+            path,
+            error,
+            raw_path,
+        } => json!({
+            "kind": "failed_exec", "path": bounded(path), "error": bounded(error),
+            "raw_path": raw_path.as_deref().map(bounded),
+        }),
         Signal::UnknownPeer {
             addr,
             port,

@@ -118,15 +118,14 @@ impl Field {
             Self::Image => f(&c.image),
             Self::ContainerId => f(&c.container_id),
             Self::Signal => c.signals.iter().for_each(|s| f(s.kind())),
-            Self::FilePath => c.signals.iter().for_each(|s| {
-                if let Signal::UnknownFile { path, .. } = s {
-                    f(path)
-                }
+            Self::FilePath => c.signals.iter().for_each(|s| match s {
+                Signal::UnknownFile { path, .. } | Signal::FailedExec { path, .. } => f(path),
+                _ => {}
             }),
-            Self::FileAccess => c.signals.iter().for_each(|s| {
-                if let Signal::UnknownFile { access, .. } = s {
-                    f(access.as_str())
-                }
+            Self::FileAccess => c.signals.iter().for_each(|s| match s {
+                Signal::UnknownFile { access, .. } => f(access.as_str()),
+                Signal::FailedExec { .. } => f(kestrel_events::FileAccess::Exec.as_str()),
+                _ => {}
             }),
             Self::PeerProto => c.signals.iter().for_each(|s| {
                 if let Signal::UnknownPeer { proto, .. } = s {

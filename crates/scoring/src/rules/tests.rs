@@ -468,3 +468,36 @@ rules:
     }];
     assert_eq!(set.evaluate(&c).ids(), ["icmp-out"]);
 }
+
+#[test]
+fn a_failed_exec_is_a_file_access_exec_of_its_path() {
+    let yaml = r#"
+rules:
+  - id: exec-attempt-in-writable-dir
+    description: tried to run a program from a writable directory
+    score: 70
+    when:
+      all:
+        - field: signal
+          equals: [failed_exec]
+        - field: file.access
+          equals: [exec]
+        - field: file.path
+          glob: ["/tmp/**", "/dev/shm/**"]
+"#;
+    let set = RuleSet::builder().add_yaml("t", yaml).build().unwrap();
+    let mut c = candidate("/dev/shm/kworker", &["/dev/shm/kworker"]);
+    c.signals = vec![Signal::FailedExec {
+        path: "/dev/shm/kworker".into(),
+        error: "EACCES".into(),
+        raw_path: None,
+    }];
+    assert_eq!(set.evaluate(&c).ids(), ["exec-attempt-in-writable-dir"]);
+    // a read of the same path is not an exec attempt
+    c.signals = vec![Signal::UnknownFile {
+        path: "/dev/shm/kworker".into(),
+        access: FileAccess::Read,
+        raw_path: None,
+    }];
+    assert!(!set.evaluate(&c).is_hit());
+}
