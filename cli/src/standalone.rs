@@ -9,20 +9,42 @@
 //! - one JSON status line per phase change (`{"phase": …}`) and a progress
 //!   line per workload every `progress_every` (`{"progress": …}`),
 //! - `DIR/status.json`: workloads and edge counters, rewritten every second.
+//!
+//! Replicas: every [`REPLICA_SCAN`] the live containers of each workload
+//! (their cgroups exist) are counted and given to the engine, so the cluster
+//! engine compares replicas here as it does in Kubernetes. Standalone has no
+//! rollout time: containers are not versions of a pod template.
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use kestrel_agent::capture::{self, CaptureConfig, Scope};
+use kestrel_agent::cgroups::{cgroup2_mount, live_containers};
 use kestrel_agent::edge::{EdgeCounters, EdgeFilter};
 use kestrel_embed::Embedder;
-use kestrel_events::{Forwarded, WorkloadMap};
+use kestrel_events::{ContainerPathRules, Forwarded, WorkloadMap};
 use kestrel_operator::config::OperatorConfig;
+use kestrel_operator::engine::WorkloadFacts;
 use kestrel_operator::output::Line;
 use kestrel_operator::pipeline::{Parts, Pipeline};
 use kestrel_profile::Digest;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// How often the live containers are counted.
+pub const REPLICA_SCAN: Duration = Duration::from_secs(2);
+
+/// Live containers per workload (a container the map does not name is a
+/// workload of its own, of one replica).
+pub fn replica_counts(root: &Path, workloads: &WorkloadMap) -> BTreeMap<String, WorkloadFacts> {
+    let mut out: BTreeMap<String, WorkloadFacts> = BTreeMap::new();
+    for id in live_containers(root, ContainerPathRules::default()) {
+        let f = out.entry(workloads.resolve(&id).name).or_default();
+        f.replicas = Some(f.replicas.unwrap_or(0) + 1);
+    }
+    out
+}
 
 /// Summary of a run.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -109,7 +131,25 @@ pub fn run(
         anyhow::bail!("capture did not start");
     }
 
+    let workloads = WorkloadMap::new(cfg.workloads.clone());
+    let cgroup_root = cgroup2_mount();
+    let mut last_scan: Option<Instant> = None;
+    let mut known: BTreeMap<String, WorkloadFacts> = BTreeMap::new();
     while !stop.load(Ordering::Relaxed) {
+        if let Some(root) = &cgroup_root {
+            if last_scan.is_none_or(|t| t.elapsed() >= REPLICA_SCAN) {
+                last_scan = Some(Instant::now());
+                let now = replica_counts(root, &workloads);
+                // workloads whose containers are all gone: facts unknown
+                let gone: Vec<(String, WorkloadFacts)> = known
+                    .keys()
+                    .filter(|w| !now.contains_key(*w))
+                    .map(|w| (w.clone(), WorkloadFacts::default()))
+                    .collect();
+                pipeline.set_facts(gone.into_iter().chain(now.clone()));
+                known = now;
+            }
+        }
         match fwd_rx.recv_timeout(Duration::from_millis(100)) {
             Ok(f) => pipeline.handle(&f, &mut emit),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}

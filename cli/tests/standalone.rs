@@ -186,6 +186,13 @@ fn a_learned_workload_converges_and_an_unknown_binary_raises_an_alert_with_conte
         "{}",
         a["severity"]
     );
+    // standalone counts the workload's live containers as its replicas
+    let cluster = a["breakdown"]["cluster"]["reason"].as_str().unwrap_or("");
+    assert!(
+        cluster.starts_with("1 of 2 pods show it"),
+        "{}",
+        a["breakdown"]["cluster"]
+    );
     drop((web1, web2));
 
     stop.store(true, Ordering::Relaxed);

@@ -37,6 +37,18 @@ pub struct CgroupInfo {
     pub container: Option<ContainerRef>,
 }
 
+/// The ids of the containers whose cgroups exist now under the v2 mount at
+/// `root` (a fresh walk: a removed container is gone).
+pub fn live_containers(
+    root: &Path,
+    rules: ContainerPathRules,
+) -> std::collections::BTreeSet<String> {
+    CgroupResolver::new(root.to_path_buf(), rules)
+        .containers()
+        .filter_map(|(_, i)| i.container.as_ref().map(|c| c.id.clone()))
+        .collect()
+}
+
 /// Maps cgroup ids to paths and containers.
 pub struct CgroupResolver {
     root: PathBuf,

@@ -18,7 +18,7 @@ use kestrel_scoring::{
     Arguments, CandidateAlert, LlmAnswer, LlmOutcome, LlmQueue, LlmSlot, Outcome, PeerAddress,
     ProcessAncestor, Scorer, SecurityAlert, Signal,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -179,6 +179,19 @@ pub struct Engine {
     scorer: Scorer,
     llm: Option<LlmQueue>,
     workloads: BTreeMap<String, WorkloadState>,
+    /// What the environment says about each workload (replicas, rollout).
+    facts: HashMap<String, WorkloadFacts>,
+}
+
+/// What the environment knows about a workload: standalone counts its live
+/// containers; in Kubernetes the owner's replica count and rollout time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkloadFacts {
+    /// Replicas running now.
+    pub replicas: Option<u32>,
+    /// When the workload last rolled out (its pod template changed), ns
+    /// since the Unix epoch.
+    pub rollout_ns: Option<u64>,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -194,6 +207,18 @@ impl Engine {
             scorer,
             llm: None,
             workloads: BTreeMap::new(),
+            facts: HashMap::new(),
+        }
+    }
+
+    /// Records what the environment says about `workload`: its candidates
+    /// carry the replica count and rollout time from now on, so the
+    /// cluster engine can compare replicas.
+    pub fn set_facts(&mut self, workload: &str, facts: WorkloadFacts) {
+        if facts == WorkloadFacts::default() {
+            self.facts.remove(workload);
+        } else {
+            self.facts.insert(workload.to_string(), facts);
         }
     }
 
@@ -559,8 +584,8 @@ impl Engine {
                 .collect(),
             signals: vec![signal],
             observed_ns: nanos(now),
-            workload_replicas: None,
-            workload_rollout_ns: None,
+            workload_replicas: self.facts.get(&f.workload.name).and_then(|x| x.replicas),
+            workload_rollout_ns: self.facts.get(&f.workload.name).and_then(|x| x.rollout_ns),
             shape: None,
         }
     }
@@ -828,6 +853,33 @@ mod tests {
     /// Before: a unix-socket connect became an `UnknownFile` write of the
     /// socket's name, and every protocol but UDP became TCP. Now the signal
     /// says what the kernel saw.
+    #[test]
+    fn candidates_carry_the_workloads_replicas_and_rollout_once_known() {
+        let mut e = engine();
+        let new_peer = MatchOutcome::NewBranch {
+            class: ActivityClass::Network,
+            level: kestrel_profile::Level::Peer,
+        };
+        let f = network(
+            Peer::Ip("198.51.100.7".parse().unwrap()),
+            kestrel_events::Protocol::Tcp,
+            443,
+        );
+        let c = e.candidate(&f, &new_peer, T);
+        assert_eq!((c.workload_replicas, c.workload_rollout_ns), (None, None));
+        let facts = WorkloadFacts {
+            replicas: Some(3),
+            rollout_ns: Some(1_700_000_000_000_000_000),
+        };
+        e.set_facts(&f.workload.name, facts);
+        let c = e.candidate(&f, &new_peer, T);
+        assert_eq!(c.workload_replicas, Some(3));
+        assert_eq!(c.workload_rollout_ns, facts.rollout_ns);
+        // all its containers gone: unknown again
+        e.set_facts(&f.workload.name, WorkloadFacts::default());
+        assert_eq!(e.candidate(&f, &new_peer, T).workload_replicas, None);
+    }
+
     #[test]
     fn unknown_peers_keep_socket_names_and_protocols() {
         let e = engine();

@@ -8,7 +8,9 @@
 
 use crate::clock::{hostname, Clock};
 use crate::config::OperatorConfig;
-use crate::engine::{Command, Engine, EngineConfig, LlmSeam, Output, WorkloadDigest};
+use crate::engine::{
+    Command, Engine, EngineConfig, LlmSeam, Output, WorkloadDigest, WorkloadFacts,
+};
 use crate::error::{Error, Result};
 use crate::output::Line;
 use crate::store::{AlertDocument, StatusSink, Store, StoredProfile};
@@ -146,6 +148,14 @@ impl Pipeline {
         match self.engine.handle(f, self.clock.now()) {
             Ok(outs) => self.outputs(outs, emit),
             Err(e) => emit(&Line::error(&Error::from(e))),
+        }
+    }
+
+    /// Records what the environment says about workloads (replicas,
+    /// rollout); see [`Engine::set_facts`].
+    pub fn set_facts(&mut self, facts: impl IntoIterator<Item = (String, WorkloadFacts)>) {
+        for (w, f) in facts {
+            self.engine.set_facts(&w, f);
         }
     }
 

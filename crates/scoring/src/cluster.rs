@@ -23,7 +23,8 @@ pub struct ClusterConfig {
     /// affected fraction approaches `rollout_fraction`.
     pub outlier_score: f64,
     /// Below this many replicas there are no cross-pod statistics (the
-    /// engine abstains and its weight is redistributed).
+    /// engine abstains and its weight is redistributed): with the default
+    /// 2 it abstains only for a workload of one replica.
     pub min_replicas: u32,
     /// An anomaly within this long after the workload's rollout counts as
     /// part of the rollout (s): the other replicas have not had time to show it.
@@ -41,7 +42,7 @@ impl Default for ClusterConfig {
             window_secs: 600,
             rollout_fraction: 0.5,
             outlier_score: 80.0,
-            min_replicas: 3,
+            min_replicas: 2,
             rollout_grace_secs: 900,
             max_shapes: 100_000,
             max_pods_per_shape: 10_000,
@@ -199,7 +200,9 @@ impl ClusterEngine {
         };
         let f = f_workload.max(f_image);
         let pct = (f * 100.0).round();
-        if f >= cfg.rollout_fraction {
+        // a release reaches more than one pod: one pod alone is an outlier
+        // however few replicas there are (1 of 2 is half of them)
+        if f >= cfg.rollout_fraction && affected + other_pods > 1 {
             return ClusterAssessment {
                 score: Some(0.0),
                 relearn_suggested: true,
@@ -209,6 +212,13 @@ impl ClusterEngine {
                 ..base
             };
         }
+        // a lone pod scores at least half the outlier score: with 2 to 4
+        // replicas its fraction alone would call it ordinary
+        let f = if affected + other_pods == 1 {
+            f.min(cfg.rollout_fraction / 2.0)
+        } else {
+            f
+        };
         let score = (cfg.outlier_score * (1.0 - f / cfg.rollout_fraction)).clamp(0.0, 100.0);
         let what = if affected == 1 {
             "a rare outlier"
@@ -302,6 +312,33 @@ mod tests {
         assert_eq!(e.observe(&c, &c.shape(), later).affected_pods, 1);
         e.prune(later + 601 * NS_PER_SEC);
         assert_eq!(e.tracked_shapes(), 0);
+    }
+
+    #[test]
+    fn a_lone_pod_of_two_to_four_replicas_is_an_outlier_and_two_of_two_a_release() {
+        for replicas in [2, 3, 4] {
+            let mut e = ClusterEngine::new(ClusterConfig::default());
+            let mut c = pod(0);
+            c.workload_replicas = Some(replicas);
+            let a = e.observe(&c, &c.shape(), T0);
+            assert_eq!(a.score, Some(40.0), "{replicas}: {}", a.reason);
+            assert!(!a.relearn_suggested);
+            assert!(
+                a.reason.contains(&format!("1 of {replicas} pods")),
+                "{}",
+                a.reason
+            );
+        }
+        let mut e = ClusterEngine::new(ClusterConfig::default());
+        for i in 0..2 {
+            let mut c = pod(i);
+            c.workload_replicas = Some(2);
+            let a = e.observe(&c, &c.shape(), T0);
+            if i == 1 {
+                assert_eq!(a.score, Some(0.0));
+                assert!(a.relearn_suggested, "{}", a.reason);
+            }
+        }
     }
 
     #[test]
