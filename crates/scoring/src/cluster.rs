@@ -212,14 +212,14 @@ impl ClusterEngine {
                 ..base
             };
         }
-        // a lone pod scores at least half the outlier score: with 2 to 4
-        // replicas its fraction alone would call it ordinary
-        let f = if affected + other_pods == 1 {
-            f.min(cfg.rollout_fraction / 2.0)
+        // one pod alone is the outlier, whatever the replica count (1 of 2
+        // is half of them, yet the other does not do it); from two pods on,
+        // the score falls with the fraction towards a release
+        let score = if affected + other_pods == 1 {
+            cfg.outlier_score
         } else {
-            f
+            (cfg.outlier_score * (1.0 - f / cfg.rollout_fraction)).clamp(0.0, 100.0)
         };
-        let score = (cfg.outlier_score * (1.0 - f / cfg.rollout_fraction)).clamp(0.0, 100.0);
         let what = if affected == 1 {
             "a rare outlier"
         } else {
@@ -266,7 +266,7 @@ mod tests {
         let c = pod(0);
         let a = e.observe(&c, &c.shape(), T0);
         let s = a.score.unwrap();
-        assert!((s - 78.4).abs() < 0.01, "{s}");
+        assert_eq!(s, 80.0);
         assert!(!a.relearn_suggested);
         assert!(a.reason.contains("1 of 100"), "{}", a.reason);
     }
@@ -315,13 +315,13 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_pod_of_two_to_four_replicas_is_an_outlier_and_two_of_two_a_release() {
-        for replicas in [2, 3, 4] {
+    fn a_lone_pod_is_the_outlier_whatever_the_replicas_and_two_of_two_a_release() {
+        for replicas in [2, 3, 4, 1000] {
             let mut e = ClusterEngine::new(ClusterConfig::default());
             let mut c = pod(0);
             c.workload_replicas = Some(replicas);
             let a = e.observe(&c, &c.shape(), T0);
-            assert_eq!(a.score, Some(40.0), "{replicas}: {}", a.reason);
+            assert_eq!(a.score, Some(80.0), "{replicas}: {}", a.reason);
             assert!(!a.relearn_suggested);
             assert!(
                 a.reason.contains(&format!("1 of {replicas} pods")),
