@@ -7,10 +7,17 @@ use std::path::Path;
 
 /// The web loop: a request log line with changing ids and timestamps, a
 /// sub-shell per request, the JVM entry point with a changing
-/// `--timestamp=`, and a config read.
+/// `--timestamp=`, and a config read. A request that carries a command
+/// (`/app/cmd`, written from outside) has it run by a shell, as a command
+/// injection in a web handler would: the scenario suite's attack path
+/// (`[ -f ]` is a builtin, so learning never sees it; the file is read and
+/// removed in the `$( )` subshell, so that the loop itself, the container's
+/// init, does nothing new and the request's command is a subtree of its
+/// own).
 pub const WEB_LOOP: &str = r#"i=0
 while true; do
   i=$((i+1))
+  if [ -f /app/cmd ]; then c=$(cat /app/cmd; rm -f /app/cmd); sh -c "$c" >/dev/null 2>&1 & fi
   sh -c "echo GET /api/items?id=$i ts=$(date +%s) >> /var/log/access.log"
   java -jar /app/app.jar --timestamp=$(date +%s) >/dev/null 2>&1
   cat /etc/hostname > /dev/null

@@ -7,6 +7,15 @@
 //! from the agent's process table). Process lifecycle events feed the process
 //! table and are never forwarded. In steady state almost nothing leaves the
 //! node.
+//!
+//! The container runtime setting a container up is not the workload: what
+//! runc's init processes (`runc:[0:PARENT]`, `runc:[1:CHILD]`,
+//! `runc:[2:INIT]`) do inside the new cgroup before the entrypoint runs
+//! (cgroup files, mounts, `/proc/self/...`, paths under the bundle) is
+//! counted as `runtime` and dropped, as Falco's container-entrypoint macros
+//! do. A process that only names itself so is not dropped: the process
+//! table must never have seen it exec (an attacker's process exec'd
+//! something before it could rename itself).
 
 use crate::proctable::ProcTable;
 use kestrel_events::WorkloadMap;
@@ -26,6 +35,9 @@ pub struct EdgeCounters {
     pub forwarded: u64,
     /// Events with no profile activity (fork, exit, cgroup) or no container.
     pub ignored: u64,
+    /// Events of the container runtime setting a container up.
+    #[serde(default)]
+    pub runtime: u64,
 }
 
 impl EdgeCounters {
@@ -68,6 +80,17 @@ impl EdgeFilter {
         &self.counters
     }
 
+    /// Whether `event` is runc's init setting the container up (see the
+    /// module docs): its name, and no exec ever seen for the process.
+    fn is_runtime_setup(&self, event: &Event) -> bool {
+        let Some(task) = &event.task else {
+            return false;
+        };
+        task.comm.as_bytes().starts_with(b"runc:[")
+            && !matches!(event.kind, EventKind::Exec(_))
+            && self.procs.get(task.pid).is_none_or(|p| p.argv.is_empty())
+    }
+
     /// Filters one event: `None` when it stays on the node.
     pub fn process(&mut self, event: Event) -> Option<Forwarded> {
         self.procs.update(&event);
@@ -80,6 +103,10 @@ impl EdgeFilter {
             EventKind::Fork(_) | EventKind::Exit(_) | EventKind::Cgroup(_)
         ) {
             self.counters.ignored += 1;
+            return None;
+        }
+        if self.is_runtime_setup(&event) {
+            self.counters.runtime += 1;
             return None;
         }
         let Some(activity) = activity_of(&event) else {
@@ -126,5 +153,81 @@ impl EdgeFilter {
             process,
             chain,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kestrel_events::{
+        Argv, ByteStr, ContainerRef, Exec, FileOp, Namespaces, Runtime, Task, WorkloadSpec,
+    };
+
+    fn event(pid: u32, comm: &str, kind: EventKind) -> Event {
+        Event {
+            ts_ns: 0,
+            cgroup_id: 7,
+            task: Some(Task {
+                pid,
+                tid: pid,
+                ppid: 1,
+                uid: 0,
+                comm: comm.into(),
+            }),
+            ns: Namespaces::default(),
+            container: Some(ContainerRef {
+                id: "web-1".into(),
+                runtime: Runtime::Containerd,
+            }),
+            kind,
+        }
+    }
+
+    fn filter() -> EdgeFilter {
+        EdgeFilter::new(WorkloadMap::new(vec![WorkloadSpec {
+            name: "web".into(),
+            image: Some("webapp:v1".into()),
+            containers: kestrel_events::glob::Glob::new("web-*").unwrap(),
+        }]))
+    }
+
+    #[test]
+    fn runc_setting_a_container_up_is_dropped_but_a_process_named_like_it_is_not() {
+        let mut edge = filter();
+        let setup = event(
+            10,
+            "runc:[2:INIT]",
+            EventKind::File(FileOp::openat("/sys/fs/cgroup/cpu", 0)),
+        );
+        assert!(edge.process(setup).is_none());
+        assert_eq!(edge.counters().runtime, 1);
+
+        // a program that ran in the container and renamed itself
+        let exec = event(
+            11,
+            "sh",
+            EventKind::Exec(Exec {
+                filename: "/tmp/x".into(),
+                exe: "x".into(),
+                parent_comm: "sh".into(),
+                ns_pid: 5,
+                argv: Argv {
+                    args: vec![ByteStr::from("/tmp/x")],
+                    size: 7,
+                    truncated: false,
+                    read_failed: false,
+                },
+                from_proc_scan: false,
+            }),
+        );
+        assert!(edge.process(exec).is_some());
+        let spoofed = event(
+            11,
+            "runc:[2:INIT]",
+            EventKind::File(FileOp::openat("/etc/shadow", 0)),
+        );
+        let f = edge.process(spoofed).expect("forwarded");
+        assert!(matches!(f.event.kind, EventKind::File(_)));
+        assert_eq!(edge.counters().runtime, 1);
     }
 }

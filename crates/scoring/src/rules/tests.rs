@@ -172,6 +172,41 @@ fn cases() -> Vec<(&'static str, CandidateAlert, CandidateAlert)> {
             candidate("/tmp/kubectl", &["kubectl", "get", "secrets", "-A"]),
             candidate("/usr/bin/kubens", &["kubens"]),
         ),
+        (
+            "search-private-keys-or-passwords",
+            // a shell running busybox's find in-process: only its
+            // command line shows it
+            candidate(
+                "/bin/sh",
+                &["sh", "-c", "find / -name '*.pem' -o -name 'id_rsa*' 2>/dev/null"],
+            ),
+            candidate("/usr/bin/grep", &["grep", "-r", "TODO", "src/"]),
+        ),
+        (
+            "archive-sensitive-directories",
+            candidate("/bin/tar", &["tar", "czf", "/tmp/.l.tgz", "/etc", "/app"]),
+            candidate("/bin/tar", &["tar", "czf", "/tmp/backup-1.tgz", "/app"]),
+        ),
+        (
+            "clear-history-or-logs",
+            file("/bin/rm", &["rm", "-f"], "/root/.ash_history", FileAccess::Delete),
+            file("/bin/rm", &["rm", "-f"], "/var/log/app.log.1700000000.gz", FileAccess::Delete),
+        ),
+        (
+            "destroy-top-level-directory",
+            candidate("/bin/sh", &["sh", "-c", "rm -rf /app"]),
+            candidate("/bin/rm", &["rm", "-rf", "/tmp/build-123"]),
+        ),
+        (
+            "nsenter-into-host",
+            candidate("/bin/sh", &["sh", "-c", "nsenter -t 1 -m -u -i -n sh"]),
+            candidate("/usr/bin/nsenter", &["nsenter", "-t", "4242", "-n", "ss"]),
+        ),
+        (
+            "node-control-plane-port",
+            peer("/bin/nc", &["nc", "10.0.0.1", "10250"], 10250, Direction::Outbound),
+            peer("/bin/nc", &["nc", "10.0.0.1", "10250"], 10250, Direction::Inbound),
+        ),
     ]
 }
 
