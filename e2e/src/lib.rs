@@ -41,6 +41,17 @@ pub fn preconditions() -> Result<(), String> {
     Ok(())
 }
 
+/// A binary built next to the running one (`target/<profile>/<name>`), or
+/// an error saying to build it.
+pub fn sibling_binary(name: &str) -> Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let p = me.parent().context("binary directory")?.join(name);
+    if !p.is_file() {
+        bail!("{} not found: run `make build` first", p.display());
+    }
+    Ok(p)
+}
+
 /// Skips (returns `false`) when preconditions are missing, printing why;
 /// panics instead when `CI=true`, so CI can never skip silently.
 pub fn require_privileged() -> bool {

@@ -4,9 +4,8 @@
 //! and the same binary renamed `java`.
 
 use anyhow::{bail, Context, Result};
-use kestrel_e2e::{require_privileged, workload};
+use kestrel_e2e::{require_privileged, sibling_binary, workload};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -21,15 +20,6 @@ learning:
   cleanWindows: 1
   maxNewPerWindow: 0
 ";
-
-fn sibling(name: &str) -> Result<PathBuf> {
-    let me = std::env::current_exe()?;
-    let p = me.parent().context("binary directory")?.join(name);
-    if !p.is_file() {
-        bail!("{} not found: run `make build` first", p.display());
-    }
-    Ok(p)
-}
 
 fn describe(v: &serde_json::Value) -> Option<String> {
     if let Some(p) = v.get("progress") {
@@ -133,7 +123,7 @@ fn main() -> Result<()> {
     if !require_privileged() {
         bail!("the demo needs root, BTF, runc and busybox (make deps)");
     }
-    let kestrel = sibling("kestrel")?;
+    let kestrel = sibling_binary("kestrel")?;
     let dir = std::env::temp_dir().join(format!("kestrel-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let cfg = dir.join("config.yaml");

@@ -17,10 +17,9 @@
 //! missed or a benign scenario alerted.
 
 use anyhow::{bail, Context, Result};
-use kestrel_e2e::{require_privileged, workload, Container};
+use kestrel_e2e::{require_privileged, sibling_binary, workload, Container};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -224,15 +223,6 @@ while true; do
   sleep 1
 done"#;
 
-fn sibling(name: &str) -> Result<PathBuf> {
-    let me = std::env::current_exe()?;
-    let p = me.parent().context("binary directory")?.join(name);
-    if !p.is_file() {
-        bail!("{} not found: run `make build` first", p.display());
-    }
-    Ok(p)
-}
-
 /// What one run of an attack gave.
 #[derive(Default, Clone)]
 struct RunResult {
@@ -277,7 +267,7 @@ fn main() -> Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     let only = std::env::var("KESTREL_SCENARIO").ok();
-    let kestrel = sibling("kestrel")?;
+    let kestrel = sibling_binary("kestrel")?;
     let dir = std::env::temp_dir().join(format!("kestrel-scenarios-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let cfg = dir.join("config.yaml");
