@@ -11,6 +11,10 @@ pub const HOLDOUT_TSV: &str = include_str!("../calibration/holdout.tsv");
 /// The held-out set (`calibration/holdout2.tsv`): labelled before any score
 /// was computed for it and never used to choose a parameter or threshold.
 pub const HOLDOUT2_TSV: &str = include_str!("../calibration/holdout2.tsv");
+/// The third held-out set (`calibration/holdout3.tsv`), written for the
+/// comparison of a second model with the default one and committed before
+/// either model scored it.
+pub const HOLDOUT3_TSV: &str = include_str!("../calibration/holdout3.tsv");
 
 /// Two argument strings and whether they are the same behaviour.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,6 +86,11 @@ pub fn tuning_pairs() -> Result<Vec<LabelledPair>> {
 /// The held-out set (`holdout2.tsv`), parsed.
 pub fn holdout2_pairs() -> Result<Vec<LabelledPair>> {
     parse_pairs(HOLDOUT2_TSV)
+}
+
+/// The third held-out set (`holdout3.tsv`), parsed.
+pub fn holdout3_pairs() -> Result<Vec<LabelledPair>> {
+    parse_pairs(HOLDOUT3_TSV)
 }
 
 impl LabelledPair {
@@ -258,6 +267,13 @@ mod tests {
     #[test]
     fn the_second_held_out_set_is_disjoint_from_the_tuning_set() {
         check_held_out(&holdout2_pairs().unwrap(), &tuning_pairs().unwrap(), 60, 30);
+    }
+
+    #[test]
+    fn the_third_held_out_set_is_disjoint_from_every_other_set() {
+        let mut others = tuning_pairs().unwrap();
+        others.extend(holdout2_pairs().unwrap());
+        check_held_out(&holdout3_pairs().unwrap(), &others, 40, 20);
     }
 
     #[test]

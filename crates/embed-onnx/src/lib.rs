@@ -46,8 +46,9 @@ mod pooling;
 mod service;
 
 pub use calibration::{
-    calibrate, calibration_pairs, holdout2_pairs, holdout_pairs, parse_pairs, tuning_pairs,
-    Calibration, Distribution, LabelledPair, CALIBRATION_TSV, HOLDOUT2_TSV, HOLDOUT_TSV,
+    calibrate, calibration_pairs, holdout2_pairs, holdout3_pairs, holdout_pairs, parse_pairs,
+    tuning_pairs, Calibration, Distribution, LabelledPair, CALIBRATION_TSV, HOLDOUT2_TSV,
+    HOLDOUT3_TSV, HOLDOUT_TSV,
 };
 pub use config::{EmbedConfig, DEFAULT_MODEL_DIR, MODEL_DIR_ENV, RUNTIME_ENV};
 pub use onnx::{OnnxEmbedder, MAX_INPUT_BYTES};
