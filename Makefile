@@ -5,7 +5,7 @@ export KESTREL_MODEL_DIR ?= /var/cache/kestrel/models
 # one profile for everything: tests, e2e and the demo reuse the same binaries
 PROFILE := --release
 
-.PHONY: deps build test lint fmt bench demo scenarios model vmlinux crds clean
+.PHONY: deps build test lint fmt bench demo e2e scenarios model vmlinux crds clean
 
 deps:
 	@scripts/deps.sh
@@ -21,10 +21,13 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy $(PROFILE) --workspace --all-targets -- -D warnings
 
-# Unit, property, integration and privileged (BPF, runc) tests.
-test: deps lint
-	$(CARGO) build $(PROFILE) --workspace --bins
-	$(CARGO) test $(PROFILE) --workspace --no-fail-fast
+# Unit, property, integration and privileged (BPF, runc) tests, then the
+# scenario suite on the same release binaries. Each stage prints its time.
+test: deps
+	@scripts/stage.sh lint $(MAKE) --no-print-directory lint
+	@scripts/stage.sh build $(CARGO) build $(PROFILE) --workspace --bins
+	@scripts/stage.sh cargo-test $(CARGO) test $(PROFILE) --workspace --no-fail-fast
+	@scripts/stage.sh e2e target/release/kestrel-scenarios
 
 # criterion benches of every crate, then the load harnesses (agent: root;
 # operator: its real path, learning then detection; transport alone)
@@ -37,12 +40,14 @@ bench: deps
 demo: build
 	$(CARGO) run $(PROFILE) -p kestrel-e2e --bin kestrel-demo
 
-# The attack and benign scenario suite (issue 14, item 9; docs/scenarios.md).
-# Not yet part of `make test`: it does not pass yet (see docs/scenarios.md).
+# The attack and benign scenario suite (docs/scenarios.md): real runc
+# containers, standalone Kestrel, no LLM; part of `make test`.
 # KESTREL_SCENARIO_RUNS=1 for one run per attack, KESTREL_SCENARIO=<name part>
 # for one scenario.
-scenarios: build
-	$(CARGO) run $(PROFILE) -p kestrel-e2e --bin kestrel-scenarios
+e2e: build
+	target/release/kestrel-scenarios
+
+scenarios: e2e
 
 fmt:
 	$(CARGO) fmt --all

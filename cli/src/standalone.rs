@@ -26,7 +26,7 @@ use kestrel_operator::engine::WorkloadFacts;
 use kestrel_operator::output::Line;
 use kestrel_operator::pipeline::{Parts, Pipeline};
 use kestrel_profile::Digest;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,13 +37,32 @@ pub const REPLICA_SCAN: Duration = Duration::from_secs(2);
 
 /// Live containers per workload (a container the map does not name is a
 /// workload of its own, of one replica).
-pub fn replica_counts(root: &Path, workloads: &WorkloadMap) -> BTreeMap<String, WorkloadFacts> {
-    let mut out: BTreeMap<String, WorkloadFacts> = BTreeMap::new();
+pub fn live_by_workload(
+    root: &Path,
+    workloads: &WorkloadMap,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for id in live_containers(root, ContainerPathRules::default()) {
-        let f = out.entry(workloads.resolve(&id).name).or_default();
-        f.replicas = Some(f.replicas.unwrap_or(0) + 1);
+        out.entry(workloads.resolve(&id).name)
+            .or_default()
+            .insert(id);
     }
     out
+}
+
+/// The replica count of each workload with live containers.
+pub fn replica_counts(
+    live: &BTreeMap<String, BTreeSet<String>>,
+) -> BTreeMap<String, WorkloadFacts> {
+    live.iter()
+        .map(|(w, ids)| {
+            let facts = WorkloadFacts {
+                replicas: Some(u32::try_from(ids.len()).unwrap_or(u32::MAX)),
+                rollout_ns: None,
+            };
+            (w.clone(), facts)
+        })
+        .collect()
 }
 
 /// Summary of a run.
@@ -135,11 +154,24 @@ pub fn run(
     let cgroup_root = cgroup2_mount();
     let mut last_scan: Option<Instant> = None;
     let mut known: BTreeMap<String, WorkloadFacts> = BTreeMap::new();
+    let mut live: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     while !stop.load(Ordering::Relaxed) {
         if let Some(root) = &cgroup_root {
             if last_scan.is_none_or(|t| t.elapsed() >= REPLICA_SCAN) {
                 last_scan = Some(Instant::now());
-                let now = replica_counts(root, &workloads);
+                let live_now = live_by_workload(root, &workloads);
+                // containers that went: no longer replicas
+                for (w, ids) in &live {
+                    let still = live_now.get(w);
+                    pipeline.pods_gone(
+                        w,
+                        ids.iter()
+                            .filter(|id| still.is_none_or(|s| !s.contains(*id)))
+                            .map(String::as_str),
+                    );
+                }
+                let now = replica_counts(&live_now);
+                live = live_now;
                 // workloads whose containers are all gone: facts unknown
                 let gone: Vec<(String, WorkloadFacts)> = known
                     .keys()

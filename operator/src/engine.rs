@@ -126,6 +126,14 @@ pub enum Output {
         /// the stored alert).
         notify: bool,
     },
+    /// A workload looks like it was released anew: relearning its profile
+    /// is suggested (once per rollout).
+    RelearnSuggested {
+        /// The workload.
+        workload: String,
+        /// Why, in words.
+        reason: String,
+    },
 }
 
 /// A workload's digest for the agents' edge filters, with its phase.
@@ -181,6 +189,13 @@ pub struct Engine {
     workloads: BTreeMap<String, WorkloadState>,
     /// What the environment says about each workload (replicas, rollout).
     facts: HashMap<String, WorkloadFacts>,
+    /// Rollouts the engine saw itself: when a workload's containers
+    /// started with an entry point its profile never ran (ns since the
+    /// epoch, the first of the rollout).
+    entry_changes: HashMap<String, u64>,
+    /// When each workload's last relearn suggestion went out (one per
+    /// rollout grace period).
+    relearn_noted: HashMap<String, u64>,
 }
 
 /// What the environment knows about a workload: standalone counts its live
@@ -208,6 +223,8 @@ impl Engine {
             llm: None,
             workloads: BTreeMap::new(),
             facts: HashMap::new(),
+            entry_changes: HashMap::new(),
+            relearn_noted: HashMap::new(),
         }
     }
 
@@ -219,6 +236,15 @@ impl Engine {
             self.facts.remove(workload);
         } else {
             self.facts.insert(workload.to_string(), facts);
+        }
+    }
+
+    /// Pods (containers) of `workload` that no longer exist: the cluster
+    /// statistics count live replicas only (standalone calls this when a
+    /// container's cgroup goes; in Kubernetes, a deleted pod).
+    pub fn pods_gone<'a>(&mut self, workload: &str, pods: impl IntoIterator<Item = &'a str>) {
+        for pod in pods {
+            self.scorer.forget_pod(&self.cfg.namespace, workload, pod);
         }
     }
 
@@ -402,9 +428,13 @@ impl Engine {
             st.digest_dirty = true;
         }
         if detecting && !obs.outcome.is_known() {
+            out.extend(self.note_entry_change(f, now));
             let candidate = self.candidate(f, &obs.outcome, now);
             let outcomes = self.score(&candidate, now);
             out.extend(outcomes.into_iter().filter_map(alert_output));
+            for (workload, reason) in self.scorer.take_relearn_suggestions() {
+                out.extend(self.suggest_relearn(&workload, reason, now));
+            }
         }
         out.extend(self.poll_llm(now));
         Ok(out)
@@ -457,6 +487,75 @@ impl Engine {
             .collect();
         outcomes.extend(self.scorer.time_out_llm(nanos(now)));
         outcomes.into_iter().filter_map(alert_output).collect()
+    }
+
+    /// A container of a detecting workload whose entry point (pid 1 of its
+    /// pid namespace) is new to the profile was started from a new spec:
+    /// nothing inside a container can change the command its runtime
+    /// starts, so this is a release (a new image or command line), the
+    /// rollout signal standalone mode has (in Kubernetes the owner's
+    /// rollout time comes through [`Engine::set_facts`] as well). Anomalies
+    /// within the cluster engine's `rolloutGraceSecs` of the first such
+    /// start count as the release, and relearning is suggested once.
+    fn note_entry_change(&mut self, f: &Forwarded, now: Duration) -> Option<Output> {
+        let EventKind::Exec(x) = &f.event.kind else {
+            return None;
+        };
+        if x.ns_pid != 1 {
+            return None;
+        }
+        let now_ns = nanos(now);
+        let grace = self.rollout_grace_ns();
+        let workload = &f.workload.name;
+        if let Some(&since) = self.entry_changes.get(workload) {
+            if now_ns.saturating_sub(since) <= grace {
+                return None;
+            }
+        }
+        self.entry_changes.insert(workload.clone(), now_ns);
+        let command = x
+            .argv
+            .args
+            .iter()
+            .map(|a| a.to_escaped())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let container = f.event.container.as_ref().map(|c| c.id.as_str());
+        let workload = workload.clone();
+        self.suggest_relearn(
+            &workload,
+            format!(
+                "container {} of {workload} started with an entry point its profile never ran ({}): a new release; its new behaviour for the next {}s counts as the release, not an attack; relearn the profile once the rollout is done",
+                container.unwrap_or("?"),
+                truncate_chars(&command, 200),
+                grace / 1_000_000_000
+            ),
+            now,
+        )
+    }
+
+    fn rollout_grace_ns(&self) -> u64 {
+        self.scorer
+            .config()
+            .cluster
+            .rollout_grace_secs
+            .saturating_mul(1_000_000_000)
+    }
+
+    /// A relearn suggestion for `workload`, unless one went out within the
+    /// rollout grace period.
+    fn suggest_relearn(&mut self, workload: &str, reason: String, now: Duration) -> Option<Output> {
+        let now_ns = nanos(now);
+        if let Some(&at) = self.relearn_noted.get(workload) {
+            if now_ns.saturating_sub(at) <= self.rollout_grace_ns() {
+                return None;
+            }
+        }
+        self.relearn_noted.insert(workload.to_string(), now_ns);
+        Some(Output::RelearnSuggested {
+            workload: workload.to_string(),
+            reason,
+        })
     }
 
     fn candidate(&self, f: &Forwarded, outcome: &MatchOutcome, now: Duration) -> CandidateAlert {
@@ -558,6 +657,11 @@ impl Engine {
                 ),
             },
         };
+        let facts = self
+            .facts
+            .get(&f.workload.name)
+            .copied()
+            .unwrap_or_default();
         let container_id = f
             .event
             .container
@@ -584,8 +688,10 @@ impl Engine {
                 .collect(),
             signals: vec![signal],
             observed_ns: nanos(now),
-            workload_replicas: self.facts.get(&f.workload.name).and_then(|x| x.replicas),
-            workload_rollout_ns: self.facts.get(&f.workload.name).and_then(|x| x.rollout_ns),
+            workload_replicas: facts.replicas,
+            workload_rollout_ns: facts
+                .rollout_ns
+                .max(self.entry_changes.get(&f.workload.name).copied()),
             shape: None,
         }
     }
@@ -699,6 +805,14 @@ fn alert_output(outcome: Outcome) -> Option<Output> {
             notify: severity_changed,
         }),
         Outcome::BelowThreshold { .. } => None,
+    }
+}
+
+/// At most `max` characters of `s`, with `…` when cut.
+fn truncate_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
     }
 }
 
@@ -878,6 +992,137 @@ mod tests {
         // all its containers gone: unknown again
         e.set_facts(&f.workload.name, WorkloadFacts::default());
         assert_eq!(e.candidate(&f, &new_peer, T).workload_replicas, None);
+    }
+
+    /// The entry point of a container (pid 1 of its pid namespace).
+    fn entry(args: &str, container: &str) -> Forwarded {
+        let mut f = exec("sh", args);
+        if let EventKind::Exec(x) = &mut f.event.kind {
+            x.ns_pid = 1;
+            x.parent_comm = "runc".into();
+        }
+        f.event.container = Some(kestrel_events::ContainerRef {
+            id: container.into(),
+            runtime: kestrel_events::Runtime::Plain,
+        });
+        f.activity = kestrel_profile::activity_of(&f.event).expect("a process activity");
+        f
+    }
+
+    #[test]
+    fn a_container_started_with_a_new_entry_point_is_a_release_not_an_attack() {
+        let mut e = engine();
+        e.handle(
+            &entry("-c while true; do serve --workers 2; done", "web-1"),
+            T,
+        )
+        .unwrap();
+        e.command(
+            Command::SetMode {
+                workload: "Deployment/webapp".into(),
+                mode: Mode::Detect,
+            },
+            T,
+        )
+        .unwrap();
+        e.set_facts(
+            "Deployment/webapp",
+            WorkloadFacts {
+                replicas: Some(4),
+                rollout_ns: None,
+            },
+        );
+        // the same entry point in a new replica: known, nothing to say
+        let again = e
+            .handle(
+                &entry("-c while true; do serve --workers 2; done", "web-2"),
+                T,
+            )
+            .unwrap();
+        assert!(again.is_empty(), "{again:?}");
+        // the release: a new command line for the entry point
+        let v2 = "-c while true; do serve --workers 8 --cache /var/cache/app; done";
+        let t1 = T + Duration::from_secs(60);
+        let out = e.handle(&entry(v2, "web-3"), t1).unwrap();
+        let [Output::RelearnSuggested { workload, reason }] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(workload, "Deployment/webapp");
+        assert!(
+            reason.starts_with("container web-3 of Deployment/webapp started with an entry point its profile never ran (sh -c while true; do serve --workers 8"),
+            "{reason}"
+        );
+        // what the new release does next counts as the release
+        let t2 = t1 + Duration::from_secs(5);
+        let c = e.candidate(
+            &exec("nginx", "-g daemon off;"),
+            &MatchOutcome::NewBranch {
+                class: ActivityClass::Process,
+                level: kestrel_profile::Level::Exe,
+            },
+            t2,
+        );
+        assert_eq!(c.workload_rollout_ns, Some(nanos(t1)));
+        assert_eq!(c.workload_replicas, Some(4));
+        // the next replicas of the rollout: suggested once
+        let out = e.handle(&entry(v2, "web-4"), t2).unwrap();
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::RelearnSuggested { .. })),
+            "{out:?}"
+        );
+        // a process that is not an entry point says nothing about releases
+        let out = e.handle(&exec("wget", "http://203.0.113.9/x"), t2).unwrap();
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::RelearnSuggested { .. })),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn most_replicas_doing_the_same_new_thing_suggest_relearning_without_an_alert() {
+        let mut e = engine();
+        e.handle(&exec("java", "-jar app.jar"), T).unwrap();
+        e.command(
+            Command::SetMode {
+                workload: "Deployment/webapp".into(),
+                mode: Mode::Detect,
+            },
+            T,
+        )
+        .unwrap();
+        e.set_facts(
+            "Deployment/webapp",
+            WorkloadFacts {
+                replicas: Some(4),
+                rollout_ns: None,
+            },
+        );
+        let in_pod = |pod: &str| {
+            let mut f = exec("mkdir", "-p /var/cache/app");
+            f.event.container = Some(kestrel_events::ContainerRef {
+                id: pod.into(),
+                runtime: kestrel_events::Runtime::Plain,
+            });
+            f
+        };
+        // one pod: an outlier, below the threshold (a new ordinary program)
+        let one = e.handle(&in_pod("web-1"), T).unwrap();
+        assert!(one.is_empty(), "{one:?}");
+        // two of four: the release
+        let two = e.handle(&in_pod("web-2"), T).unwrap();
+        let [Output::RelearnSuggested { workload, reason }] = &two[..] else {
+            panic!("{two:?}")
+        };
+        assert_eq!(workload, "Deployment/webapp");
+        assert!(
+            reason.starts_with("2 of 4 pods show it (50%): looks like a release"),
+            "{reason}"
+        );
+        // once per rollout
+        let three = e.handle(&in_pod("web-3"), T).unwrap();
+        assert!(three.is_empty(), "{three:?}");
     }
 
     #[test]

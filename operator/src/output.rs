@@ -23,6 +23,13 @@ pub enum Line {
     Progress(Vec<crate::engine::WorkloadStatus>),
     /// An alert (created or updated).
     Alert(Box<kestrel_scoring::SecurityAlert>),
+    /// A workload looks released anew: relearning its profile is suggested.
+    Relearn {
+        /// Workload.
+        workload: String,
+        /// Why.
+        reason: String,
+    },
     /// Something failed (the run goes on): stored state that could not be
     /// read or written, an engine or embedding failure.
     Error {

@@ -159,6 +159,11 @@ impl Pipeline {
         }
     }
 
+    /// Pods of `workload` that no longer exist; see [`Engine::pods_gone`].
+    pub fn pods_gone<'a>(&mut self, workload: &str, pods: impl IntoIterator<Item = &'a str>) {
+        self.engine.pods_gone(workload, pods);
+    }
+
     /// Carries out an engine command (apply a profile, set a mode, relearn,
     /// forget) and persists its effect with the next flush.
     pub fn command(&mut self, command: Command, emit: &mut dyn FnMut(&Line)) -> Result<()> {
@@ -193,6 +198,10 @@ impl Pipeline {
                         });
                     }
                     emit(&Line::Alert(alert));
+                }
+                Output::RelearnSuggested { workload, reason } => {
+                    tracing::info!(%workload, %reason, "relearn suggested");
+                    emit(&Line::Relearn { workload, reason });
                 }
             }
         }

@@ -187,7 +187,7 @@ fn alerts(outs: Vec<Output>) -> Vec<(Box<SecurityAlert>, bool)> {
     outs.into_iter()
         .filter_map(|o| match o {
             Output::Alert { alert, notify } => Some((alert, notify)),
-            Output::Phase { .. } => None,
+            Output::Phase { .. } | Output::RelearnSuggested { .. } => None,
         })
         .collect()
 }

@@ -128,6 +128,14 @@ impl EmbedConfig {
         self
     }
 
+    /// Sets the output to read (`None`: `last_hidden_state` if present, else
+    /// the first output); for exports whose token embeddings have a
+    /// generated name.
+    pub fn with_output_name(mut self, name: Option<String>) -> Self {
+        self.output_name = name;
+        self
+    }
+
     /// Sets the model file.
     pub fn with_model_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.model_path = path.into();

@@ -106,6 +106,25 @@ pub fn process_path(x: &kestrel_events::Exec) -> Vec<u8> {
     kestrel_events::canonical_path(file).into_owned()
 }
 
+/// The parent key of a process in the process trie.
+///
+/// A container's entry point (pid 1 of its pid namespace) was started by
+/// the runtime (`runc`, `containerd-shim`, `conmon`, `crun`); which of
+/// those its kernel parent is depends on the runtime and on timing (`runc
+/// run -d` exits around the exec, and the init is re-parented to the
+/// reaper, sometimes mid-exec), none of it the workload's behaviour: it is
+/// [`RUNTIME_PARENT`]. Every other process is keyed by its parent's comm.
+pub fn process_parent(x: &kestrel_events::Exec) -> Vec<u8> {
+    if x.ns_pid == 1 {
+        RUNTIME_PARENT.to_vec()
+    } else {
+        x.parent_comm.as_bytes().to_vec()
+    }
+}
+
+/// The parent key of a container's entry point (see [`process_parent`]).
+pub const RUNTIME_PARENT: &[u8] = b"<runtime>";
+
 /// The profile activity of an event, if it has one.
 pub fn activity_of(event: &Event) -> Option<Activity> {
     let comm = || {
@@ -117,7 +136,7 @@ pub fn activity_of(event: &Event) -> Option<Activity> {
     };
     match &event.kind {
         EventKind::Exec(x) => Some(Activity::Process {
-            parent: x.parent_comm.as_bytes().to_vec(),
+            parent: process_parent(x),
             exe: process_path(x),
             args: normalized_args(&x.argv.args),
             argv: x.argv.args.iter().map(|a| a.to_escaped()).collect(),
@@ -253,6 +272,27 @@ mod tests {
         assert!(!x.contains("java"));
         assert_eq!(parent, b"sh");
         assert_eq!(exe, b"/usr/bin/java");
+    }
+
+    #[test]
+    fn a_containers_entry_point_is_keyed_by_the_runtime_not_by_its_kernel_parent() {
+        // `runc run -d`: the init's parent is `runc`, the reaper, or gone
+        for (parent, ns_pid, want) in [
+            ("runc", 1, RUNTIME_PARENT),
+            ("containerd-shim", 1, RUNTIME_PARENT),
+            ("", 1, RUNTIME_PARENT),
+            ("sh", 3, b"sh".as_slice()),
+        ] {
+            let mut e = exec(&["sh", "-c", "while true; do sleep 1; done"]);
+            if let EventKind::Exec(x) = &mut e.kind {
+                x.parent_comm = parent.into();
+                x.ns_pid = ns_pid;
+            }
+            let Some(Activity::Process { parent: got, .. }) = activity_of(&e) else {
+                panic!()
+            };
+            assert_eq!(got, want, "{parent} {ns_pid}");
+        }
     }
 
     #[test]

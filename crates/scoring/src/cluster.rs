@@ -232,6 +232,24 @@ impl ClusterEngine {
         }
     }
 
+    /// Forgets a pod that no longer exists: the fraction of replicas that
+    /// show a shape counts live pods only. A pod that did something and was
+    /// deleted is not one of the current replicas, so the same behaviour in
+    /// its replacement is that replacement alone (an attack repeated in
+    /// fresh pods), not two pods of a release. Returns how many shapes
+    /// counted it.
+    pub fn forget_pod(&mut self, namespace: &str, workload: &str, pod: &str) -> usize {
+        let key = (format!("{namespace}/{workload}"), pod.to_string());
+        let mut n = 0;
+        self.shapes.retain(|_, s| {
+            if s.pods.remove(&key).is_some() {
+                n += 1;
+            }
+            !s.pods.is_empty()
+        });
+        n
+    }
+
     /// Drops pods and shapes not seen within the window.
     pub fn prune(&mut self, now_ns: u64) {
         let window = self.config.window_secs.saturating_mul(NS_PER_SEC);
@@ -283,6 +301,30 @@ mod tests {
         assert_eq!(a.score, Some(0.0));
         assert!(a.relearn_suggested);
         assert_eq!(a.affected_pods, 60);
+    }
+
+    #[test]
+    fn a_deleted_pod_is_not_counted_when_its_replacement_does_the_same() {
+        // an attack repeated in fresh pods, each deleted before the next
+        let mut e = ClusterEngine::new(ClusterConfig::default());
+        let mut c = pod(1);
+        c.workload_replicas = Some(4);
+        let first = e.observe(&c, &c.shape(), T0);
+        assert_eq!((first.score, first.affected_pods), (Some(80.0), 1));
+        assert_eq!(e.forget_pod(&c.namespace, &c.workload, &c.pod), 1);
+        let mut c2 = pod(2);
+        c2.workload_replicas = Some(4);
+        let second = e.observe(&c2, &c2.shape(), T0 + 10);
+        assert_eq!(second.score, Some(80.0), "{}", second.reason);
+        assert_eq!(second.affected_pods, 1);
+        assert!(!second.relearn_suggested);
+        // both alive: two of four, a release
+        let mut c3 = pod(3);
+        c3.workload_replicas = Some(4);
+        let third = e.observe(&c3, &c3.shape(), T0 + 20);
+        assert!(third.relearn_suggested, "{}", third.reason);
+        // forgetting a pod nobody counted changes nothing
+        assert_eq!(e.forget_pod(&c.namespace, &c.workload, "webapp-9"), 0);
     }
 
     #[test]

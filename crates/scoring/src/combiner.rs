@@ -1,7 +1,7 @@
 //! The combiner: weights, redistribution, guards, severity, incident
 //! grouping and the resulting [`SecurityAlert`].
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::Hasher;
 use std::sync::Arc;
 
@@ -563,6 +563,10 @@ pub struct Scorer {
     /// The same, ordered by deadline.
     deadlines: BTreeSet<(u64, LlmTicket)>,
     next_ticket: u64,
+    /// Workloads the cluster engine found released since the last
+    /// [`Scorer::take_relearn_suggestions`] (workload → the reason), so a
+    /// release that raises no alert still suggests relearning.
+    relearn: BTreeMap<String, String>,
 }
 
 fn rule_action_rank(a: RuleAction) -> RecommendedAction {
@@ -594,7 +598,21 @@ impl Scorer {
             awaiting: HashMap::new(),
             deadlines: BTreeSet::new(),
             next_ticket: 0,
+            relearn: BTreeMap::new(),
         })
+    }
+
+    /// A pod that no longer exists: the cluster statistics stop counting
+    /// it ([`ClusterEngine::forget_pod`]); its incidents and alerts stay.
+    pub fn forget_pod(&mut self, namespace: &str, workload: &str, pod: &str) {
+        self.cluster.forget_pod(namespace, workload, pod);
+    }
+
+    /// The workloads whose anomalies the cluster engine judged a release
+    /// (most pods at once, or right after a rollout) since the last call,
+    /// with the reason: whether or not any alert was raised.
+    pub fn take_relearn_suggestions(&mut self) -> BTreeMap<String, String> {
+        std::mem::take(&mut self.relearn)
     }
 
     /// The settings.
@@ -738,6 +756,10 @@ impl Scorer {
         self.stats.candidates += 1;
         let shape = c.shape();
         let cluster = self.cluster.observe(c, &shape, now_ns);
+        if cluster.relearn_suggested && !self.relearn.contains_key(&c.workload) {
+            self.relearn
+                .insert(c.workload.clone(), cluster.reason.clone());
+        }
         let deviation = self.deviation.observe(c, now_ns);
         let idle = self
             .config
@@ -1535,7 +1557,9 @@ mod tests {
     #[test]
     fn a_lone_deviation_in_a_sensitive_class_alerts_with_no_rule_and_no_llm() {
         for replicas in [None, Some(1), Some(100)] {
-            let mut c = write("/home/app/.bashrc");
+            // persistence that no default rule names (rules cover
+            // `/etc`, the binary directories and user startup files)
+            let mut c = write("/lib/systemd/system/kworker.service");
             c.workload_replicas = replicas;
             let mut s = scorer();
             let o = s.assess(&c, LlmOutcome::not_configured(), T0);

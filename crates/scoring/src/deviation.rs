@@ -12,7 +12,8 @@
 //!   (by kind: a read weighs less than a write), a new peer (by direction);
 //! - **where**: the location classes of [`DeviationConfig::locations`]
 //!   (credentials, persistence, binaries and libraries, kernel and proc
-//!   interfaces, container runtime sockets, cloud metadata), matched on the
+//!   interfaces, container runtime sockets, logs and shell history, cloud
+//!   metadata), matched on the
 //!   file path (canonical spelling), the peer's address or socket name, or
 //!   the new program's path;
 //! - **who**: the actor classes of [`DeviationConfig::actors`] (a shell, an
@@ -88,6 +89,20 @@ pub enum Accesses {
     Any,
     /// Writes, creations, renames and deletions (not reads).
     Modify,
+    /// Deletions and renames only: where writing is the normal business
+    /// (logs) and removing is the evasion.
+    Remove,
+}
+
+impl Accesses {
+    /// Whether this class counts a file access of kind `access`.
+    pub fn covers(self, access: FileAccess) -> bool {
+        match self {
+            Accesses::Any => true,
+            Accesses::Modify => access != FileAccess::Read,
+            Accesses::Remove => matches!(access, FileAccess::Delete | FileAccess::Rename),
+        }
+    }
 }
 
 /// A class of sensitive locations.
@@ -346,6 +361,21 @@ impl Default for DeviationConfig {
                         "**/dockershim.sock",
                         "/var/lib/kubelet/**",
                         "/run/runc/**",
+                    ],
+                ),
+                class(
+                    "logs and shell history",
+                    45.0,
+                    Accesses::Remove,
+                    &[
+                        "/var/log/**",
+                        "/var/adm/**",
+                        "/var/run/utmp",
+                        "/run/utmp",
+                        "**/.*_history",
+                        "**/.history",
+                        "**/.lesshst",
+                        "**/.viminfo",
                     ],
                 ),
                 LocationClass {
@@ -635,8 +665,7 @@ impl DeviationEngine {
         let hit = |i: usize, l: &LocationClass| -> bool {
             match s {
                 Signal::UnknownFile { path, access, .. } => {
-                    (l.accesses == Accesses::Any || *access != FileAccess::Read)
-                        && l.paths.iter().any(|g| g.is_match(path))
+                    l.accesses.covers(*access) && l.paths.iter().any(|g| g.is_match(path))
                 }
                 Signal::UnknownProcess => {
                     // a new program that lives in a sensitive place

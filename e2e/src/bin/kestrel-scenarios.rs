@@ -9,7 +9,10 @@
 //! - benign scenarios run throughout: ids and timestamps in arguments, log
 //!   rotation with epoch suffixes, a cron-like job, temporary files (the
 //!   worker workload), and replicas added after convergence (every fresh
-//!   replica before its attack): they must raise no alert.
+//!   replica before its attack): they must raise no alert;
+//! - a rollout replaces every web replica with a release whose entry point
+//!   has a new command line: no alert of severity High or above, and a
+//!   relearn suggestion.
 //!
 //! It prints one row per scenario (detected runs, severity, score and its
 //! breakdown, time from the attack's start to its alert) and the benign
@@ -223,6 +226,25 @@ while true; do
   sleep 1
 done"#;
 
+/// How long each fresh replica runs before its attack (it must stay quiet).
+const QUIET_SECS: u64 = 4;
+
+/// The release of the web workload that the rollout scenario deploys: its
+/// entry point's command line changes (new flags, a cache directory that
+/// every request writes to), so every replica of the new version does
+/// something the learned profile never saw.
+fn web_loop_v2() -> String {
+    workload::WEB_LOOP
+        .replace(
+            "java -jar /app/app.jar --timestamp=$(date +%s)",
+            "java -jar /app/app.jar --timestamp=$(date +%s) --workers=4 --cache-dir=/var/cache/app",
+        )
+        .replace(
+            "  cat /etc/hostname > /dev/null\n",
+            "  cat /etc/hostname > /dev/null\n  mkdir -p /var/cache/app; echo \"$i\" > /var/cache/app/last\n",
+        )
+}
+
 /// What one run of an attack gave.
 #[derive(Default, Clone)]
 struct RunResult {
@@ -287,8 +309,13 @@ fn main() -> Result<()> {
         .context("start kestrel standalone")?;
     let stdout = child.stdout.take().context("stdout")?;
     let (tx, rx) = mpsc::channel::<(Instant, serde_json::Value)>();
+    let log_path = dir.join("kestrel.jsonl");
+    let mut log = std::fs::File::create(&log_path)?;
+    println!("kestrel's output: {}", log_path.display());
     let reader = std::thread::spawn(move || {
+        use std::io::Write;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                 let _ = tx.send((Instant::now(), v));
             }
@@ -347,6 +374,11 @@ fn main() -> Result<()> {
             if let Some(a) = v.get("alert") {
                 lines.push((t, a.clone()));
             }
+            // relearn suggestions travel with the alerts, told apart by
+            // their key (they name no pod)
+            if v.get("relearn").is_some() {
+                lines.push((t, v.clone()));
+            }
             if Instant::now() >= until {
                 break;
             }
@@ -364,7 +396,7 @@ fn main() -> Result<()> {
             let name = format!("scn-web-a{k}r{run}");
             let c = workload::start_web(&name)?;
             // a replica added after convergence: it must stay quiet
-            drain(&rx, &mut lines, Duration::from_secs(6));
+            drain(&rx, &mut lines, Duration::from_secs(QUIET_SECS));
             let quiet_before = lines.iter().any(|(_, a)| pods(a).contains(&name));
             let inject = c.rootfs_path("/app/cmd.new");
             std::fs::write(&inject, attack.command)?;
@@ -378,10 +410,14 @@ fn main() -> Result<()> {
             let until = t0 + Duration::from_secs(15);
             while Instant::now() < until && res.alert.is_none() {
                 drain(&rx, &mut lines, Duration::from_millis(200));
-                if let Some((t, a)) = lines
-                    .iter()
-                    .find(|(t, a)| *t >= t0 && pods(a).contains(&name))
-                {
+                // an alert line for this pod at or above the threshold
+                // (an incident's update that fell below it is not an alert)
+                if let Some((t, a)) = lines.iter().find(|(t, a)| {
+                    *t >= t0
+                        && pods(a).contains(&name)
+                        && a["score"].as_f64().unwrap_or(0.0)
+                            >= a["breakdown"]["threshold"].as_f64().unwrap_or(f64::MAX)
+                }) {
                     res = RunResult {
                         alert: Some(a.clone()),
                         after: Some(t.duration_since(t0)),
@@ -419,19 +455,67 @@ fn main() -> Result<()> {
         results.push((k, rr));
     }
 
+    // the rollout: every web replica replaced by a release whose entry
+    // point has a new command line, one at a time (a rolling update with
+    // one surge replica)
+    let learned: Vec<String> = base.iter().map(|c| c.id().to_string()).collect();
+    drain(&rx, &mut lines, Duration::from_secs(2));
+    println!("== rollout: the web replicas replaced by a release with a new command line ==");
+    let rollout_start = Instant::now();
+    let rollout_candidates_before = candidates_at(&state);
+    let v2 = web_loop_v2();
+    let mut released = Vec::new();
+    for i in 1..=3 {
+        let name = format!("scn-web-v2-{i}");
+        released.push(Container::start_with(
+            &name,
+            &["sh", "-c", &v2],
+            &[(bb, "xmrig"), (bb, "java")],
+        )?);
+        drain(&rx, &mut lines, Duration::from_secs(4));
+        // the old replica goes (the web replicas are the first three)
+        drop(base.remove(0));
+    }
+    drain(&rx, &mut lines, Duration::from_secs(10));
+    let rollout_secs = rollout_start.elapsed().as_secs();
+    let rollout_candidates = candidates_at(&state).saturating_sub(rollout_candidates_before);
+    let released_ids: Vec<String> = released.iter().map(|c| c.id().to_string()).collect();
+    let rollout_alerts: Vec<serde_json::Value> = lines
+        .iter()
+        .filter(|(t, a)| *t >= rollout_start && pods(a).iter().any(|p| released_ids.contains(p)))
+        .map(|(_, a)| a.clone())
+        .collect();
+    let rollout_severe = rollout_alerts
+        .iter()
+        .filter(|a| matches!(a["severity"].as_str(), Some("High" | "Critical")))
+        .count();
+    let relearn = lines.iter().find_map(|(t, v)| {
+        (*t >= rollout_start && v["relearn"]["workload"] == "web")
+            .then(|| v["relearn"]["reason"].as_str().unwrap_or("").to_string())
+    });
+    println!(
+        "  rollout of 3 replicas over {rollout_secs}s: {rollout_candidates} raw candidates, {} alert line(s) ({rollout_severe} High or above)",
+        rollout_alerts.len()
+    );
+    for a in &rollout_alerts {
+        println!(
+            "  rollout alert: {} {} {} {}",
+            a["id"], a["severity"], a["title"], a["breakdown"]["cluster"]["reason"]
+        );
+    }
+    match &relearn {
+        Some(r) => println!("  relearn suggested: {r}"),
+        None => println!("  NO relearn suggestion for web"),
+    }
+
     // benign: the learned replicas kept running through everything
     drain(&rx, &mut lines, Duration::from_secs(2));
     let benign_alerts: Vec<&serde_json::Value> = lines
         .iter()
-        .filter(|(t, a)| {
-            *t >= detect_start
-                && pods(a)
-                    .iter()
-                    .any(|p| base.iter().any(|c| c.id() == p.as_str()))
-        })
+        .filter(|(t, a)| *t >= detect_start && pods(a).iter().any(|p| learned.contains(p)))
         .map(|(_, a)| a)
         .collect();
-    let fresh_alerted = benign_pods.len() - base.len();
+    let fresh_alerted = benign_pods.len() - learned.len();
     let benign_secs = detect_start.elapsed().as_secs();
     let candidates = candidates_at(&state);
 
@@ -440,6 +524,7 @@ fn main() -> Result<()> {
     let _ = child.wait();
     let _ = reader.join();
     drop(base);
+    drop(released);
 
     println!("\n| scenario | tactic | technique | detected | severity | score | breakdown | time to alert (max) |");
     println!("|---|---|---|---|---|---|---|---|");
@@ -503,8 +588,29 @@ fn main() -> Result<()> {
             a["id"], a["title"], a["breakdown"]["deviation"]["reason"]
         );
     }
-    if missed > 0 || !benign_alerts.is_empty() || fresh_alerted > 0 {
-        bail!("{missed} attack run(s) missed, {} benign alert(s), {fresh_alerted} fresh replica(s) alerted", benign_alerts.len());
+    println!(
+        "rollout: {rollout_candidates} raw candidates, {} alert line(s), {rollout_severe} of severity High or above, relearn suggested: {}",
+        rollout_alerts.len(),
+        if relearn.is_some() { "yes" } else { "no" }
+    );
+    let alert_ids: std::collections::BTreeSet<&str> =
+        lines.iter().filter_map(|(_, a)| a["id"].as_str()).collect();
+    println!(
+        "raw candidates to alerts: {candidates} candidates, {} alerts ({:.1} candidates per alert)",
+        alert_ids.len(),
+        candidates as f64 / alert_ids.len().max(1) as f64
+    );
+    if missed > 0
+        || !benign_alerts.is_empty()
+        || fresh_alerted > 0
+        || rollout_severe > 0
+        || relearn.is_none()
+    {
+        bail!(
+            "{missed} attack run(s) missed, {} benign alert(s), {fresh_alerted} fresh replica(s) alerted, {rollout_severe} rollout alert(s) High or above, relearn suggested: {}",
+            benign_alerts.len(),
+            relearn.is_some()
+        );
     }
     Ok(())
 }

@@ -28,7 +28,8 @@ use kestrel_embed_onnx::{
 const USAGE: &str =
     "usage: kestrel-calibrate [--model-dir DIR] [--pairs FILE] [--holdout FILE] [--verbose] \
      [--full-line] [--model-id ID] [--model FILE] [--tokenizer FILE] \
-     [--pooling mean|cls|last-token] [--dim N] [--max-tokens N] [--prefix TEXT]";
+     [--pooling mean|cls|last-token] [--dim N] [--max-tokens N] [--prefix TEXT] \
+     [--output-name NAME]";
 
 struct Args {
     model_dir: Option<String>,
@@ -57,7 +58,7 @@ fn parse_args() -> Result<Args, String> {
             "--verbose" | "-v" => args.verbose = true,
             "--full-line" => args.full_line = true,
             "--model-id" | "--model" | "--tokenizer" | "--pooling" | "--dim" | "--max-tokens"
-            | "--prefix" => {
+            | "--prefix" | "--output-name" => {
                 let value = it.next().ok_or(format!("{a} needs a value"))?;
                 args.model.push((a, value));
             }
@@ -110,6 +111,7 @@ fn run() -> Result<(), String> {
             ),
             "--dim" => config.with_dim(number(value)?),
             "--max-tokens" => config.with_max_tokens(number(value)?),
+            "--output-name" => config.with_output_name(Some(value.clone())),
             _ => config.with_instruction_prefix(value.replace("\\n", "\n")),
         };
     }
@@ -146,9 +148,13 @@ fn run() -> Result<(), String> {
     );
     let cos_cal = train.calibrate(|s| s.cosine);
     let sim_cal = train.calibrate(|s| s.similarity);
+    let held_title = format!(
+        "HELD-OUT SET {}",
+        args.holdout.as_deref().unwrap_or("holdout2.tsv")
+    );
     for (title, set) in [
         ("TUNING SET pairs.tsv + holdout.tsv", &train),
-        ("HELD-OUT SET holdout2.tsv", &held),
+        (held_title.as_str(), &held),
     ] {
         println!(
             "{title}: {} pairs ({} same, {} different)",

@@ -92,6 +92,31 @@ fn persistence_counts_writes_not_reads() {
 }
 
 #[test]
+fn removing_logs_or_shell_history_reaches_it_writing_a_log_does_not() {
+    let mut e = engine();
+    for (path, access) in [
+        ("/var/log/access.log", FileAccess::Delete),
+        ("/var/log/nginx/error.log", FileAccess::Rename),
+        ("/root/.ash_history", FileAccess::Delete),
+        ("/home/app/.python_history", FileAccess::Delete),
+        ("/run/utmp", FileAccess::Delete),
+    ] {
+        let d = e.observe(&file("/bin/busybox", path, access), T0);
+        assert!(d.score >= 50.0, "{path}: {d:?}");
+        assert!(
+            d.reason.contains("in logs and shell history (45)"),
+            "{path}: {d:?}"
+        );
+    }
+    // appending to or creating a log is what applications do
+    for access in [FileAccess::Write, FileAccess::Create, FileAccess::Read] {
+        let d = engine().observe(&file("/usr/bin/java", "/var/log/app.log", access), T0);
+        assert!(d.score < 50.0, "{access:?}: {d:?}");
+        assert!(!d.reason.contains("logs"), "{access:?}: {d:?}");
+    }
+}
+
+#[test]
 fn writes_below_binary_directories_and_kernel_interfaces_reach_it() {
     for (path, access, class) in [
         ("/usr/bin/ls", FileAccess::Write, "binaries and libraries"),

