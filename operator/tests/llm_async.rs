@@ -49,7 +49,9 @@ fn exec(pid: u32, filename: &str, argv: &[&str]) -> Forwarded {
             filename: filename.into(),
             exe: comm.into(),
             parent_comm: "sh".into(),
-            ns_pid: pid,
+            // a process under the container's shell: never pid 1 of its
+            // pid namespace (that is the entry point, keyed by `<runtime>`)
+            ns_pid: pid + 1,
             argv: Argv {
                 args: argv.iter().map(|a| ByteStr::from(*a)).collect(),
                 size: 0,
