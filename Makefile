@@ -5,7 +5,7 @@ export KESTREL_MODEL_DIR ?= /var/cache/kestrel/models
 # one profile for everything: tests, e2e and the demo reuse the same binaries
 PROFILE := --release
 
-.PHONY: deps build test lint fmt bench demo e2e scenarios model vmlinux crds clean
+.PHONY: deps build test lint fmt bench demo e2e e2e-k8s scenarios model vmlinux crds clean
 
 deps:
 	@scripts/deps.sh
@@ -28,6 +28,7 @@ test: deps
 	@scripts/stage.sh build $(CARGO) build $(PROFILE) --workspace --bins
 	@scripts/stage.sh cargo-test $(CARGO) test $(PROFILE) --workspace --no-fail-fast
 	@scripts/stage.sh e2e target/release/kestrel-scenarios
+	@scripts/stage.sh e2e-k8s target/release/kestrel-e2e-k8s
 
 # criterion benches of every crate, then the load harnesses (agent: root;
 # operator: its real path, learning then detection; transport alone)
@@ -48,6 +49,12 @@ e2e: build
 	target/release/kestrel-scenarios
 
 scenarios: e2e
+
+# Kestrel's custom resources and the operator on a real Kubernetes API
+# server (k8s-testenv, installed on first use, then cached):
+# docs/kubernetes.md. Part of `make test`.
+e2e-k8s: build
+	target/release/kestrel-e2e-k8s
 
 fmt:
 	$(CARGO) fmt --all

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod fake_http;
+pub mod k8s;
 pub mod workload;
 
 use anyhow::{bail, Context, Result};

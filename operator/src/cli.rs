@@ -35,6 +35,26 @@ pub struct OperatorArgs {
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 5.0)]
     pub progress_every: f64,
+    /// Run against the Kubernetes API server (KUBECONFIG, else in-cluster):
+    /// profiles and alerts as custom resources, workloads from watches.
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// Namespaces whose pods are ignored (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "kube-system")]
+    pub exclude_namespaces: Vec<String>,
+    /// Least seconds between two writes of one profile (phase changes go
+    /// at once).
+    #[arg(long, default_value_t = 60.0)]
+    pub profile_flush_secs: f64,
+    /// Least seconds between two writes of one alert's repeats.
+    #[arg(long, default_value_t = 30.0)]
+    pub alert_update_secs: f64,
+    /// Mutating API calls per second, all objects together.
+    #[arg(long, default_value_t = 5.0)]
+    pub api_writes_per_sec: f64,
+    /// Mutating API calls that may go at once.
+    #[arg(long, default_value_t = 10.0)]
+    pub api_burst: f64,
 }
 
 /// A flag the first SIGINT or SIGTERM sets (the run then stops cleanly and
@@ -76,6 +96,16 @@ pub fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         mutual_tls: !args.no_mutual_tls,
         progress_every: Duration::from_secs_f64(progress_seconds(args.progress_every)),
         counters: Default::default(),
+        kubernetes: args.kubernetes.then(|| crate::serve::KubeSettings {
+            store: crate::k8s::KubeStoreConfig {
+                profile_interval: seconds(args.profile_flush_secs),
+                alert_interval: seconds(args.alert_update_secs),
+                writes_per_sec: args.api_writes_per_sec.max(0.1),
+                burst: args.api_burst.max(1.0),
+                ..Default::default()
+            },
+            excluded_namespaces: args.exclude_namespaces.clone(),
+        }),
     };
     crate::serve::run(
         &cfg,
@@ -87,6 +117,11 @@ pub fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         |addr| eprintln!("{}", serde_json::json!({ "listening": addr.to_string() })),
     )
     .context("operator failed")
+}
+
+/// A duration from seconds, finite and non-negative (else zero).
+fn seconds(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or_default()
 }
 
 /// A progress interval in seconds, kept finite and at least 0.1 s.

@@ -11,8 +11,8 @@ use kestrel_events::EventKind;
 use kestrel_events::Forwarded;
 use kestrel_events::{Activity, Peer};
 use kestrel_profile::{
-    ActivityClass, Digest, MatchOutcome, Metadata, Mode, Phase, Profile, ProfileConfig, Transition,
-    TransitionReason,
+    ActivityClass, AnomalyBuckets, Digest, MatchOutcome, Metadata, Mode, Phase, Profile,
+    ProfileConfig, Transition, TransitionReason,
 };
 use kestrel_scoring::{
     Arguments, CandidateAlert, LlmAnswer, LlmOutcome, LlmQueue, LlmSlot, Outcome, PeerAddress,
@@ -151,6 +151,9 @@ pub struct WorkloadDigest {
 #[derive(Debug)]
 struct WorkloadState {
     profile: Profile,
+    /// The profile's similarity buckets of this workload's anomalies
+    /// (runtime state, bounded; see `kestrel_profile::AnomalyBuckets`).
+    buckets: AnomalyBuckets,
     image: String,
     dirty: bool,
     digest_dirty: bool,
@@ -243,8 +246,20 @@ impl Engine {
     /// statistics count live replicas only (standalone calls this when a
     /// container's cgroup goes; in Kubernetes, a deleted pod).
     pub fn pods_gone<'a>(&mut self, workload: &str, pods: impl IntoIterator<Item = &'a str>) {
+        let (namespace, workload) = self.split_key(workload);
+        let (namespace, workload) = (namespace.to_string(), workload.to_string());
         for pod in pods {
-            self.scorer.forget_pod(&self.cfg.namespace, workload, pod);
+            self.scorer.forget_pod(&namespace, &workload, pod);
+        }
+    }
+
+    /// A workload key's namespace and its name within it: a cluster key
+    /// (`shop/Deployment/webapp`) carries its own, a standalone key gets
+    /// the configured one.
+    fn split_key<'a>(&'a self, key: &'a str) -> (&'a str, &'a str) {
+        match kestrel_api::split_cluster_key(key) {
+            (Some(ns), local) => (ns, local),
+            (None, local) => (self.cfg.namespace.as_str(), local),
         }
     }
 
@@ -282,6 +297,7 @@ impl Engine {
             workload.to_string(),
             WorkloadState {
                 profile,
+                buckets: AnomalyBuckets::new(),
                 image,
                 dirty: false,
                 digest_dirty: true,
@@ -374,6 +390,7 @@ impl Engine {
                 workload.to_string(),
                 WorkloadState {
                     profile,
+                    buckets: AnomalyBuckets::new(),
                     image: image.into(),
                     dirty: true,
                     digest_dirty: true,
@@ -429,15 +446,51 @@ impl Engine {
         }
         if detecting && !obs.outcome.is_known() {
             out.extend(self.note_entry_change(f, now));
-            let candidate = self.candidate(f, &obs.outcome, now);
+            let mut candidate = self.candidate(f, &obs.outcome, now);
+            self.give_shape(&workload, &mut candidate, embedder.as_ref(), now);
             let outcomes = self.score(&candidate, now);
             out.extend(outcomes.into_iter().filter_map(alert_output));
-            for (workload, reason) in self.scorer.take_relearn_suggestions() {
+            // suggestions are drained after every candidate, so any is this
+            // workload's (the scorer knows it by its name in its namespace)
+            for (_, reason) in self.scorer.take_relearn_suggestions() {
                 out.extend(self.suggest_relearn(&workload, reason, now));
             }
         }
         out.extend(self.poll_llm(now));
         Ok(out)
+    }
+
+    /// Sets the candidate's shape from its workload's profile: similar
+    /// arguments (by the profile's model and threshold) share a bucket, so
+    /// cluster statistics, incident grouping and the LLM cache see "the same
+    /// anomaly" across pods and repeats. When the embedder fails the derived
+    /// exact shape stays, and the failure is logged.
+    fn give_shape(
+        &mut self,
+        workload: &str,
+        c: &mut CandidateAlert,
+        embedder: &dyn Embedder,
+        now: Duration,
+    ) {
+        let args = c.args.normalized();
+        if args.is_empty() {
+            return;
+        }
+        let Some(st) = self.workloads.get_mut(workload) else {
+            return;
+        };
+        let key = c.shape_trie_path();
+        match st
+            .profile
+            .anomaly_bucket(&mut st.buckets, &key, args, embedder, now)
+        {
+            Ok(bucket) => c.shape = Some(c.shape_with_args_bucket(bucket)),
+            Err(e) => tracing::warn!(
+                workload = %c.workload,
+                error = %e,
+                "no similarity shape for an anomaly; its exact arguments group it"
+            ),
+        }
     }
 
     /// Scores a candidate without waiting for the LLM: its judgement, when
@@ -668,12 +721,22 @@ impl Engine {
             .as_ref()
             .map(|c| c.id.clone())
             .unwrap_or_default();
+        let (namespace, workload) = self.split_key(&f.workload.name);
+        let pod = if f.workload.pod.is_empty() {
+            container_id.clone()
+        } else {
+            f.workload.pod.clone()
+        };
         CandidateAlert {
-            namespace: self.cfg.namespace.clone(),
-            workload: f.workload.name.clone(),
-            pod: container_id.clone(),
+            namespace: namespace.to_string(),
+            workload: workload.to_string(),
+            pod,
             container_id,
-            node: self.cfg.node.clone(),
+            node: if f.workload.node.is_empty() {
+                self.cfg.node.clone()
+            } else {
+                f.workload.node.clone()
+            },
             image: f.workload.image.clone(),
             pid: task.map(|t| t.pid).unwrap_or(0),
             exe,
@@ -783,6 +846,16 @@ impl Engine {
             .collect()
     }
 
+    /// The source and mode of a workload's profile, if it has one.
+    pub fn profile_mode(
+        &self,
+        workload: &str,
+    ) -> Option<(kestrel_api::ProfileSource, kestrel_profile::Mode)> {
+        self.workloads
+            .get(workload)
+            .map(|st| (st.profile.source(), st.profile.mode()))
+    }
+
     /// Alert statistics (reduction ratio).
     pub fn scorer_stats(&self) -> kestrel_scoring::ScorerStats {
         self.scorer.stats()
@@ -816,10 +889,17 @@ fn truncate_chars(s: &str, max: usize) -> String {
     }
 }
 
-fn document_of(name: &str, namespace: &str, p: &Profile) -> BehaviorProfile {
+/// The object of a workload's profile: a cluster key's profile lives in the
+/// key's namespace and is named after the workload within it; a standalone
+/// key's in `namespace`.
+fn document_of(key: &str, namespace: &str, p: &Profile) -> BehaviorProfile {
+    let (ns, name) = match kestrel_api::split_cluster_key(key) {
+        (Some(ns), local) => (ns, local),
+        (None, local) => (namespace, local),
+    };
     p.to_object(Metadata {
         name: Some(name.to_string()),
-        namespace: Some(namespace.to_string()),
+        namespace: Some(ns.to_string()),
     })
 }
 
@@ -831,6 +911,10 @@ mod tests {
     use kestrel_scoring::{RuleSet, ScoringConfig};
 
     fn engine() -> Engine {
+        engine_with(ProfileConfig::default())
+    }
+
+    fn engine_with(profile: ProfileConfig) -> Engine {
         let scorer = Scorer::new(
             ScoringConfig::default(),
             RuleSet::default_pack().expect("default rule pack"),
@@ -838,7 +922,7 @@ mod tests {
         .expect("scorer");
         Engine::new(
             EngineConfig {
-                profile: ProfileConfig::default(),
+                profile,
                 node: "node-1".into(),
                 namespace: "shop".into(),
                 digest_seed: 7,
@@ -876,6 +960,8 @@ mod tests {
             workload: Workload {
                 name: "Deployment/webapp".into(),
                 image: "webapp:v1".into(),
+                pod: String::new(),
+                node: String::new(),
             },
             activity: Activity::Process {
                 parent: b"sh".to_vec(),
@@ -1123,6 +1209,71 @@ mod tests {
         // once per rollout
         let three = e.handle(&in_pod("web-3"), T).unwrap();
         assert!(three.is_empty(), "{three:?}");
+    }
+
+    /// The profile gives the shape: two pods running one miner with other
+    /// wallets, workers and thread counts are one anomaly to the cluster
+    /// engine; a different command under the same parent is another.
+    #[test]
+    fn similar_arguments_in_two_pods_are_one_shape_for_the_cluster() {
+        // the test embedder is hashed trigrams, not a language model: a
+        // threshold it can meet (the real model's verdict is in embed-onnx)
+        let mut e = engine_with(
+            ProfileConfig::builder()
+                .similarity_threshold(0.6)
+                .build()
+                .unwrap(),
+        );
+        e.handle(&exec("java", "-jar app.jar"), T).unwrap();
+        e.command(
+            Command::SetMode {
+                workload: "Deployment/webapp".into(),
+                mode: Mode::Detect,
+            },
+            T,
+        )
+        .unwrap();
+        e.set_facts(
+            "Deployment/webapp",
+            WorkloadFacts {
+                replicas: Some(10),
+                rollout_ns: None,
+            },
+        );
+        let in_pod = |pod: &str, exe: &str, args: &str| {
+            let mut f = exec(exe, args);
+            f.event.container = Some(kestrel_events::ContainerRef {
+                id: pod.into(),
+                runtime: kestrel_events::Runtime::Plain,
+            });
+            f
+        };
+        let alert = |out: &[Output]| {
+            out.iter()
+                .find_map(|o| match o {
+                    Output::Alert { alert, .. } => Some(alert.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("no alert in {out:?}"))
+        };
+        let a = "--url stratum+tcp://pool.minexmr.com:4444 --user 44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7otXft3XjrpDtQGv7SqSsaBYBb98uNbr2VBBEt7f2wfn3RVGQBEP3A --pass rig01 --threads 2 --donate-level 1";
+        let b = "--url stratum+tcp://pool.minexmr.com:3333 --user 48edfHu7V9Z84YzzMa6fUueoELZ9ZRXq9VetWzYGzKt52XU5xvqgzYnDK9URnRoJMk1j8nLwEVsaSWJ4fhdUyZijBGUicoD --pass rig02 --threads 4 --donate-level 1";
+        assert_ne!(kestrel_embed::normalize(a), kestrel_embed::normalize(b));
+        let first = alert(&e.handle(&in_pod("web-1", "xmrig", a), T).unwrap());
+        let second = alert(&e.handle(&in_pod("web-2", "xmrig", b), T).unwrap());
+        assert_eq!(first.evidence.shape, second.evidence.shape);
+        assert!(
+            second
+                .breakdown
+                .cluster
+                .reason
+                .starts_with("2 of 10 pods show it (20%)"),
+            "{:?}",
+            second.breakdown.cluster
+        );
+        assert_eq!(second.incident.pods_total, 2, "{:?}", second.incident);
+        let other = alert(&e.handle(&in_pod("web-3", "xmrig", "--help"), T).unwrap());
+        assert_ne!(other.evidence.shape, first.evidence.shape);
     }
 
     #[test]

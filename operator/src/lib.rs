@@ -9,6 +9,8 @@
 //! - [`pipeline`]: engine, store and sinks driven by the caller's loop.
 //! - [`store`]: the `Store` seam and its directory-of-YAML implementation.
 //! - [`serve`]: node agents over gRPC.
+//! - [`k8s`]: the operator in a cluster: custom resources, identity from
+//!   watches.
 //! - [`config`], [`output`], [`clock`]: the config file, the printed lines,
 //!   and the time passed in; [`cli`]: the operator's flags and process
 //!   plumbing, shared by both binaries.
@@ -19,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod k8s;
 pub mod output;
 pub mod pipeline;
 pub mod serve;

@@ -164,6 +164,15 @@ impl Pipeline {
         self.engine.pods_gone(workload, pods);
     }
 
+    /// The source and mode of a workload's profile; see
+    /// [`Engine::profile_mode`].
+    pub fn profile_mode(
+        &self,
+        workload: &str,
+    ) -> Option<(kestrel_api::ProfileSource, kestrel_profile::Mode)> {
+        self.engine.profile_mode(workload)
+    }
+
     /// Carries out an engine command (apply a profile, set a mode, relearn,
     /// forget) and persists its effect with the next flush.
     pub fn command(&mut self, command: Command, emit: &mut dyn FnMut(&Line)) -> Result<()> {
@@ -257,6 +266,9 @@ impl Pipeline {
     /// Persists everything and publishes the final status.
     pub fn shutdown(&mut self, extra_status: serde_json::Value, emit: &mut dyn FnMut(&Line)) {
         self.persist(true, emit);
+        if let Err(e) = self.runtime.block_on(self.store.flush()) {
+            emit(&Line::error(&Error::from(e)));
+        }
         self.publish_status(extra_status);
     }
 

@@ -2,13 +2,20 @@
 //! could not match; the operator runs the same pipeline as standalone mode and
 //! pushes each workload's digest and the target set back to every agent.
 //!
-//! Kubernetes custom resources are not wired yet: state is the same directory
-//! of YAML files as standalone mode, and workloads come from the same config.
+//! Without `kubernetes`, state is the same directory of YAML files as
+//! standalone mode and workloads come from the same config. With it
+//! ([`KubeSettings`]), profiles and alerts are custom resources on the API
+//! server ([`crate::k8s::KubeStore`]), and each event's workload and pod
+//! come from the operator's own watches: an event whose container no
+//! watched pod has, or whose pod runs on another node than the sending
+//! agent's, is counted and dropped, never attributed by what the agent
+//! claims.
 
 use crate::config::OperatorConfig;
 use crate::engine::WorkloadDigest;
 use crate::output::Line;
 use crate::pipeline::{Parts, Pipeline};
+use anyhow::Context as _;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use kestrel_embed::Embedder;
 use kestrel_events::Forwarded;
@@ -43,6 +50,17 @@ pub struct ServeConfig {
     /// Counters of the running server (share the `Arc` to read them while
     /// it runs).
     pub counters: Arc<ServeCounters>,
+    /// Run against the API server (None: the state directory only).
+    pub kubernetes: Option<KubeSettings>,
+}
+
+/// The operator in a cluster.
+#[derive(Debug, Clone, Default)]
+pub struct KubeSettings {
+    /// Write cadence and budget of the custom resources.
+    pub store: crate::k8s::KubeStoreConfig,
+    /// Namespaces whose pods are not watched (events from them are dropped).
+    pub excluded_namespaces: Vec<String>,
 }
 
 /// What the server has done so far; cheap relaxed atomics, read at any time.
@@ -54,6 +72,10 @@ pub struct ServeCounters {
     pub handled: AtomicU64,
     /// Events dropped because the pipeline's queue was full.
     pub queue_dropped: AtomicU64,
+    /// Cluster mode: events whose container no watched pod has.
+    pub unattributed: AtomicU64,
+    /// Cluster mode: events for a pod on another node than the agent's.
+    pub foreign_node: AtomicU64,
 }
 
 struct Handler {
@@ -64,6 +86,8 @@ struct Handler {
     counters: Arc<ServeCounters>,
     matched: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
     ring_dropped: Mutex<BTreeMap<String, u64>>,
+    /// Cluster mode: who each container belongs to.
+    identity: Option<Arc<Mutex<crate::k8s::Identity>>>,
 }
 
 #[tonic::async_trait]
@@ -89,17 +113,44 @@ impl AgentHandler for Handler {
         Ok(())
     }
 
-    async fn on_batch(&self, _agent: &AgentIdentity, batch: EventBatch) -> Result<(), Refusal> {
+    async fn on_batch(&self, agent: &AgentIdentity, batch: EventBatch) -> Result<(), Refusal> {
         let (mut received, mut dropped) = (0, 0);
         for e in batch.events {
             let Some(activity) = activity_of(&e.event) else {
                 continue;
             };
-            let f = Forwarded {
-                workload: Workload {
+            let workload = match &self.identity {
+                None => Workload {
                     name: e.workload,
                     image: e.image,
+                    pod: String::new(),
+                    node: String::new(),
                 },
+                Some(identity) => {
+                    let id = e.event.container.as_ref().map(|c| c.id.as_str());
+                    let resolved = id.and_then(|id| identity.lock().ok()?.resolve(id));
+                    let Some(r) = resolved else {
+                        self.counters.unattributed.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    if r.node != agent.hello.node_name {
+                        self.counters.foreign_node.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(
+                            node = %agent.hello.node_name, pod = %r.pod, pod_node = %r.node,
+                            "event for a pod on another node dropped"
+                        );
+                        continue;
+                    }
+                    Workload {
+                        name: r.key,
+                        image: r.image,
+                        pod: r.pod,
+                        node: r.node,
+                    }
+                }
+            };
+            let f = Forwarded {
+                workload,
                 activity,
                 process: e.process,
                 chain: e.chain,
@@ -172,6 +223,39 @@ impl Handler {
     }
 }
 
+/// Carries a spec change from the profile watch into the engine: a promoted
+/// profile is applied, a learned profile's mode is set when it differs
+/// from the engine's (a learned profile the engine has not met yet gets its
+/// mode when it is first written); what cannot be used is reported.
+fn apply_spec_change(
+    pipeline: &mut Pipeline,
+    change: crate::k8s::profiles::SpecChange,
+    emit: &mut impl FnMut(&Line),
+) {
+    use crate::engine::Command;
+    use crate::k8s::profiles::SpecChange;
+    let command = match change {
+        SpecChange::Invalid { object, reason } => {
+            tracing::error!(%object, %reason, "BehaviorProfile spec not used");
+            emit(&Line::error(&crate::error::Error::Config(format!(
+                "behaviorprofile {object}: {reason}"
+            ))));
+            return;
+        }
+        SpecChange::Command(c) => c,
+    };
+    if let Command::SetMode { workload, mode } = &command {
+        match pipeline.profile_mode(workload) {
+            Some((kestrel_api::ProfileSource::Learned, current)) if current != *mode => {}
+            _ => return,
+        }
+    }
+    if let Err(e) = pipeline.command(command, &mut *emit) {
+        tracing::error!(error = %e, "a BehaviorProfile spec could not be applied");
+        emit(&Line::error(&e));
+    }
+}
+
 /// Serves agents until `stop` is set; `on_listening` gets the bound address.
 pub fn run(
     cfg: &OperatorConfig,
@@ -182,12 +266,26 @@ pub fn run(
     mut emit: impl FnMut(&Line),
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
-    let parts = Parts::state_dir(state_dir, embedder, "default")?;
-    let mut pipeline = Pipeline::build(cfg, parts, &mut emit)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let mut parts = Parts::state_dir(state_dir, embedder, "default")?;
+    let mut cluster = None;
+    if let Some(k) = &serve.kubernetes {
+        let client = runtime
+            .block_on(crate::k8s::client())
+            .context("no Kubernetes API server (KUBECONFIG or in-cluster)")?;
+        let store =
+            runtime.block_on(async { crate::k8s::KubeStore::new(client.clone(), k.store.clone()) });
+        parts.store = Arc::new(store.clone());
+        let view = runtime.block_on(async {
+            crate::k8s::watch::start(client.clone(), k.excluded_namespaces.clone())
+        });
+        let specs = runtime.block_on(async { crate::k8s::profiles::start(client) });
+        cluster = Some((store, view, specs));
+    }
+    let mut pipeline = Pipeline::build(cfg, parts, &mut emit)?;
     let server_names = [
         "localhost".to_string(),
         "127.0.0.1".to_string(),
@@ -216,6 +314,7 @@ pub fn run(
         counters: Arc::clone(&serve.counters),
         matched: Mutex::new(BTreeMap::new()),
         ring_dropped: Mutex::new(BTreeMap::new()),
+        identity: cluster.as_ref().map(|(_, v, _)| Arc::clone(&v.identity)),
     });
     for d in pipeline.all_digests() {
         handler.publish(d);
@@ -237,14 +336,37 @@ pub fn run(
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
+        if let Some((_, view, specs)) = &cluster {
+            while let Ok(changes) = view.changes.try_recv() {
+                for (workload, pods) in &changes.pods_gone {
+                    pipeline.pods_gone(workload, pods.iter().map(String::as_str));
+                }
+                pipeline.set_facts(changes.facts);
+            }
+            while let Ok(change) = specs.try_recv() {
+                apply_spec_change(&mut pipeline, change, &mut emit);
+            }
+        }
         let h = &handler;
+        let c = &cluster;
         let status = || {
-            serde_json::json!({
+            let mut s = serde_json::json!({
                 "agents": h.agents.lock().map(|a| a.len()).unwrap_or(0),
                 "edge": { "matchedByNode": h.matched.lock().map(|m| m.clone()).unwrap_or_default() },
                 "ringDroppedByNode": h.ring_dropped.lock().map(|m| m.clone()).unwrap_or_default(),
                 "queueDropped": h.counters.queue_dropped.load(Ordering::Relaxed),
-            })
+            });
+            if let Some((store, view, _)) = c {
+                s["kubernetes"] = serde_json::json!({
+                    "api": store.stats().to_json(),
+                    "pending": store.pending(),
+                    "pods": view.identity.lock().map(|i| i.pods()).unwrap_or(0),
+                    "watchesSynced": view.synced.load(Ordering::Relaxed),
+                    "unattributed": h.counters.unattributed.load(Ordering::Relaxed),
+                    "foreignNode": h.counters.foreign_node.load(Ordering::Relaxed),
+                });
+            }
+            s
         };
         for d in pipeline.periodic(serve.progress_every, status, &mut emit) {
             handler.publish(d);

@@ -41,6 +41,14 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
+    /// The API server refused a call or could not be reached.
+    #[error("{object}: {message}")]
+    Api {
+        /// The object or collection.
+        object: String,
+        /// What went wrong.
+        message: String,
+    },
     /// No such document.
     #[error("{what} {name:?} not found")]
     NotFound {
@@ -57,6 +65,7 @@ impl StoreError {
         match self {
             StoreError::Io { .. } => "store_io",
             StoreError::Format { .. } => "store_format",
+            StoreError::Api { .. } => "store_api",
             StoreError::NotFound { .. } => "store_not_found",
         }
     }
@@ -155,6 +164,11 @@ pub trait Store: Send + Sync {
     async fn save_alert(&self, alert: &AlertDocument) -> Result<(), StoreError>;
     /// Deletes an alert by object name.
     async fn delete_alert(&self, name: &str) -> Result<(), StoreError>;
+    /// Writes whatever the store holds back (a write-behind store); the
+    /// pipeline calls it at shutdown.
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Where the pipeline's status goes (`status.json` next to the state, or

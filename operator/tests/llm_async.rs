@@ -67,6 +67,8 @@ fn exec(pid: u32, filename: &str, argv: &[&str]) -> Forwarded {
         workload: Workload {
             name: "web".into(),
             image: IMAGE.into(),
+            pod: String::new(),
+            node: String::new(),
         },
         activity,
         process: None,

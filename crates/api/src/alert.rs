@@ -238,8 +238,10 @@ pub struct RuleHitSummary {
     pub id: String,
     /// What it detects.
     #[schemars(length(max = limits::TEXT))]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     /// Its confidence.
+    #[schemars(range(min = 0.0, max = 100.0))]
     pub score: f64,
     /// ATT&CK ids.
     #[schemars(length(max = limits::FINDINGS), inner(length(max = limits::SHORT)))]
@@ -376,6 +378,7 @@ pub struct SecurityAlertSpec {
     /// Severity.
     pub severity: Severity,
     /// Total score, 0..=100.
+    #[schemars(range(min = 0.0, max = 100.0))]
     pub score: f64,
     /// Evidence of the latest occurrence when written.
     pub evidence: Evidence,

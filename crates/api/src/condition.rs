@@ -47,8 +47,8 @@ pub struct Condition {
     #[schemars(length(max = limits::CONDITION_REASON))]
     pub reason: String,
     /// Why, for people.
-    #[serde(default)]
     #[schemars(length(max = limits::CONDITION_MESSAGE))]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// When `status` last changed (RFC 3339).
     #[schemars(length(max = limits::SHORT))]

@@ -12,8 +12,49 @@ use crate::{BehaviorProfile, SecurityAlert};
 pub const CRDGEN_COMMAND: &str = "cargo run --release -p kestrel-api --bin crdgen";
 
 /// Both definitions.
+///
+/// Defaults that hold an empty string (`message: ""`, or an object default
+/// with an empty `reason`) are left out of the schema: the Kubernetes 1.20
+/// API server refuses the whole definition for them ("default: Invalid
+/// value: \"null\": in body must be of type string", measured with
+/// `k8s-testenv`). Nothing depends on them: a missing field reads as its
+/// serde default.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![BehaviorProfile::crd(), SecurityAlert::crd()]
+    vec![
+        without_empty_string_defaults(BehaviorProfile::crd()),
+        without_empty_string_defaults(SecurityAlert::crd()),
+    ]
+}
+
+fn without_empty_string_defaults(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    use serde_json::Value;
+    fn holds_empty_string(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.iter().any(holds_empty_string),
+            Value::Object(o) => o.values().any(holds_empty_string),
+            _ => false,
+        }
+    }
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(o) => {
+                if o.get("default").is_some_and(holds_empty_string) {
+                    o.remove("default");
+                }
+                o.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let Ok(mut v) = serde_json::to_value(&crd) else {
+        return crd;
+    };
+    if let Some(versions) = v.pointer_mut("/spec/versions") {
+        strip(versions);
+    }
+    serde_json::from_value(v).unwrap_or(crd)
 }
 
 /// Each definition as the YAML file `deploy/crds/<plural>.yaml` holds:
@@ -213,6 +254,39 @@ mod tests {
             strings > 50 && lists > 20,
             "{strings} strings, {lists} lists"
         );
+    }
+
+    #[test]
+    fn empty_strings_in_list_items_are_left_out_and_read_back_empty() {
+        let body = ProfileBody {
+            processes: vec![ProcessEntry {
+                image: String::new(),
+                parent: "sh".into(),
+                exe: "date".into(),
+                arguments: vec![ArgumentSpec {
+                    args: String::new(),
+                    min_similarity: None,
+                }],
+            }],
+            ..ProfileBody::default()
+        };
+        let v = serde_json::to_value(&body).unwrap();
+        let entry = &v["processes"][0];
+        assert!(entry.get("image").is_none(), "{v}");
+        assert!(entry["arguments"][0].get("args").is_none(), "{v}");
+        let back: ProfileBody = serde_json::from_value(v).unwrap();
+        assert_eq!(back, body);
+    }
+
+    #[test]
+    fn no_default_holds_an_empty_string() {
+        // Kubernetes 1.20 refuses such a definition outright
+        every_node(&mut |kind, path, node| {
+            if let Some(d) = node.get("default") {
+                let text = d.to_string();
+                assert!(!text.contains("\"\""), "{kind} {path}: default {text}");
+            }
+        });
     }
 
     #[test]

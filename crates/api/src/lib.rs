@@ -51,6 +51,14 @@
 //!   are path text, not enums, and stay as the trie stores them.
 //! - **Flat signals.** A [`Signal`] is one object with a `kind` and that
 //!   kind's fields: structural schemas cannot branch on a tag.
+//! - **No empty strings in list items.** The list-item strings that can be
+//!   empty (a trie entry's image and argument string, a condition's message,
+//!   an ancestor's executable, a rule's description) are left out when
+//!   empty, and read back as empty: the Kubernetes 1.20 API server of
+//!   `k8s-testenv` reads `""` inside list items as `null` and rejects the
+//!   object ("must be of type string: \"null\""), and refuses a CRD whose
+//!   defaults hold `""` (those defaults are left out of the schema,
+//!   [`crds`]). Both measured with `make e2e-k8s`.
 //! - **Hashes as hex.** [`AnomalyShape::bucket`] is a 64-bit hash, written
 //!   as 16 hex digits: JSON integers above 2^63 do not survive the API server.
 //! - **Names.** A profile is named after its workload ([`object_name`]:
@@ -111,8 +119,8 @@ pub use alert::{
 pub use condition::{find_condition, Condition, ConditionStatus};
 pub use crd::{crd_files, crds, CRDGEN_COMMAND};
 pub use names::{
-    alert_object_name, is_dns_subdomain, object_name, WorkloadKind, WorkloadRef,
-    WORKLOAD_ANNOTATION,
+    alert_object_name, cluster_key, is_dns_subdomain, object_name, split_cluster_key, WorkloadKind,
+    WorkloadRef, WORKLOAD_ANNOTATION,
 };
 pub use profile::{
     ArgumentSpec, BehaviorProfile, BehaviorProfileSpec, BehaviorProfileStatus, CompactionSpec,

@@ -115,6 +115,32 @@ impl WorkloadRef {
     }
 }
 
+/// The engine's key for a workload in a cluster: `namespace/Kind/name`
+/// (`shop/Deployment/webapp`). Standalone keys carry no namespace.
+pub fn cluster_key(namespace: &str, workload: &WorkloadRef) -> String {
+    format!("{namespace}/{}", workload.workload_name())
+}
+
+/// Splits an engine key into its namespace and the workload within it:
+/// `shop/Deployment/webapp` → `(Some("shop"), "Deployment/webapp")`. A key
+/// that is not `namespace/Kind/name` with a Kubernetes kind and a DNS-label
+/// namespace (every standalone key) → `(None, key)`.
+pub fn split_cluster_key(key: &str) -> (Option<&str>, &str) {
+    if let Some((ns, rest)) = key.split_once('/') {
+        let is_label = !ns.is_empty()
+            && ns.len() <= limits::LABEL as usize
+            && ns
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !ns.starts_with('-')
+            && !ns.ends_with('-');
+        if is_label && WorkloadRef::parse(rest).kind != WorkloadKind::Container {
+            return (Some(ns), rest);
+        }
+    }
+    (None, key)
+}
+
 /// The longest prefix of `s` of at most `max` bytes, on a character boundary.
 pub(crate) fn cut(s: &str, max: usize) -> &str {
     if s.len() <= max {
@@ -267,5 +293,35 @@ mod tests {
         assert!(long.ends_with("-0123456789abcdef"), "{long}");
         assert!(long.len() <= 63);
         assert!(is_dns_subdomain(&long));
+    }
+
+    #[test]
+    fn cluster_keys_carry_the_namespace_and_standalone_keys_do_not() {
+        let w = WorkloadRef::parse("Deployment/webapp");
+        assert_eq!(cluster_key("shop", &w), "shop/Deployment/webapp");
+        assert_eq!(
+            split_cluster_key("shop/Deployment/webapp"),
+            (Some("shop"), "Deployment/webapp")
+        );
+        assert_eq!(
+            split_cluster_key("kube-sys/CronJob/backup"),
+            (Some("kube-sys"), "CronJob/backup")
+        );
+        for standalone in [
+            "web",
+            "Deployment/webapp",
+            "shop/Container/x",
+            "Shop/Deployment/webapp",
+            "-x/Deployment/webapp",
+            "shop/Deployment/a/b",
+            "shop/Deployment/",
+            "containerd://abc",
+        ] {
+            assert_eq!(
+                split_cluster_key(standalone),
+                (None, standalone),
+                "{standalone}"
+            );
+        }
     }
 }

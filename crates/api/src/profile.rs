@@ -204,6 +204,7 @@ pub struct CompactionSpec {
 pub struct ProcessEntry {
     /// Image (`*` = any).
     #[schemars(length(max = limits::SEGMENT))]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image: String,
     /// Parent process (`*` = any).
     #[schemars(length(max = limits::SEGMENT))]
@@ -222,6 +223,7 @@ pub struct ProcessEntry {
 pub struct ArgumentSpec {
     /// The normalised argument string.
     #[schemars(length(max = limits::ARGS))]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub args: String,
     /// Minimum similarity for this exemplar when it differs from the profile's
     /// threshold (after merges).
@@ -239,6 +241,7 @@ pub struct ArgumentSpec {
 pub struct FileEntry {
     /// Image.
     #[schemars(length(max = limits::SEGMENT))]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image: String,
     /// Process.
     #[schemars(length(max = limits::SEGMENT))]
@@ -260,6 +263,7 @@ pub struct FileEntry {
 pub struct NetworkEntry {
     /// Image.
     #[schemars(length(max = limits::SEGMENT))]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image: String,
     /// Process.
     #[schemars(length(max = limits::SEGMENT))]

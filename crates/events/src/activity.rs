@@ -212,6 +212,11 @@ pub struct Workload {
     pub name: String,
     /// Container image (`nginx:1.27`), or empty when unknown.
     pub image: String,
+    /// The pod the event came from, in a cluster (empty: unknown, or
+    /// standalone, where the container id names the replica).
+    pub pod: String,
+    /// The node the pod runs on, in a cluster (empty: this host).
+    pub node: String,
 }
 
 /// The other end of network activity, owned.

@@ -45,10 +45,14 @@ impl WorkloadMap {
             Some(s) => Workload {
                 name: s.name.clone(),
                 image: s.image.clone().unwrap_or_else(|| s.name.clone()),
+                pod: String::new(),
+                node: String::new(),
             },
             None => Workload {
                 name: container_id.to_string(),
                 image: "unknown".into(),
+                pod: String::new(),
+                node: String::new(),
             },
         }
     }
@@ -88,7 +92,9 @@ mod tests {
             m.resolve("web-2"),
             Workload {
                 name: "web".into(),
-                image: "webapp:v1".into()
+                image: "webapp:v1".into(),
+                pod: String::new(),
+                node: String::new(),
             }
         );
         assert_eq!(m.resolve("db-1").name, "db-1");

@@ -48,13 +48,13 @@ impl Exemplar {
         }
     }
 
-    fn radius(&self) -> f64 {
+    pub(crate) fn radius(&self) -> f64 {
         radius(self.min_similarity)
     }
 
     /// The argument distance to an argument with vector `v` and shape `shape`.
     #[inline]
-    fn distance_to(&self, v: &[f32], shape: &ArgShape) -> f64 {
+    pub(crate) fn distance_to(&self, v: &[f32], shape: &ArgShape) -> f64 {
         arg_distance(
             angle(&self.vector, v),
             self.shape.structural_distance(shape),

@@ -82,6 +82,7 @@ mod intern;
 mod policy;
 mod profile;
 mod segment;
+mod shapes;
 mod spec;
 pub mod testing;
 mod trie;
@@ -107,4 +108,5 @@ pub use kestrel_api::{
     ProfileSource, StoredFormat, StoredProfile, API_VERSION, BEHAVIOR_PROFILE_KIND as KIND,
 };
 pub use profile::{Observation, Profile, ProfileStats};
+pub use shapes::{AnomalyBuckets, EXACT_PER_KEY, KEYS_CAP, LEADERS_PER_KEY};
 pub use spec::{parse_yaml, Metadata};

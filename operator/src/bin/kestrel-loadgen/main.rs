@@ -476,6 +476,7 @@ fn measure(args: &RunArgs, dir: &Path) -> anyhow::Result<()> {
         mutual_tls: true,
         progress_every: Duration::from_secs(5),
         counters: Arc::clone(&counters),
+        kubernetes: None,
     };
     let sink = match &args.lines {
         Some(p) => std::fs::File::create(p).with_context(|| p.display().to_string())?,

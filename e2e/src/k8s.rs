@@ -1,0 +1,163 @@
+//! A real Kubernetes API server for end-to-end tests, from the shared
+//! `k8s-testenv` tool (etcd, kube-apiserver, controller-manager and
+//! scheduler v1.20 on loopback), and `kubectl` against it.
+//!
+//! ```no_run
+//! let env = kestrel_e2e::k8s::TestEnv::up("/tmp/kestrel-k8s").unwrap();
+//! let out = env.kubectl(&["get", "namespaces"]).unwrap();
+//! assert!(out.contains("default"));
+//! ```
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Where the tool is: `K8S_TESTENV` or `../shared/tools/k8s-testenv` from
+/// the repository root.
+pub fn tool() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("K8S_TESTENV") {
+        return Ok(PathBuf::from(p));
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let p = root.join("../shared/tools/k8s-testenv");
+    if p.is_file() {
+        return Ok(p);
+    }
+    bail!("k8s-testenv not found at {} (set K8S_TESTENV)", p.display())
+}
+
+/// A running control plane; brought down on drop.
+pub struct TestEnv {
+    dir: PathBuf,
+    /// The admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// kubectl and helm.
+    pub bin: PathBuf,
+    keep: bool,
+}
+
+impl TestEnv {
+    /// Installs the tool's binaries when missing (cached, minutes the
+    /// first time), then starts a fresh control plane in `dir`.
+    pub fn up(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        let t = tool()?;
+        let install = Command::new(&t)
+            .arg("install")
+            .stdout(Stdio::null())
+            .status()
+            .context("k8s-testenv install")?;
+        if !install.success() {
+            bail!("k8s-testenv install failed ({install})");
+        }
+        let out = Command::new(&t)
+            .arg("up")
+            .arg(&dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .context("k8s-testenv up")?;
+        if !out.status.success() {
+            bail!("k8s-testenv up failed ({})", out.status);
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let var = |name: &str| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("export "))
+                .filter_map(|l| l.split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| PathBuf::from(v.trim_matches(|c| c == '"' || c == '\'')))
+        };
+        let kubeconfig = var("KUBECONFIG").context("`up` printed no KUBECONFIG")?;
+        let bin = var("K8S_TESTENV_BIN").context("`up` printed no K8S_TESTENV_BIN")?;
+        Ok(TestEnv {
+            dir,
+            kubeconfig,
+            bin,
+            keep: std::env::var_os("KESTREL_KEEP_K8S").is_some(),
+        })
+    }
+
+    /// `kubectl ARGS` against this server: stdout, or an error with stderr
+    /// (without kubectl's version-skew warning).
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        self.kubectl_stdin(args, None)
+    }
+
+    /// `kubectl ARGS` with `input` on stdin (`-f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], input: Option<&str>) -> Result<String> {
+        let out = self.run_kubectl(args, input)?;
+        if !out.0 {
+            bail!("kubectl {}: {}", args.join(" "), out.2.trim());
+        }
+        Ok(out.1)
+    }
+
+    /// `kubectl ARGS` that may fail: (success, stdout, stderr).
+    pub fn run_kubectl(
+        &self,
+        args: &[&str],
+        input: Option<&str>,
+    ) -> Result<(bool, String, String)> {
+        use std::io::Write as _;
+        let mut child = Command::new(self.bin.join("kubectl"))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("kubectl")?;
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin.write_all(text.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        let stderr: String = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| !l.contains("version difference") && !l.contains("WARNING: version"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+        ))
+    }
+
+    /// The environment's directory (logs under `logs/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The processes `up` recorded: (component, pid).
+    pub fn pids(&self) -> Result<Vec<(String, u32)>> {
+        let text = std::fs::read_to_string(self.dir.join("state/pids"))?;
+        Ok(text
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+            })
+            .collect())
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!("KESTREL_KEEP_K8S: left {} up", self.dir.display());
+            return;
+        }
+        if let Ok(t) = tool() {
+            let _ = Command::new(t)
+                .arg("down")
+                .arg(&self.dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}

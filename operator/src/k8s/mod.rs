@@ -1,0 +1,89 @@
+//! The operator in a cluster: profiles and alerts as custom resources
+//! ([`KubeStore`]), workload identity from watches ([`identity`],
+//! [`watch`]), and the API client's settings (docs/kubernetes.md).
+//!
+//! The pipeline and the engine do not know they run in a cluster: the
+//! store behind the `Store` seam writes custom resources instead of files,
+//! the identity rewrites each event's workload to the cluster key
+//! (`namespace/Kind/name`) and its pod, and the watches feed replica counts
+//! and rollout times through `Pipeline::set_facts`.
+
+pub mod identity;
+pub mod profiles;
+pub mod store;
+pub mod watch;
+
+pub use identity::{Identity, Resolved};
+pub use store::{KubeStore, KubeStoreConfig, KubeStoreStats, FIELD_MANAGER};
+
+use std::time::Instant;
+
+/// The API server's status in a failed call, if it answered one.
+pub(crate) fn api_error(e: &kube::Error) -> Option<&kube::core::Status> {
+    match e {
+        kube::Error::Api(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// A token bucket: `rate` calls per second, at most `burst` at once.
+#[derive(Debug)]
+pub struct Limiter {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl Limiter {
+    /// A full bucket.
+    pub fn new(rate: f64, burst: f64) -> Self {
+        let burst = burst.max(1.0);
+        Limiter {
+            rate: rate.max(0.0),
+            burst,
+            tokens: burst,
+            at: None,
+        }
+    }
+
+    /// Takes a token at `now`, if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        if let Some(at) = self.at {
+            let gained = now.saturating_duration_since(at).as_secs_f64() * self.rate;
+            self.tokens = (self.tokens + gained).min(self.burst);
+        }
+        self.at = Some(self.at.map_or(now, |a| a.max(now)));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A client from the environment: `KUBECONFIG` (or `~/.kube/config`), else
+/// the in-cluster service account.
+pub async fn client() -> anyhow::Result<kube::Client> {
+    let config = kube::Config::infer().await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_bucket_gives_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(2.0, 3.0);
+        assert_eq!((0..5).filter(|_| l.take(t0)).count(), 3);
+        assert!(!l.take(t0 + Duration::from_millis(400)));
+        assert!(l.take(t0 + Duration::from_millis(500)));
+        // a long pause refills to the burst, not beyond
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!((0..10).filter(|_| l.take(later)).count(), 3);
+    }
+}
