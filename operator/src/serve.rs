@@ -229,6 +229,8 @@ impl Handler {
 /// mode when it is first written); what cannot be used is reported.
 fn apply_spec_change(
     pipeline: &mut Pipeline,
+    store: &crate::k8s::KubeStore,
+    runtime: &tokio::runtime::Runtime,
     change: crate::k8s::profiles::SpecChange,
     emit: &mut impl FnMut(&Line),
 ) {
@@ -250,9 +252,25 @@ fn apply_spec_change(
             _ => return,
         }
     }
+    // a promoted profile that does not load is said on its own status
+    let object = match &command {
+        Command::Apply { document, .. } => document
+            .metadata
+            .namespace
+            .clone()
+            .zip(document.metadata.name.clone()),
+        _ => None,
+    };
     if let Err(e) = pipeline.command(command, &mut *emit) {
         tracing::error!(error = %e, "a BehaviorProfile spec could not be applied");
         emit(&Line::error(&e));
+        if let Some((ns, name)) = object {
+            let reported =
+                runtime.block_on(store.report_baseline_invalid(&ns, &name, &e.to_string()));
+            if let Err(e) = reported {
+                tracing::warn!(error = %e, "BaselineInvalid not written");
+            }
+        }
     }
 }
 
@@ -336,7 +354,7 @@ pub fn run(
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
-        if let Some((_, view, specs)) = &cluster {
+        if let Some((store, view, specs)) = &cluster {
             while let Ok(changes) = view.changes.try_recv() {
                 for (workload, pods) in &changes.pods_gone {
                     pipeline.pods_gone(workload, pods.iter().map(String::as_str));
@@ -344,7 +362,7 @@ pub fn run(
                 pipeline.set_facts(changes.facts);
             }
             while let Ok(change) = specs.try_recv() {
-                apply_spec_change(&mut pipeline, change, &mut emit);
+                apply_spec_change(&mut pipeline, store, &runtime, change, &mut emit);
             }
         }
         let h = &handler;

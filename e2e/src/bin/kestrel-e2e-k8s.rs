@@ -29,7 +29,9 @@
 //!    `source: Promoted, mode: Detect` is in force at once (a reverse shell
 //!    in another replica alerts), and the operator owns only its status
 //!    (managedFields) and leaves its spec as applied;
-//! 8. the operator stops cleanly (SIGTERM) and its last write holds every
+//! 8. a promoted profile whose baseline does not load is reported as
+//!    `BaselineInvalid` on its status, naming the field, and kept;
+//! 9. the operator stops cleanly (SIGTERM) and its last write holds every
 //!    repeat (`status.count` 1,001).
 
 use anyhow::{bail, Context, Result};
@@ -790,6 +792,50 @@ fn promotion(
             now["spec"] == applied_spec,
             owners.join("; ")
         ),
+    );
+    baseline_invalid(env, r)
+}
+
+/// Bad input: a promoted profile whose baseline the schema accepts but the
+/// engine cannot load (a file access that is not a word the trie knows) is reported in
+/// its status as `BaselineInvalid`, naming the field, and never deleted.
+fn baseline_invalid(env: &TestEnv, r: &mut Report) -> Result<()> {
+    let broken = json!({
+        "apiVersion": "kestrel.dev/v1alpha1", "kind": "BehaviorProfile",
+        "metadata": {"name": "deployment-broken", "namespace": NS},
+        "spec": {
+            "source": "Promoted", "mode": "Detect",
+            "workload": {"kind": "Deployment", "name": "broken"},
+            "baseline": {"files": [
+                {"image": "busybox:1.36", "process": "sh", "access": "reed", "paths": ["/var/log/**"]}
+            ]}
+        }
+    });
+    env.kubectl_stdin(&["create", "-f", "-"], Some(&broken.to_string()))?;
+    let t = Instant::now();
+    let mut message = String::new();
+    while t.elapsed() < Duration::from_secs(20) && message.is_empty() {
+        std::thread::sleep(Duration::from_millis(500));
+        message = env.kubectl(&[
+            "get",
+            "bp",
+            "deployment-broken",
+            "-n",
+            NS,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"BaselineInvalid\")].message}",
+        ])?;
+    }
+    let still = env
+        .run_kubectl(
+            &["get", "bp", "deployment-broken", "-n", NS, "-o", "name"],
+            None,
+        )?
+        .0;
+    r.check(
+        "a promoted profile that does not load: BaselineInvalid names the field, the object stays",
+        message.contains("spec.baseline.files[0].access") && still,
+        format!("{message} (object kept: {still})"),
     );
     Ok(())
 }

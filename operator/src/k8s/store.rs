@@ -235,6 +235,39 @@ impl KubeStore {
         Arc::clone(&self.inner.stats)
     }
 
+    /// Says on a profile object that its spec cannot be used
+    /// (`BaselineInvalid`, with the loader's message naming the field); the
+    /// object itself is left alone. A merge patch of `status.conditions`.
+    pub async fn report_baseline_invalid(
+        &self,
+        namespace: &str,
+        name: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let condition = Condition::new(
+            Condition::BASELINE_INVALID,
+            ConditionStatus::True,
+            "BaselineInvalid",
+            cut(message, 4096),
+            kestrel_api::rfc3339_ns(
+                u64::try_from(crate::clock::wall_now().as_nanos()).unwrap_or(u64::MAX),
+            ),
+        );
+        let patch = serde_json::json!({ "status": { "conditions": [condition] } });
+        let api: Api<BehaviorProfile> = Api::namespaced(self.inner.client.clone(), namespace);
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        api.patch_status(name, &pp, &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Api {
+                object: format!("behaviorprofile {namespace}/{name}"),
+                message: e.to_string(),
+            })
+    }
+
     /// Objects waiting to be written.
     pub fn pending(&self) -> usize {
         let q = self.inner.queue.lock().expect("queue lock");
