@@ -39,7 +39,7 @@ enum Command {
     },
     /// The operator: serves node agents over gRPC (mutual TLS) and runs the
     /// profile/detection/scoring pipeline; state as in standalone mode.
-    Operator(OperatorArgs),
+    Operator(Box<OperatorArgs>),
     /// Print the workloads and alerts kept in a state directory.
     Status {
         /// The state directory.
@@ -79,7 +79,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{}", serde_json::json!({ "summary": summary }));
             Ok(())
         }
-        Command::Operator(args) => run_operator(args),
+        Command::Operator(args) => run_operator(*args),
         Command::Status { state_dir, output } => status(&state_dir, &output),
     }
 }

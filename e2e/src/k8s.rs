@@ -11,6 +11,7 @@
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// Where the tool is: `K8S_TESTENV` or `../shared/tools/k8s-testenv` from
 /// the repository root.
@@ -130,6 +131,97 @@ impl TestEnv {
     /// The environment's directory (logs under `logs/`).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Stops kube-apiserver (SIGTERM, as a restart or an upgrade does),
+    /// leaves it down for `down`, then starts it again with the same command
+    /// line and log, recorded in the environment's pid list so `down` stops
+    /// it. etcd keeps running, so every object survives. Returns the seconds
+    /// from the stop until `/readyz` answered again.
+    pub fn restart_apiserver(&self, down: Duration) -> Result<f64> {
+        use std::os::unix::ffi::OsStringExt as _;
+        let pid = self
+            .pids()?
+            .into_iter()
+            .filter(|(n, _)| n == "kube-apiserver")
+            .map(|(_, p)| p)
+            .next_back()
+            .context("no kube-apiserver in the pid list")?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+        let args: Vec<std::ffi::OsString> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| std::ffi::OsString::from_vec(a.to_vec()))
+            .collect();
+        let stopped = std::time::Instant::now();
+        // SAFETY: kill with a pid read from the environment's own record.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            if stopped.elapsed() > Duration::from_secs(20) {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(down);
+        // detached like `up` starts it: its own session, not our child
+        let pidf = self.dir.join("state/.kube-apiserver.restart.pid");
+        let _ = std::fs::remove_file(&pidf);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("logs/kube-apiserver.log"))?;
+        let status = Command::new("setsid")
+            .arg("-f")
+            .arg("bash")
+            .arg("-c")
+            .arg(r#"echo $$ > "$0"; cd /; exec "$@""#)
+            .arg(&pidf)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .status()
+            .context("setsid")?;
+        if !status.success() {
+            bail!("kube-apiserver did not start again ({status})");
+        }
+        let t = std::time::Instant::now();
+        let new_pid: u32 = loop {
+            if let Some(p) = std::fs::read_to_string(&pidf)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break p;
+            }
+            if t.elapsed() > Duration::from_secs(5) {
+                bail!("kube-apiserver did not start again");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let _ = std::fs::remove_file(&pidf);
+        let stat = std::fs::read_to_string(format!("/proc/{new_pid}/stat"))?;
+        let start = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+            .context("start time of the new kube-apiserver")?
+            .to_string();
+        {
+            use std::io::Write as _;
+            let mut pids = std::fs::OpenOptions::new()
+                .append(true)
+                .open(self.dir.join("state/pids"))?;
+            writeln!(pids, "kube-apiserver {new_pid} {start}")?;
+        }
+        while t.elapsed() < Duration::from_secs(120) {
+            if let Ok((true, out, _)) = self.run_kubectl(&["get", "--raw", "/readyz"], None) {
+                if out.trim() == "ok" {
+                    return Ok(stopped.elapsed().as_secs_f64());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        bail!("kube-apiserver not ready 120 s after its restart")
     }
 
     /// The processes `up` recorded: (component, pid).

@@ -55,6 +55,54 @@ pub struct OperatorArgs {
     /// Mutating API calls that may go at once.
     #[arg(long, default_value_t = 10.0)]
     pub api_burst: f64,
+    /// Serve `/healthz`, `/readyz` and `/metrics` on this address (the
+    /// Helm chart sets `0.0.0.0:8080`); not served when unset.
+    #[arg(long)]
+    pub http_listen: Option<std::net::SocketAddr>,
+    /// With `--kubernetes`: run without leader election (one replica only;
+    /// two such processes would both write).
+    #[arg(long)]
+    pub no_leader_elect: bool,
+    /// Namespace of the leader-election Lease (default: `$POD_NAMESPACE`,
+    /// else `default`).
+    #[arg(long)]
+    pub lease_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "kestrel-operator")]
+    pub lease_name: String,
+    /// Seconds the leader's claim lasts without renewal: a killed leader is
+    /// replaced within this time.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_secs: u64,
+    /// Seconds before expiry at which the leader renews its claim.
+    #[arg(long, default_value_t = 5)]
+    pub lease_renew_before_secs: u64,
+}
+
+impl OperatorArgs {
+    /// The leader-election settings these flags give (none outside a
+    /// cluster or with `--no-leader-elect`).
+    pub fn lease(&self) -> Option<crate::k8s::LeaseSettings> {
+        if !self.kubernetes || self.no_leader_elect {
+            return None;
+        }
+        let namespace = self
+            .lease_namespace
+            .clone()
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|n| !n.is_empty())
+            })
+            .unwrap_or_else(|| "default".into());
+        Some(crate::k8s::LeaseSettings {
+            namespace,
+            name: self.lease_name.clone(),
+            identity: crate::k8s::LeaseSettings::default_identity(),
+            duration_secs: self.lease_duration_secs,
+            grace_secs: self.lease_renew_before_secs,
+        })
+    }
 }
 
 /// A flag the first SIGINT or SIGTERM sets (the run then stops cleanly and
@@ -89,6 +137,7 @@ pub fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
     let stop = stop_on_signals()?;
     let cfg = read_config(args.config.as_deref())?;
     let embedder = load_embedder(&cfg)?;
+    let lease = args.lease();
     let serve = ServeConfig {
         listen: args.listen,
         tls_dir: args.tls_dir,
@@ -105,7 +154,9 @@ pub fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
                 ..Default::default()
             },
             excluded_namespaces: args.exclude_namespaces.clone(),
+            lease,
         }),
+        http_listen: args.http_listen,
     };
     crate::serve::run(
         &cfg,
@@ -114,7 +165,16 @@ pub fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         &stop,
         embedder,
         print_line,
-        |addr| eprintln!("{}", serde_json::json!({ "listening": addr.to_string() })),
+        |started| {
+            use crate::serve::Started;
+            let line = match started {
+                Started::Http(a) => serde_json::json!({ "http": a.to_string() }),
+                Started::Standby => serde_json::json!({ "leader": false }),
+                Started::Leading => serde_json::json!({ "leader": true }),
+                Started::Listening(a) => serde_json::json!({ "listening": a.to_string() }),
+            };
+            eprintln!("{line}");
+        },
     )
     .context("operator failed")
 }

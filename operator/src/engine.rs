@@ -860,6 +860,40 @@ impl Engine {
     pub fn scorer_stats(&self) -> kestrel_scoring::ScorerStats {
         self.scorer.stats()
     }
+
+    /// Takes up the open incidents of alerts stored before a restart (see
+    /// [`kestrel_scoring::Scorer::restore_incident`]), so a repeat updates
+    /// its alert (same object, the count going on) instead of raising a
+    /// duplicate. The status holds the count, last seen and pods as last
+    /// written; the spec the rest. Returns how many were taken up.
+    pub fn restore_alerts<'a>(
+        &mut self,
+        alerts: impl IntoIterator<Item = &'a kestrel_api::SecurityAlert>,
+        now: Duration,
+    ) -> usize {
+        let now_ns = nanos(now);
+        let mut restored = 0;
+        for a in alerts {
+            let (count, last_seen_ns, pods) = match &a.status {
+                Some(st) => (
+                    st.count,
+                    st.last_seen
+                        .as_deref()
+                        .and_then(kestrel_api::parse_rfc3339_ns)
+                        .unwrap_or(0),
+                    st.pods.as_slice(),
+                ),
+                None => (a.spec.incident.count, 0, &[][..]),
+            };
+            if self
+                .scorer
+                .restore_incident(&a.spec, count, last_seen_ns, pods, now_ns)
+            {
+                restored += 1;
+            }
+        }
+        restored
+    }
 }
 
 /// The output for a scoring outcome: alerts notify when new or when their
@@ -1001,6 +1035,78 @@ mod tests {
         f.event.kind = EventKind::File(kestrel_events::FileOp::openat(path, 0));
         f.activity = kestrel_profile::activity_of(&f.event).expect("a file activity");
         f
+    }
+
+    fn alerts_in(out: Vec<Output>) -> Vec<(Box<SecurityAlert>, bool)> {
+        out.into_iter()
+            .filter_map(|o| match o {
+                Output::Alert { alert, notify } => Some((alert, notify)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// An engine whose profile of the web app knows `java` and detects.
+    fn detecting() -> Engine {
+        let mut e = engine();
+        e.handle(&exec("java", "-jar app.jar"), T).unwrap();
+        e.command(
+            Command::SetMode {
+                workload: "Deployment/webapp".into(),
+                mode: Mode::Detect,
+            },
+            T,
+        )
+        .unwrap();
+        e
+    }
+
+    /// Issue 12 (acceptance 4) and 15: an operator restarted in the middle
+    /// of an incident takes it up from the stored alert, so the attack's
+    /// next occurrence updates that alert (same id, the count going on)
+    /// instead of raising a second one; an incident idle for longer than
+    /// `idleSecs` is over, and a new occurrence is a new alert.
+    #[test]
+    fn after_a_restart_a_repeat_updates_the_stored_alert_instead_of_raising_a_duplicate() {
+        let miner = exec("xmrig", "-o stratum+tcp://pool.minexmr.com:4444 -u wallet");
+        let mut before = detecting();
+        let raised = alerts_in(before.handle(&miner, T).unwrap());
+        assert_eq!(raised.len(), 1, "{raised:?}");
+        let again = alerts_in(before.handle(&miner, T + Duration::from_secs(5)).unwrap());
+        let (latest, _) = again.last().expect("the repeat updates the alert");
+        assert_eq!(latest.id, raised[0].0.id);
+        assert_eq!(latest.incident.count, 2);
+        // what the store holds: the spec and the status written from it
+        let stored = kestrel_api::SecurityAlert::from_spec((**latest).clone());
+
+        let mut after = detecting();
+        let later = T + Duration::from_secs(60);
+        assert_eq!(after.restore_alerts([&stored], later), 1);
+        let out = alerts_in(after.handle(&miner, later).unwrap());
+        assert_eq!(out.len(), 1, "{out:?}");
+        let (updated, notify) = &out[0];
+        assert_eq!(updated.id, latest.id, "the same alert, not a duplicate");
+        assert_eq!(updated.incident.count, 3, "the count goes on");
+        assert_eq!(
+            updated.incident.first_seen_ns,
+            latest.incident.first_seen_ns
+        );
+        assert!(
+            !notify,
+            "a repeat of the same severity is not announced again"
+        );
+        assert_eq!(after.scorer_stats().alerts_created, 0);
+        assert_eq!(after.scorer_stats().alerts_updated, 1);
+
+        // past the idle time the incident is over: a new alert
+        let idle = ScoringConfig::default().incidents.idle_secs;
+        let much_later = T + Duration::from_secs(5 + idle + 1);
+        let mut fresh = detecting();
+        assert_eq!(fresh.restore_alerts([&stored], much_later), 0);
+        let out = alerts_in(fresh.handle(&miner, much_later).unwrap());
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_ne!(out[0].0.id, latest.id);
+        assert_eq!(out[0].0.incident.count, 1);
     }
 
     /// `/etc//shadow`, `/etc/./shadow` and `/tmp/../etc/shadow` are

@@ -10,7 +10,8 @@
 //! - [`store`]: the `Store` seam and its directory-of-YAML implementation.
 //! - [`serve`]: node agents over gRPC.
 //! - [`k8s`]: the operator in a cluster: custom resources, identity from
-//!   watches.
+//!   watches, leader election.
+//! - [`health`]: `/healthz`, `/readyz` and Prometheus `/metrics`.
 //! - [`config`], [`output`], [`clock`]: the config file, the printed lines,
 //!   and the time passed in; [`cli`]: the operator's flags and process
 //!   plumbing, shared by both binaries.
@@ -21,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod health;
 pub mod k8s;
 pub mod output;
 pub mod pipeline;

@@ -131,6 +131,26 @@ impl Pipeline {
                 emit(&Line::error(&e));
             }
         }
+        // open incidents go on where they were: a repeat after a restart
+        // updates its alert instead of raising a duplicate
+        match runtime.block_on(store.load_alerts()) {
+            Ok(listed) => {
+                let mut alerts = Vec::new();
+                for a in listed {
+                    match a {
+                        Ok(a) => alerts.push(a),
+                        Err(e) => emit(&Line::error(&Error::from(e))),
+                    }
+                }
+                let restored = engine.restore_alerts(&alerts, now);
+                tracing::info!(
+                    stored = alerts.len(),
+                    restored,
+                    "open incidents taken up from the stored alerts"
+                );
+            }
+            Err(e) => emit(&Line::error(&Error::from(e))),
+        }
         Ok(Pipeline {
             engine,
             store,

@@ -52,6 +52,9 @@ pub struct ServeConfig {
     pub counters: Arc<ServeCounters>,
     /// Run against the API server (None: the state directory only).
     pub kubernetes: Option<KubeSettings>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served (none: not
+    /// served); see [`crate::health`].
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// The operator in a cluster.
@@ -61,6 +64,9 @@ pub struct KubeSettings {
     pub store: crate::k8s::KubeStoreConfig,
     /// Namespaces whose pods are not watched (events from them are dropped).
     pub excluded_namespaces: Vec<String>,
+    /// Leader election (None: this process always leads); see
+    /// [`crate::k8s::leader`].
+    pub lease: Option<crate::k8s::LeaseSettings>,
 }
 
 /// What the server has done so far; cheap relaxed atomics, read at any time.
@@ -274,7 +280,29 @@ fn apply_spec_change(
     }
 }
 
-/// Serves agents until `stop` is set; `on_listening` gets the bound address.
+/// What the server reports as it comes up (JSON lines on stderr from the
+/// binaries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// `/healthz`, `/readyz` and `/metrics` are served there.
+    Http(SocketAddr),
+    /// Another operator holds the Lease; this one waits.
+    Standby,
+    /// This process took the Lease.
+    Leading,
+    /// The gRPC port for agents is open there.
+    Listening(SocketAddr),
+}
+
+/// Serves agents until `stop` is set; `on_started` hears each step of the
+/// start (the probes' address, standby and leading, the bound gRPC
+/// address).
+///
+/// With leader election a process that does not hold the Lease waits
+/// before it loads anything; one that loses the Lease stops writing at
+/// once and returns an error without flushing (the new leader holds the
+/// state); one that stops on `stop` flushes, then releases the Lease.
+#[allow(clippy::too_many_lines)]
 pub fn run(
     cfg: &OperatorConfig,
     serve: &ServeConfig,
@@ -282,20 +310,70 @@ pub fn run(
     stop: &AtomicBool,
     embedder: Arc<dyn Embedder>,
     mut emit: impl FnMut(&Line),
-    on_listening: impl FnOnce(SocketAddr),
+    mut on_started: impl FnMut(Started),
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let health = Arc::new(crate::health::Health::default());
+    health
+        .synced
+        .store(serve.kubernetes.is_none(), Ordering::Relaxed);
+    health
+        .cluster
+        .store(serve.kubernetes.is_some(), Ordering::Relaxed);
+    if let Some(addr) = serve.http_listen {
+        let bound = runtime
+            .block_on(crate::health::serve(addr, Arc::clone(&health)))
+            .with_context(|| format!("probes and metrics on {addr}"))?;
+        on_started(Started::Http(bound));
+    }
+    let counting = Arc::clone(&health);
+    let mut emit = move |l: &Line| {
+        if let Line::Error { kind, .. } = l {
+            counting.count_error(kind);
+        }
+        emit(l);
+    };
     let mut parts = Parts::state_dir(state_dir, embedder, "default")?;
+    parts.status = Box::new(crate::health::StatusTee {
+        inner: parts.status,
+        health: Arc::clone(&health),
+    });
     let mut cluster = None;
+    let mut leadership = None;
     if let Some(k) = &serve.kubernetes {
         let client = runtime
             .block_on(crate::k8s::client())
             .context("no Kubernetes API server (KUBECONFIG or in-cluster)")?;
-        let store =
-            runtime.block_on(async { crate::k8s::KubeStore::new(client.clone(), k.store.clone()) });
+        if let Some(lease) = &k.lease {
+            health.elected.store(true, Ordering::Relaxed);
+            if let Ok(mut l) = health.lease.lock() {
+                *l = format!("{}/{}", lease.namespace, lease.name);
+            }
+            let elected = runtime
+                .block_on(crate::k8s::Leadership::join(client.clone(), lease.clone()))
+                .context("leader election")?;
+            if !elected.is_leader() {
+                on_started(Started::Standby);
+            }
+            while !elected.is_leader() {
+                if stop.load(Ordering::Relaxed) {
+                    runtime.block_on(elected.release(Duration::from_secs(5)));
+                    return Ok(());
+                }
+                health.beat();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            health.leader.store(true, Ordering::Relaxed);
+            on_started(Started::Leading);
+            leadership = Some(elected);
+        }
+        let gate = leadership.as_ref().map(crate::k8s::Leadership::gate);
+        let store = runtime.block_on(async {
+            crate::k8s::KubeStore::gated(client.clone(), k.store.clone(), gate)
+        });
         parts.store = Arc::new(store.clone());
         let view = runtime.block_on(async {
             crate::k8s::watch::start(client.clone(), k.excluded_namespaces.clone())
@@ -342,10 +420,20 @@ pub fn run(
         let h: Arc<dyn AgentHandler> = handler.clone();
         anyhow::Ok(kestrel_proto::server::serve(listener, tls, h).await?)
     })?;
-    on_listening(server.local_addr());
+    on_started(Started::Listening(server.local_addr()));
+    health.running.store(true, Ordering::Relaxed);
 
     let handled = &serve.counters.handled;
+    let mut lost = false;
     while !stop.load(Ordering::Relaxed) {
+        health.beat();
+        if let Some(l) = &leadership {
+            if !l.is_leader() {
+                health.leader.store(false, Ordering::Relaxed);
+                lost = true;
+                break;
+            }
+        }
         match fwd_rx.recv_timeout(Duration::from_millis(100)) {
             Ok(f) => {
                 pipeline.handle(&f, &mut emit);
@@ -355,6 +443,10 @@ pub fn run(
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
         if let Some((store, view, specs)) = &cluster {
+            health.synced.store(
+                view.synced.load(Ordering::Relaxed) >= crate::k8s::watch::KINDS,
+                Ordering::Relaxed,
+            );
             while let Ok(changes) = view.changes.try_recv() {
                 for (workload, pods) in &changes.pods_gone {
                     pipeline.pods_gone(workload, pods.iter().map(String::as_str));
@@ -370,6 +462,7 @@ pub fn run(
         let status = || {
             let mut s = serde_json::json!({
                 "agents": h.agents.lock().map(|a| a.len()).unwrap_or(0),
+                "eventsHandled": h.counters.handled.load(Ordering::Relaxed),
                 "edge": { "matchedByNode": h.matched.lock().map(|m| m.clone()).unwrap_or_default() },
                 "ringDroppedByNode": h.ring_dropped.lock().map(|m| m.clone()).unwrap_or_default(),
                 "queueDropped": h.counters.queue_dropped.load(Ordering::Relaxed),
@@ -390,13 +483,24 @@ pub fn run(
             handler.publish(d);
         }
     }
+    health.running.store(false, Ordering::Relaxed);
     if let Err(e) = runtime.block_on(server.shutdown()) {
         tracing::warn!(error = %e, "server shutdown");
+    }
+    if lost {
+        let lease = health.lease.lock().map(|l| l.clone()).unwrap_or_default();
+        anyhow::bail!(
+            "lost the lease {lease} to another operator: stopped writing and exiting; \
+             the new leader loads what was written (at most one flush interval of learning is relearned)"
+        );
     }
     while let Ok(f) = fwd_rx.try_recv() {
         pipeline.handle(&f, &mut emit);
         handled.fetch_add(1, Ordering::Relaxed);
     }
     pipeline.shutdown(serde_json::json!({}), &mut emit);
+    if let Some(l) = leadership {
+        runtime.block_on(l.release(Duration::from_secs(5)));
+    }
     Ok(())
 }

@@ -198,7 +198,18 @@ fn alerts(outs: Vec<Output>) -> Vec<(Box<SecurityAlert>, bool)> {
 
 /// Polls (without blocking the engine) until the LLM's answer for alert
 /// `id` has been applied; bounded, so a lost answer fails instead of hanging.
-fn wait_for_llm_update(engine: &mut Engine, id: &str, now: Duration) -> (Box<SecurityAlert>, bool) {
+/// `already` is what the call that raised the alert returned after it: the
+/// engine polls the queue at the end of every `handle`, so a fast answer
+/// can arrive there, right behind the alert it updates.
+fn wait_for_llm_update(
+    engine: &mut Engine,
+    already: &[(Box<SecurityAlert>, bool)],
+    id: &str,
+    now: Duration,
+) -> (Box<SecurityAlert>, bool) {
+    if let Some(update) = already.iter().find(|(a, _)| a.id == id) {
+        return update.clone();
+    }
     for _ in 0..6000 {
         for (alert, notify) in alerts(engine.poll_llm(now)) {
             if alert.id == id {
@@ -311,7 +322,7 @@ fn a_later_malicious_answer_updates_the_stored_alert_and_notifies_the_severity_c
 
     gate.store(true, Ordering::SeqCst);
     let (updated, notify) =
-        wait_for_llm_update(&mut engine, &first.id, T0 + Duration::from_millis(1));
+        wait_for_llm_update(&mut engine, &[], &first.id, T0 + Duration::from_millis(1));
     assert_eq!(updated.id, first.id, "the same alert is updated");
     assert_eq!(updated.llm.status, LlmStatus::Ok);
     assert_eq!(updated.llm.verdict, Some(Verdict::Malicious));
@@ -336,9 +347,14 @@ fn a_benign_answer_for_a_rule_hit_keeps_the_alert_at_or_above_the_threshold() {
             .handle(&exec(7, "/usr/bin/odd-tool", &["odd-tool", "--sync"]), T0)
             .unwrap(),
     );
+    // the gate is open, so the answer may already be behind the alert
     let (first, _) = &outs[0];
-    let (updated, notify) =
-        wait_for_llm_update(&mut engine, &first.id, T0 + Duration::from_millis(1));
+    let (updated, notify) = wait_for_llm_update(
+        &mut engine,
+        &outs[1..],
+        &first.id,
+        T0 + Duration::from_millis(1),
+    );
     assert_eq!(updated.llm.verdict, Some(Verdict::Benign));
     assert!(
         updated.score >= updated.breakdown.threshold,

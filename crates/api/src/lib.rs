@@ -135,7 +135,7 @@ pub use stored::{
     alert_from_yaml, converged_condition, profile_from_yaml, to_yaml, Error, StoredFormat,
     StoredProfile,
 };
-pub use time::rfc3339_ns;
+pub use time::{parse_rfc3339_ns, rfc3339_ns};
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

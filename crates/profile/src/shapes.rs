@@ -137,9 +137,8 @@ impl AnomalyBuckets {
                 }
             }
             self.order.push_back(key.to_string());
-            self.keys.insert(key.to_string(), KeyBuckets::default());
         }
-        self.keys.get_mut(key).expect("inserted above")
+        self.keys.entry(key.to_string()).or_default()
     }
 }
 

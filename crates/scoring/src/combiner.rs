@@ -368,11 +368,19 @@ struct Recorded {
 
 /// `shape` with the ids of the rules hit folded into its bucket (unchanged
 /// when no rule hit).
-fn grouping_shape(mut shape: AnomalyShape, rules: &RulePart) -> AnomalyShape {
-    if rules.hits.is_empty() {
+fn grouping_shape(shape: AnomalyShape, rules: &RulePart) -> AnomalyShape {
+    grouping_shape_of(shape, rules.hits.iter().map(|h| h.id.as_str()))
+}
+
+/// [`grouping_shape`] from the ids of the rules hit.
+fn grouping_shape_of<'a>(
+    mut shape: AnomalyShape,
+    rule_ids: impl Iterator<Item = &'a str>,
+) -> AnomalyShape {
+    let mut ids: Vec<&str> = rule_ids.collect();
+    if ids.is_empty() {
         return shape;
     }
-    let mut ids: Vec<&str> = rules.hits.iter().map(|h| h.id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
     let mut h = Fnv64::new();
@@ -641,6 +649,84 @@ impl Scorer {
     /// The rules.
     pub fn rules(&self) -> &RuleSet {
         &self.rules
+    }
+
+    /// Takes up the incident of an alert written before a restart, so its
+    /// repeats update that alert (same id, the count going on from `count`)
+    /// instead of raising a new one. `last_seen_ns` is the latest
+    /// occurrence the stored alert knows (its status is newer than its
+    /// spec); an alert idle for longer than `incidents.idleSecs` at
+    /// `now_ns` is not taken up (its incident is over). Returns whether it
+    /// was.
+    ///
+    /// What comes back is the incident's identity, counters, pods and
+    /// lists; not its strongest occurrence (the next occurrence is scored
+    /// on its own and becomes the evidence if the alert is rewritten), its
+    /// process subtree (pids do not survive a restart) or a pending LLM
+    /// judgement (the next occurrence asks again).
+    pub fn restore_incident(
+        &mut self,
+        alert: &SecurityAlert,
+        count: u64,
+        last_seen_ns: u64,
+        pods: &[String],
+        now_ns: u64,
+    ) -> bool {
+        let idle = self
+            .config
+            .incidents
+            .idle_secs
+            .saturating_mul(1_000_000_000);
+        let last_seen_ns = last_seen_ns.max(alert.incident.last_seen_ns);
+        if alert.id.is_empty() || now_ns.saturating_sub(last_seen_ns) > idle {
+            return false;
+        }
+        let e = &alert.evidence;
+        let key = IncidentKey {
+            namespace: e.namespace.clone(),
+            workload: e.workload.clone(),
+            shape: grouping_shape_of(
+                e.shape.clone(),
+                alert.rule_hits.iter().map(|h| h.id.as_str()),
+            ),
+        };
+        if self
+            .incidents
+            .get(&key)
+            .is_some_and(|i| i.last_seen_ns >= last_seen_ns)
+        {
+            return false;
+        }
+        if self.incidents.len() >= self.config.incidents.max_open
+            && !self.incidents.contains_key(&key)
+        {
+            self.make_room(now_ns);
+        }
+        let mut pods_seen: BTreeSet<String> = alert.incident.pods.iter().cloned().collect();
+        pods_seen.extend(pods.iter().take(MAX_PODS_TRACKED).cloned());
+        let pods_total = alert.incident.pods_total.max(pods_seen.len());
+        let mut breadth = Breadth::default();
+        breadth.activities.insert(activity_of(&key.shape));
+        breadth.commands.clone_from(&alert.incident.commands);
+        breadth.files.clone_from(&alert.incident.files);
+        breadth.peers.clone_from(&alert.incident.peers);
+        self.incidents.insert(
+            key,
+            Incident {
+                id: alert.id.clone(),
+                count: count.max(alert.incident.count),
+                first_seen_ns: alert.incident.first_seen_ns.min(last_seen_ns),
+                last_seen_ns,
+                pods: pods_seen,
+                pods_total,
+                alert: Some(alert.clone()),
+                llm: IncidentLlm::NotAsked,
+                latest: None,
+                peak: None,
+                breadth,
+            },
+        );
+        true
     }
 
     /// Counters so far.

@@ -32,7 +32,18 @@
 //! 8. a promoted profile whose baseline does not load is reported as
 //!    `BaselineInvalid` on its status, naming the field, and kept;
 //! 9. the operator stops cleanly (SIGTERM) and its last write holds every
-//!    repeat (`status.count` 1,001).
+//!    repeat (`status.count` 1,001);
+//! 10. two operators with leader election (a 6 s Lease): the first holds the
+//!     Lease and is ready, the second is a standby (`/healthz` 200, `/readyz`
+//!     503 "standby"); the first, a restart of the operator, takes up the
+//!     stored alert, so the miner's repeat updates it (count 1,002, no second
+//!     object); only the holder writes (`/metrics`);
+//! 11. the leader killed with SIGKILL while a second Deployment learns: the
+//!     standby leads within the Lease's duration and is ready;
+//! 12. meanwhile the API server is stopped for 8 s and started again (etcd
+//!     keeps running); the second Deployment's profile keeps what it learned
+//!     and reaches Detecting, and the miner still updates its one alert;
+//! 13. the leader stopped with SIGTERM exits 0 and releases the Lease.
 
 use anyhow::{bail, Context, Result};
 use kestrel_e2e::k8s::TestEnv;
@@ -99,6 +110,14 @@ fn main() -> Result<()> {
         }
     }
 
+    let t = Instant::now();
+    if result.is_ok() {
+        if let Err(e) = failover(&env, &operator, &work, &mut report) {
+            report.check("failover", false, format!("{e:#}"));
+        }
+        println!("   failover: {:.1}s", t.elapsed().as_secs_f64());
+    }
+
     println!("\n== report ({:.0}s) ==", t0.elapsed().as_secs_f64());
     println!("{:<58} result", "check");
     for (name, ok, _) in &report.rows {
@@ -110,6 +129,434 @@ fn main() -> Result<()> {
         bail!("{failed} of {} checks failed", report.rows.len());
     }
     let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+/// An operator process started for the failover checks; its stderr JSON
+/// lines (`http`, `leader`, `listening`) come through `lines`, all of it
+/// goes to its log.
+struct Operator {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<Value>,
+    http: String,
+    identity: String,
+    log: std::path::PathBuf,
+}
+
+impl Operator {
+    fn start(env: &TestEnv, operator: &Path, work: &Path, name: &str) -> Result<Self> {
+        let (state, tls) = (work.join(format!("state-{name}")), work.join("tls"));
+        std::fs::create_dir_all(&state)?;
+        let log_path = work.join(format!("operator-{name}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let mut child = Command::new(operator)
+            .args(["--kubernetes", "--listen", "127.0.0.1:0", "--agents", NODE])
+            .args(["--http-listen", "127.0.0.1:0"])
+            .args([
+                "--lease-duration-secs",
+                "6",
+                "--lease-renew-before-secs",
+                "2",
+            ])
+            .args(["--profile-flush-secs", "2", "--progress-every", "5"])
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--tls-dir")
+            .arg(&tls)
+            .arg("--config")
+            .arg(work.join("config.yaml"))
+            .env("KUBECONFIG", &env.kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone()?)
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("kestrel-operator")?;
+        let stderr = child.stderr.take().context("operator stderr")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        let mut log = log;
+        std::thread::spawn(move || {
+            use std::io::Write as _;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(log, "{line}");
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v.is_object() && v.get("timestamp").is_none() {
+                        let _ = tx.send(v);
+                    }
+                }
+            }
+        });
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
+        let identity = format!("{}-{}", hostname.trim(), child.id());
+        let mut op = Operator {
+            child,
+            lines,
+            http: String::new(),
+            identity,
+            log: log_path,
+        };
+        op.http = op
+            .wait_for("http", Duration::from_secs(120))?
+            .as_str()
+            .context("http address")?
+            .to_string();
+        Ok(op)
+    }
+
+    /// The value of the next stderr line that has `key`.
+    fn wait_for(&mut self, key: &str, limit: Duration) -> Result<Value> {
+        let t = Instant::now();
+        while let Some(left) = limit.checked_sub(t.elapsed()) {
+            match self.lines.recv_timeout(left) {
+                Ok(v) => {
+                    if let Some(x) = v.get(key) {
+                        return Ok(x.clone());
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        bail!(
+            "no {key:?} line from the operator within {}s (see {})",
+            limit.as_secs(),
+            self.log.display()
+        )
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http_get(&self.http, path).unwrap_or_else(|e| (0, e.to_string()))
+    }
+
+    /// A sample of its `/metrics`.
+    fn metric(&self, name: &str) -> Option<f64> {
+        let (_, text) = self.get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+}
+
+/// `GET path` over HTTP/1.1 on `addr`: the status code and the body.
+fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status line")?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    Ok((code, body.trim().to_string()))
+}
+
+/// An agent connected to the operator at `addr` (mutual TLS, as `NODE`).
+fn connect_agent(runtime: &tokio::runtime::Runtime, tls: &Path, addr: &str) -> Result<AgentClient> {
+    let material = TlsMaterial::load_or_generate(tls, &["localhost", "127.0.0.1"], &[NODE])?;
+    let client_tls = ClientTls::from_material(&material, Some(NODE))?;
+    let hello = Hello {
+        node_name: NODE.into(),
+        agent_id: "kestrel-e2e-k8s".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        boot_id: "e2e".into(),
+        instance: 0,
+    };
+    let (agent, mut inbound) = runtime.block_on(AgentClient::connect_with(
+        ClientConfig::new(format!("https://{addr}")),
+        client_tls,
+        hello,
+    ))?;
+    runtime.spawn(async move { while inbound.recv().await.is_some() {} });
+    Ok(agent)
+}
+
+fn lease_holder(env: &TestEnv) -> String {
+    env.run_kubectl(
+        &[
+            "get",
+            "lease",
+            "kestrel-operator",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    )
+    .map(|o| o.1.trim().to_string())
+    .unwrap_or_default()
+}
+
+/// The miner alert of `web` (the one object whose exe is the miner).
+fn miner_alerts(env: &TestEnv) -> Result<Vec<(String, u64)>> {
+    let v: Value = serde_json::from_str(&env.kubectl(&["get", "salert", "-n", NS, "-o", "json"])?)?;
+    Ok(v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| {
+            a["spec"]["evidence"]["exe"]
+                .as_str()
+                .is_some_and(|e| e.ends_with("kworker"))
+        })
+        .map(|a| {
+            (
+                a["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                a["status"]["count"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect())
+}
+
+/// Polls `f` every 500 ms until it returns `Some`, for at most `limit`.
+fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if t.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Acceptance 4 and 5: two operator processes; only the Lease holder runs
+/// and writes, the other waits (alive, not ready); killed with SIGKILL in
+/// the middle of a second workload's learning, the leader is replaced
+/// within the Lease's duration, and the new leader goes on: the profile
+/// keeps what was learned and converges, and the miner's repeats update
+/// the alert raised before both restarts (no duplicate).
+fn failover(env: &TestEnv, operator: &Path, work: &Path, r: &mut Report) -> Result<()> {
+    println!("== two operators: leader election and failover ==");
+    let web = run_pods(env, "web", 3, 0)?;
+    let api = deploy(env, "api", 2, 10)?;
+    let before = miner_alerts(env)?;
+    let mut a = Operator::start(env, operator, work, "a")?;
+    a.wait_for("leader", Duration::from_secs(60))?;
+    let a_addr = a
+        .wait_for("listening", Duration::from_secs(120))?
+        .as_str()
+        .context("address")?
+        .to_string();
+    let mut b = Operator::start(env, operator, work, "b")?;
+    let b_leads = b.wait_for("leader", Duration::from_secs(30))?;
+    let holder = lease_holder(env);
+    let (a_ready, b_ready, b_alive) = (a.get("/readyz"), b.get("/readyz"), b.get("/healthz"));
+    r.check(
+        "two operators: the first holds the Lease and is ready, the second waits (alive, not ready)",
+        holder == a.identity
+            && b_leads == Value::Bool(false)
+            && a_ready.0 == 200
+            && b_ready.0 == 503
+            && b_ready.1.contains("standby")
+            && b_alive.0 == 200,
+        format!(
+            "holder {holder}; a /readyz {} ; b /readyz {} {:?}; b /healthz {}",
+            a_ready.0, b_ready.0, b_ready.1, b_alive.0
+        ),
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let tls = work.join("tls");
+    let agent = connect_agent(&runtime, &tls, &a_addr)?;
+    let mut clock = Clock(1_000_000_000_000);
+    // the api workload starts learning; the miner comes back in web
+    let t = Instant::now();
+    let mut i = 0u64;
+    while t.elapsed() < Duration::from_secs(6) {
+        let mut batch: Vec<WorkloadEvent> =
+            api.iter().flat_map(|p| benign(p, i, &mut clock)).collect();
+        if i == 0 {
+            batch.push(miner(&web[0], &mut clock));
+        }
+        agent
+            .send(batch)
+            .map_err(|_| anyhow::anyhow!("agent queue full"))?;
+        i += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let learning = poll(Duration::from_secs(20), || {
+        let out = env
+            .run_kubectl(
+                &["get", "bp", "deployment-api", "-n", NS, "-o", "json"],
+                None,
+            )
+            .ok()?;
+        let v: Value = serde_json::from_str(&out.1).ok()?;
+        (v["status"]["phase"] == "Learning").then_some(v)
+    });
+    let learned_before = learning
+        .as_ref()
+        .and_then(|v| v["status"]["summary"]["processes"].as_u64())
+        .unwrap_or(0);
+    let restarted = poll(Duration::from_secs(20), || {
+        let now = miner_alerts(env).ok()?;
+        (now.len() == 1 && before.len() == 1 && now[0].0 == before[0].0 && now[0].1 > before[0].1)
+            .then(|| now[0].clone())
+    });
+    r.check(
+        "after a restart the miner's repeat updates the alert raised before it (same object, count goes on)",
+        restarted.is_some(),
+        format!("before {before:?}; now {restarted:?}"),
+    );
+    let (a_writes, b_writes) = (
+        a.metric("kestrel_operator_api_writes_total"),
+        b.metric("kestrel_operator_api_writes_total"),
+    );
+    r.check(
+        "only the Lease holder writes (its /metrics count writes, the standby's none)",
+        learning.is_some() && a_writes.is_some_and(|w| w > 0.0) && b_writes == Some(0.0),
+        format!(
+            "deployment-api Learning: {}; writes a {a_writes:?}, b {b_writes:?}",
+            learning.is_some()
+        ),
+    );
+
+    // SIGKILL the leader in the middle of learning
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    let killed = Instant::now();
+    let took = b.wait_for("leader", Duration::from_secs(40));
+    let b_addr = b
+        .wait_for("listening", Duration::from_secs(60))
+        .ok()
+        .and_then(|v| v.as_str().map(String::from));
+    let takeover = killed.elapsed().as_secs_f64();
+    let holder = lease_holder(env);
+    let ready = poll(Duration::from_secs(20), || {
+        (b.get("/readyz").0 == 200).then_some(())
+    });
+    r.check(
+        "the standby takes over within the Lease's duration after the leader is killed",
+        took.as_ref().is_ok_and(|v| *v == Value::Bool(true))
+            && holder == b.identity
+            && ready.is_some()
+            && takeover < 6.0 + 10.0,
+        format!(
+            "leader after {takeover:.1}s (lease 6 s); holder {holder}; /readyz 200: {}",
+            ready.is_some()
+        ),
+    );
+    let Some(b_addr) = b_addr else {
+        bail!("the new leader did not open its port");
+    };
+    runtime.block_on(agent.close(Duration::from_secs(2)));
+    let agent = connect_agent(&runtime, &tls, &b_addr)?;
+    // learning goes on with the new leader; 3 s in, the API server stops
+    // for 8 s and comes back (etcd keeps everything)
+    let mut phases: Vec<String> = vec![];
+    let t = Instant::now();
+    let mut detecting = None;
+    let api_back = std::sync::atomic::AtomicBool::new(false);
+    let (mut miner_after_restart, mut stuck) = (false, false);
+    let restarted_api = std::thread::scope(|scope| -> Result<Result<f64>> {
+        let restart = scope.spawn(|| {
+            std::thread::sleep(Duration::from_secs(3));
+            let r = env.restart_apiserver(Duration::from_secs(8));
+            api_back.store(true, std::sync::atomic::Ordering::SeqCst);
+            r
+        });
+        while t.elapsed() < Duration::from_secs(120) {
+            let back = api_back.load(std::sync::atomic::Ordering::SeqCst);
+            let mut batch: Vec<WorkloadEvent> =
+                api.iter().flat_map(|p| benign(p, i, &mut clock)).collect();
+            if t.elapsed() < Duration::from_millis(300) || (back && !miner_after_restart) {
+                miner_after_restart |= back;
+                batch.push(miner(&web[0], &mut clock));
+            }
+            if agent.send(batch).is_err() {
+                stuck = true;
+                break;
+            }
+            i += 1;
+            std::thread::sleep(Duration::from_millis(250));
+            if i.is_multiple_of(4) {
+                let Ok((true, out, _)) = env.run_kubectl(
+                    &["get", "bp", "deployment-api", "-n", NS, "-o", "json"],
+                    None,
+                ) else {
+                    continue; // the API server is down
+                };
+                let v: Value = serde_json::from_str(&out)?;
+                let phase = v["status"]["phase"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if phases.last() != Some(&phase) {
+                    phases.push(phase.clone());
+                }
+                if phase == "Detecting" && back {
+                    detecting = Some(v);
+                    break;
+                }
+            }
+        }
+        restart
+            .join()
+            .map_err(|_| anyhow::anyhow!("the restart thread panicked"))
+    })?;
+    r.check(
+        "the API server stopped for 8 s and restarted while the operator runs",
+        restarted_api.is_ok() && !stuck,
+        match &restarted_api {
+            Ok(s) => format!(
+                "ready again {s:.1}s after the stop; agent queue never full: {}",
+                !stuck
+            ),
+            Err(e) => format!("{e:#}"),
+        },
+    );
+    let learned_after = detecting
+        .as_ref()
+        .and_then(|v| v["status"]["summary"]["processes"].as_u64())
+        .unwrap_or(0);
+    r.check(
+        "after the failover and the API server's restart learning goes on: the profile kept what was learned and converges",
+        phases.first().map(String::as_str) == Some("Learning")
+            && detecting.is_some()
+            && learned_after >= learned_before
+            && learned_before > 0,
+        format!(
+            "{} after {:.0}s; processes learned {learned_before} → {learned_after}",
+            phases.join(" → "),
+            t.elapsed().as_secs_f64()
+        ),
+    );
+    let after = poll(Duration::from_secs(40), || {
+        let now = miner_alerts(env).ok()?;
+        let prev = restarted.as_ref()?;
+        (now.len() == 1 && now[0].0 == prev.0 && now[0].1 > prev.1).then(|| now[0].clone())
+    });
+    r.check(
+        "after the failover and the API server's restart the miner still updates its one alert (no duplicate)",
+        after.is_some(),
+        format!("{after:?}"),
+    );
+    runtime.block_on(agent.close(Duration::from_secs(2)));
+    // SAFETY: kill with a pid of a child we own.
+    unsafe { libc::kill(b.child.id() as i32, libc::SIGTERM) };
+    let status = wait_timeout(&mut b.child, Duration::from_secs(30));
+    let released = lease_holder(env);
+    r.check(
+        "the leader stopped with SIGTERM exits cleanly and releases the Lease",
+        status.as_ref().is_some_and(|s| s.success()) && released.is_empty(),
+        format!("{status:?}; holder now {released:?}"),
+    );
     Ok(())
 }
 
@@ -248,23 +695,7 @@ fn learn_and_detect(env: &TestEnv, operator: &Path, work: &Path, r: &mut Report)
         &["apply", "-f", "-"],
         Some(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}}).to_string()),
     )?;
-    let deployment = json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": NS},
-        "spec": {
-            "replicas": 3,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{
-                    "name": "app", "image": "busybox:1.36",
-                    "command": ["sh", "-c", "while true; do date; wget -q -O- http://backend:8080/api; sleep 1; done"]
-                }]}
-            }
-        }
-    });
-    env.kubectl_stdin(&["apply", "-f", "-"], Some(&deployment.to_string()))?;
-    let pods = run_pods(env, 3)?;
+    let pods = deploy(env, "web", 3, 0)?;
     r.check(
         "3 replicas bound and running (the kubelet's writes)",
         pods.len() == 3,
@@ -842,11 +1273,35 @@ fn baseline_invalid(env: &TestEnv, r: &mut Report) -> Result<()> {
 
 /// Waits for `n` pods of the Deployment, then does the kubelet's part for
 /// each: bind it to the test node, report its container running.
-fn run_pods(env: &TestEnv, n: usize) -> Result<Vec<PodRun>> {
+/// A Deployment `app` of `replicas` running the busybox web loop, its
+/// pods bound and running (the kubelet's writes); `first` numbers their
+/// container ids, pids and cgroups apart from other Deployments'.
+fn deploy(env: &TestEnv, app: &str, replicas: usize, first: usize) -> Result<Vec<PodRun>> {
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": app, "namespace": NS},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": app}},
+            "template": {
+                "metadata": {"labels": {"app": app}},
+                "spec": {"containers": [{
+                    "name": "app", "image": "busybox:1.36",
+                    "command": ["sh", "-c", "while true; do date; wget -q -O- http://backend:8080/api; sleep 1; done"]
+                }]}
+            }
+        }
+    });
+    env.kubectl_stdin(&["apply", "-f", "-"], Some(&deployment.to_string()))?;
+    run_pods(env, app, replicas, first)
+}
+
+fn run_pods(env: &TestEnv, app: &str, n: usize, first: usize) -> Result<Vec<PodRun>> {
     let t = Instant::now();
+    let selector = format!("app={app}");
     let items = loop {
         let v: Value = serde_json::from_str(
-            &env.kubectl(&["get", "pods", "-n", NS, "-l", "app=web", "-o", "json"])?,
+            &env.kubectl(&["get", "pods", "-n", NS, "-l", &selector, "-o", "json"])?,
         )?;
         let items = v["items"].as_array().cloned().unwrap_or_default();
         if items.len() >= n {
@@ -859,6 +1314,7 @@ fn run_pods(env: &TestEnv, n: usize) -> Result<Vec<PodRun>> {
     };
     let mut out = Vec::new();
     for (i, pod) in items.iter().take(n).enumerate() {
+        let i = i + first;
         let name = pod["metadata"]["name"]
             .as_str()
             .context("pod name")?

@@ -9,11 +9,13 @@
 //! and rollout times through `Pipeline::set_facts`.
 
 pub mod identity;
+pub mod leader;
 pub mod profiles;
 pub mod store;
 pub mod watch;
 
 pub use identity::{Identity, Resolved};
+pub use leader::{Leadership, LeaseSettings};
 pub use store::{KubeStore, KubeStoreConfig, KubeStoreStats, FIELD_MANAGER};
 
 use std::time::Instant;

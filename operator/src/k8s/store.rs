@@ -34,9 +34,12 @@
 //!   [`KubeStoreStats`]; nothing the engine learned is dropped for it, and
 //!   the engine keeps the whole profile in memory meanwhile.
 //!
+//! - **Who.** With leader election ([`super::leader`]) only the Lease
+//!   holder writes: every round (and each write in it) first checks the
+//!   gate.
+//!
 //! Not yet here (issue 12, next increments): promoted profiles' status
-//! (`Drift`), triage through the annotation, retention and flood alerts,
-//! Events, leader election.
+//! (`Drift`), triage through the annotation, retention and flood alerts.
 
 use super::{api_error, Limiter};
 use crate::store::{AlertDocument, Listed, Store, StoreError, StoredProfile};
@@ -167,6 +170,9 @@ struct Inner {
     stats: Arc<KubeStoreStats>,
     /// Serialises rounds (the background task and `flush`).
     round: tokio::sync::Mutex<()>,
+    /// With leader election: `true` while this process holds the Lease;
+    /// nothing is written otherwise (see [`super::leader`]).
+    gate: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Profiles and alerts as custom resources (see the module docs).
@@ -207,6 +213,16 @@ impl KubeStore {
     /// A store on `client`; its write-behind task runs on the current tokio
     /// runtime until the store's last clone is dropped.
     pub fn new(client: Client, cfg: KubeStoreConfig) -> Self {
+        Self::gated(client, cfg, None)
+    }
+
+    /// A store that writes only while `gate` reads `true` (the leader's
+    /// [`super::Leadership::gate`]); what waits stays queued meanwhile.
+    pub fn gated(
+        client: Client,
+        cfg: KubeStoreConfig,
+        gate: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> Self {
         let limiter = Limiter::new(cfg.writes_per_sec, cfg.burst);
         let inner = Arc::new(Inner {
             client,
@@ -215,6 +231,7 @@ impl KubeStore {
             limiter: Mutex::new(limiter),
             stats: Arc::new(KubeStoreStats::default()),
             round: tokio::sync::Mutex::new(()),
+            gate,
         });
         let weak = Arc::downgrade(&inner);
         let every = inner.cfg.round;
@@ -244,6 +261,12 @@ impl KubeStore {
         name: &str,
         message: &str,
     ) -> Result<(), StoreError> {
+        if !self.inner.may_write() {
+            return Err(StoreError::Api {
+                object: format!("behaviorprofile {namespace}/{name}"),
+                message: "not the leader: nothing is written".into(),
+            });
+        }
         let condition = Condition::new(
             Condition::BASELINE_INVALID,
             ConditionStatus::True,
@@ -276,6 +299,44 @@ impl KubeStore {
     }
 }
 
+/// What a mutating call wrote (its label in logs; which queue a refused
+/// version is dropped from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wrote {
+    Profile,
+    ProfileSizeMark,
+    Alert,
+    Event,
+}
+
+impl Wrote {
+    fn label(self) -> &'static str {
+        match self {
+            Wrote::Profile => "profile",
+            Wrote::ProfileSizeMark => "profile size mark",
+            Wrote::Alert => "alert",
+            Wrote::Event => "event",
+        }
+    }
+}
+
+/// The body of a server-side apply of `part` (`spec` or `status`) of the
+/// object `key` of `kind`: only what the operator owns.
+fn apply_body(
+    kind: &str,
+    key: &ObjKey,
+    part: &str,
+    value: &impl serde::Serialize,
+) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "apiVersion": kestrel_api::API_VERSION,
+        "kind": kind,
+        "metadata": { "name": key.1, "namespace": key.0 },
+    });
+    body[part] = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+    body
+}
+
 /// What one round will write, in order.
 enum Job {
     Alert(ObjKey, Box<AlertDocument>),
@@ -283,10 +344,18 @@ enum Job {
 }
 
 impl Inner {
+    /// Not gated, or the gate is open (this process leads).
+    fn may_write(&self) -> bool {
+        self.gate.as_ref().is_none_or(|g| *g.borrow())
+    }
+
     /// Writes what is due (everything waiting when `all`), in priority
-    /// order, as far as the tokens go.
+    /// order, as far as the tokens go; nothing while another process leads.
     async fn round(&self, all: bool) {
         let _one = self.round.lock().await;
+        if !self.may_write() {
+            return;
+        }
         let now = Instant::now();
         let mut jobs: Vec<(u8, Job)> = Vec::new();
         {
@@ -324,6 +393,9 @@ impl Inner {
         jobs.sort_by_key(|(p, _)| *p);
         let mut throttled = false;
         for (_, job) in jobs {
+            if !self.may_write() {
+                break;
+            }
             if !all && !self.limiter.lock().expect("limiter lock").take(now) {
                 throttled = true;
                 break;
@@ -338,7 +410,7 @@ impl Inner {
         }
     }
 
-    fn counted<T>(&self, r: Result<T, kube::Error>, what: &str, key: &ObjKey) -> Option<T> {
+    fn counted<T>(&self, r: Result<T, kube::Error>, what: Wrote, key: &ObjKey) -> Option<T> {
         match r {
             Ok(v) => {
                 self.stats.writes.fetch_add(1, Ordering::Relaxed);
@@ -350,17 +422,26 @@ impl Inner {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     namespace = %key.0, name = %key.1, error = %e,
-                    "{what} refused by the API server as invalid; this version is not retried"
+                    "{} refused by the API server as invalid; this version is not retried",
+                    what.label()
                 );
                 let mut q = self.queue.lock().expect("queue lock");
-                if let Some(s) = q.profiles.get_mut(key) {
-                    s.pending = None;
-                    s.phase_change = false;
-                    s.last_write = Some(Instant::now());
-                }
-                if let Some(s) = q.alerts.get_mut(key) {
-                    s.pending = None;
-                    s.last_write = Some(Instant::now());
+                match what {
+                    Wrote::Profile | Wrote::ProfileSizeMark => {
+                        if let Some(s) = q.profiles.get_mut(key) {
+                            s.pending = None;
+                            s.phase_change = false;
+                            s.last_write = Some(Instant::now());
+                        }
+                    }
+                    Wrote::Alert => {
+                        if let Some(s) = q.alerts.get_mut(key) {
+                            s.pending = None;
+                            s.last_write = Some(Instant::now());
+                        }
+                    }
+                    // a notice: nothing queued stands behind it
+                    Wrote::Event => {}
                 }
                 None
             }
@@ -368,7 +449,8 @@ impl Inner {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     namespace = %key.0, name = %key.1, error = %e,
-                    "{what} not written; retried next round"
+                    "{} not written; retried next round",
+                    what.label()
                 );
                 None
             }
@@ -396,7 +478,7 @@ impl Inner {
                     false
                 }
                 Err(e) => {
-                    self.counted::<()>(Err(e), "profile", &key);
+                    self.counted::<()>(Err(e), Wrote::Profile, &key);
                     false
                 }
             };
@@ -417,7 +499,7 @@ impl Inner {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        self.counted::<()>(Err(e), "profile", &key);
+                        self.counted::<()>(Err(e), Wrote::Profile, &key);
                         return;
                     }
                 }
@@ -463,7 +545,7 @@ impl Inner {
                 });
                 let pp = PatchParams::default();
                 let r = api.patch_status(&key.1, &pp, &Patch::Merge(&patch)).await;
-                if self.counted(r, "profile size mark", &key).is_none() {
+                if self.counted(r, Wrote::ProfileSizeMark, &key).is_none() {
                     return;
                 }
             }
@@ -475,12 +557,12 @@ impl Inner {
             s.last_write = Some(Instant::now());
             return;
         }
-        let status = serde_json::json!({
-            "apiVersion": kestrel_api::API_VERSION,
-            "kind": kestrel_api::BEHAVIOR_PROFILE_KIND,
-            "metadata": { "name": key.1, "namespace": key.0 },
-            "status": doc.status,
-        });
+        let status = apply_body(
+            kestrel_api::BEHAVIOR_PROFILE_KIND,
+            &key,
+            "status",
+            &doc.status,
+        );
         let pp = PatchParams::apply(FIELD_MANAGER).force();
         let r = api.patch_status(&key.1, &pp, &Patch::Apply(&status)).await;
         match r {
@@ -498,7 +580,7 @@ impl Inner {
                 }
             }
             r => {
-                if let Some(written) = self.counted(r, "profile", &key) {
+                if let Some(written) = self.counted(r, Wrote::Profile, &key) {
                     let before = {
                         let q = self.queue.lock().expect("queue lock");
                         q.profiles.get(&key).and_then(|s| s.written_phase)
@@ -600,7 +682,7 @@ impl Inner {
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &key.0);
         let r = api.create(&post_params(), &event).await;
-        let _ = self.counted(r, "event", key);
+        let _ = self.counted(r, Wrote::Event, key);
     }
 
     /// A create answered 404: the namespace is gone (deleted with its
@@ -641,6 +723,20 @@ impl Inner {
             .is_some_and(|p| phase_of(p) != s.written_phase);
     }
 
+    /// Brings an existing alert's spec up to date (server-side apply);
+    /// whether it was written.
+    async fn apply_alert_spec(
+        &self,
+        api: &Api<AlertDocument>,
+        key: &ObjKey,
+        doc: &AlertDocument,
+    ) -> bool {
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        let spec = apply_body(kestrel_api::SECURITY_ALERT_KIND, key, "spec", &doc.spec);
+        let r = api.patch(&key.1, &pp, &Patch::Apply(&spec)).await;
+        self.counted(r, Wrote::Alert, key).is_some()
+    }
+
     async fn write_alert(&self, key: ObjKey, doc: AlertDocument) {
         let api: Api<AlertDocument> = Api::namespaced(self.client.clone(), &key.0);
         let (exists, severity) = {
@@ -663,14 +759,7 @@ impl Inner {
                 // the same incident written before a restart: its spec is
                 // brought up to date below
                 Err(e) if api_error(&e).is_some_and(|s| s.is_already_exists()) => {
-                    let spec = serde_json::json!({
-                        "apiVersion": kestrel_api::API_VERSION,
-                        "kind": kestrel_api::SECURITY_ALERT_KIND,
-                        "metadata": { "name": key.1, "namespace": key.0 },
-                        "spec": doc.spec,
-                    });
-                    let r = api.patch(&key.1, &pp, &Patch::Apply(&spec)).await;
-                    if self.counted(r, "alert", &key).is_none() {
+                    if !self.apply_alert_spec(&api, &key, &doc).await {
                         return;
                     }
                 }
@@ -679,30 +768,23 @@ impl Inner {
                     return;
                 }
                 Err(e) => {
-                    self.counted::<()>(Err(e), "alert", &key);
+                    self.counted::<()>(Err(e), Wrote::Alert, &key);
                     return;
                 }
             }
-        } else if severity != Some(doc.spec.severity) {
-            let spec = serde_json::json!({
-                "apiVersion": kestrel_api::API_VERSION,
-                "kind": kestrel_api::SECURITY_ALERT_KIND,
-                "metadata": { "name": key.1, "namespace": key.0 },
-                "spec": doc.spec,
-            });
-            let r = api.patch(&key.1, &pp, &Patch::Apply(&spec)).await;
-            if self.counted(r, "alert", &key).is_none() {
-                return;
-            }
+        } else if severity != Some(doc.spec.severity)
+            && !self.apply_alert_spec(&api, &key, &doc).await
+        {
+            return;
         }
-        let status = serde_json::json!({
-            "apiVersion": kestrel_api::API_VERSION,
-            "kind": kestrel_api::SECURITY_ALERT_KIND,
-            "metadata": { "name": key.1, "namespace": key.0 },
-            "status": doc.status,
-        });
+        let status = apply_body(
+            kestrel_api::SECURITY_ALERT_KIND,
+            &key,
+            "status",
+            &doc.status,
+        );
         let r = api.patch_status(&key.1, &pp, &Patch::Apply(&status)).await;
-        if self.counted(r, "alert", &key).is_none() {
+        if self.counted(r, Wrote::Alert, &key).is_none() {
             let mut q = self.queue.lock().expect("queue lock");
             let s = q.alerts.entry(key).or_default();
             s.exists = true;

@@ -477,6 +477,7 @@ fn measure(args: &RunArgs, dir: &Path) -> anyhow::Result<()> {
         progress_every: Duration::from_secs(5),
         counters: Arc::clone(&counters),
         kubernetes: None,
+        http_listen: None,
     };
     let sink = match &args.lines {
         Some(p) => std::fs::File::create(p).with_context(|| p.display().to_string())?,
@@ -511,8 +512,10 @@ fn measure(args: &RunArgs, dir: &Path) -> anyhow::Result<()> {
                     &stop,
                     embedder,
                     |line| lock(&tally).emit(line),
-                    move |addr| {
-                        let _ = tx.send((tid, addr));
+                    move |started| {
+                        if let kestrel_operator::serve::Started::Listening(addr) = started {
+                            let _ = tx.send((tid, addr));
+                        }
                     },
                 )
             })?
