@@ -55,6 +55,20 @@ pub struct OperatorArgs {
     /// Mutating API calls that may go at once.
     #[arg(long, default_value_t = 10.0)]
     pub api_burst: f64,
+    /// Delete alerts whose last occurrence is older than this many seconds
+    /// (0: keep them until a cap needs the room).
+    #[arg(long, default_value_t = 7 * 24 * 3600)]
+    pub alert_ttl_secs: u64,
+    /// Most SecurityAlerts kept per namespace (0: no cap); past it the
+    /// oldest go, resolved ones first.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_alerts_per_namespace: usize,
+    /// Most SecurityAlerts kept in the cluster (0: no cap).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_alerts: usize,
+    /// Seconds between two runs of the alert TTL and caps.
+    #[arg(long, default_value_t = 60.0)]
+    pub retention_every_secs: f64,
     /// Serve `/healthz`, `/readyz` and `/metrics` on this address (the
     /// Helm chart sets `0.0.0.0:8080`); not served when unset.
     #[arg(long)]
@@ -124,12 +138,30 @@ pub fn read_config(config: Option<&Path>) -> anyhow::Result<OperatorConfig> {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG`.
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings and errors).
+/// `KESTREL_LOG_FORMAT=json` writes one JSON object per line (`timestamp`,
+/// `level`, `target`, `message` and the event's fields at the top level),
+/// what log shippers in a cluster read; anything else but `text` is
+/// reported and text is used.
 pub fn init_logging() {
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match std::env::var("KESTREL_LOG_FORMAT").ok().as_deref() {
+        Some("json") => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+        None | Some("" | "text") => builder.init(),
+        Some(other) => {
+            builder.init();
+            tracing::warn!(
+                "KESTREL_LOG_FORMAT={other:?} is neither `text` nor `json`: logging as text"
+            );
+        }
+    }
 }
 
 /// Runs the operator until SIGINT or SIGTERM.
@@ -151,6 +183,10 @@ pub fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
                 alert_interval: seconds(args.alert_update_secs),
                 writes_per_sec: args.api_writes_per_sec.max(0.1),
                 burst: args.api_burst.max(1.0),
+                alert_ttl: Duration::from_secs(args.alert_ttl_secs),
+                max_alerts_per_namespace: args.max_alerts_per_namespace,
+                max_alerts: args.max_alerts,
+                retention_every: seconds(args.retention_every_secs).max(Duration::from_secs(1)),
                 ..Default::default()
             },
             excluded_namespaces: args.exclude_namespaces.clone(),

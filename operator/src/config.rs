@@ -57,6 +57,10 @@ pub struct OperatorConfig {
     /// falcosidekick-compatible JSON payload.
     #[serde(default)]
     pub webhook: Option<WebhookConfig>,
+    /// The create-rate limit on alerts and the flood alert past it
+    /// ([`crate::flood`]).
+    #[serde(default)]
+    pub alert_flood: crate::flood::FloodSettings,
 }
 
 impl OperatorConfig {

@@ -938,7 +938,7 @@ fn document_of(key: &str, namespace: &str, p: &Profile) -> BehaviorProfile {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kestrel_events::{Activity, Event, EventKind, Exec, Forwarded, Namespaces, Workload};
     use kestrel_profile::testing::TestEmbedder;
@@ -1044,6 +1044,14 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The alert the engine raises for a miner in the web app (for tests
+    /// of what handles alerts).
+    pub(crate) fn miner_alert() -> SecurityAlert {
+        let miner = exec("xmrig", "-o stratum+tcp://pool.minexmr.com:4444 -u wallet");
+        let raised = alerts_in(detecting().handle(&miner, T).unwrap());
+        *raised.into_iter().next().expect("the miner alerts").0
     }
 
     /// An engine whose profile of the web app knows `java` and detects.

@@ -44,6 +44,9 @@ pub struct Health {
     pub heartbeat: AtomicU64,
     /// The Lease, for the standby's reason (`namespace/name`).
     pub lease: Mutex<String>,
+    /// The store's API counters, read live (the published status is up to
+    /// a second old).
+    pub api_stats: Mutex<Option<Arc<crate::k8s::KubeStoreStats>>>,
     status: Mutex<Value>,
     errors: Mutex<BTreeMap<String, u64>>,
 }
@@ -200,7 +203,12 @@ impl Health {
         }
         let k = &status["kubernetes"];
         if k.is_object() || self.cluster.load(Ordering::Relaxed) {
-            let api = &k["api"];
+            let live = self
+                .api_stats
+                .lock()
+                .ok()
+                .and_then(|s| s.as_ref().map(|s| s.to_json()));
+            let api = live.as_ref().unwrap_or(&k["api"]);
             m.counter(
                 "api_writes_total",
                 "Mutating API calls that succeeded",
@@ -248,6 +256,18 @@ impl Health {
                 "Objects waiting to be written",
                 &[],
                 num(&k["pending"]),
+            );
+            m.counter(
+                "alerts_expired_total",
+                "SecurityAlerts deleted by the TTL",
+                &[],
+                num(&api["alertsExpired"]),
+            );
+            m.counter(
+                "alerts_capped_total",
+                "SecurityAlerts deleted to keep a namespace or the cluster under its cap",
+                &[],
+                num(&api["alertsCapped"]),
             );
             m.gauge(
                 "pods_watched",

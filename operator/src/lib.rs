@@ -12,6 +12,7 @@
 //! - [`k8s`]: the operator in a cluster: custom resources, identity from
 //!   watches, leader election.
 //! - [`health`]: `/healthz`, `/readyz` and Prometheus `/metrics`.
+//! - [`flood`]: the create-rate limit on alerts and the flood alert.
 //! - [`config`], [`output`], [`clock`]: the config file, the printed lines,
 //!   and the time passed in; [`cli`]: the operator's flags and process
 //!   plumbing, shared by both binaries.
@@ -22,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod flood;
 pub mod health;
 pub mod k8s;
 pub mod output;

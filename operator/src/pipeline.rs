@@ -28,6 +28,7 @@ pub struct Pipeline {
     clock: Box<dyn Clock>,
     runtime: tokio::runtime::Runtime,
     webhook: Option<Arc<WebhookSink>>,
+    flood: crate::flood::FloodGate,
     last_tick: Instant,
     last_progress: Instant,
 }
@@ -131,6 +132,7 @@ impl Pipeline {
                 emit(&Line::error(&e));
             }
         }
+        let mut flood = crate::flood::FloodGate::new(cfg.alert_flood);
         // open incidents go on where they were: a repeat after a restart
         // updates its alert instead of raising a duplicate
         match runtime.block_on(store.load_alerts()) {
@@ -143,6 +145,9 @@ impl Pipeline {
                     }
                 }
                 let restored = engine.restore_alerts(&alerts, now);
+                for a in &alerts {
+                    flood.known(&a.spec);
+                }
                 tracing::info!(
                     stored = alerts.len(),
                     restored,
@@ -158,6 +163,7 @@ impl Pipeline {
             clock,
             runtime,
             webhook,
+            flood,
             last_tick: Instant::now(),
             last_progress: Instant::now(),
         })
@@ -214,6 +220,15 @@ impl Pipeline {
                     reason: transition.message,
                 }),
                 Output::Alert { alert, notify } => {
+                    // the output stream keeps every alert; past the
+                    // workload's create-rate limit the store and the webhook
+                    // get its flood alert instead
+                    let line = Line::Alert(alert.clone());
+                    let now_ns = u64::try_from(self.clock.now().as_nanos()).unwrap_or(u64::MAX);
+                    let (alert, notify) = match self.flood.admit(*alert, now_ns) {
+                        crate::flood::Admitted::Alert(a) => (a, notify),
+                        crate::flood::Admitted::Flood { alert, notify } => (alert, notify),
+                    };
                     let doc = AlertDocument::from_spec((*alert).clone());
                     if let Err(e) = self.runtime.block_on(self.store.save_alert(&doc)) {
                         emit(&Line::error(&Error::from(e)));
@@ -226,7 +241,7 @@ impl Pipeline {
                             }
                         });
                     }
-                    emit(&Line::Alert(alert));
+                    emit(&line);
                 }
                 Output::RelearnSuggested { workload, reason } => {
                     tracing::info!(%workload, %reason, "relearn suggested");

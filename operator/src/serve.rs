@@ -375,6 +375,9 @@ pub fn run(
             crate::k8s::KubeStore::gated(client.clone(), k.store.clone(), gate)
         });
         parts.store = Arc::new(store.clone());
+        if let Ok(mut s) = health.api_stats.lock() {
+            *s = Some(store.stats());
+        }
         let view = runtime.block_on(async {
             crate::k8s::watch::start(client.clone(), k.excluded_namespaces.clone())
         });

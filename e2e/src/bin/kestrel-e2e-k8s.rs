@@ -43,7 +43,12 @@
 //! 12. meanwhile the API server is stopped for 8 s and started again (etcd
 //!     keeps running); the second Deployment's profile keeps what it learned
 //!     and reaches Detecting, and the miner still updates its one alert;
-//! 13. the leader stopped with SIGTERM exits 0 and releases the Lease.
+//! 13. the leader stopped with SIGTERM exits 0 and releases the Lease;
+//! 14. an operator with a create-rate limit of 3 new alerts per workload, a
+//!     cap of 3 alerts per namespace and a 25 s TTL: eight distinct miners
+//!     in one replica make three alerts and one flood alert counting the
+//!     other five; the cap removes the namespace's oldest alerts; with
+//!     nothing repeating, the TTL deletes every alert.
 
 use anyhow::{bail, Context, Result};
 use kestrel_e2e::k8s::TestEnv;
@@ -116,6 +121,11 @@ fn main() -> Result<()> {
             report.check("failover", false, format!("{e:#}"));
         }
         println!("   failover: {:.1}s", t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        if let Err(e) = retention_and_flood(&env, &operator, &work, &mut report) {
+            report.check("retention and flood", false, format!("{e:#}"));
+        }
+        println!("   retention and flood: {:.1}s", t.elapsed().as_secs_f64());
     }
 
     println!("\n== report ({:.0}s) ==", t0.elapsed().as_secs_f64());
@@ -145,6 +155,18 @@ struct Operator {
 
 impl Operator {
     fn start(env: &TestEnv, operator: &Path, work: &Path, name: &str) -> Result<Self> {
+        Self::start_with(env, operator, work, name, &work.join("config.yaml"), &[])
+    }
+
+    /// With another config file and `extra` flags.
+    fn start_with(
+        env: &TestEnv,
+        operator: &Path,
+        work: &Path,
+        name: &str,
+        config: &Path,
+        extra: &[&str],
+    ) -> Result<Self> {
         let (state, tls) = (work.join(format!("state-{name}")), work.join("tls"));
         std::fs::create_dir_all(&state)?;
         let log_path = work.join(format!("operator-{name}.log"));
@@ -164,7 +186,8 @@ impl Operator {
             .arg("--tls-dir")
             .arg(&tls)
             .arg("--config")
-            .arg(work.join("config.yaml"))
+            .arg(config)
+            .args(extra)
             .env("KUBECONFIG", &env.kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone()?)
@@ -316,6 +339,161 @@ fn miner_alerts(env: &TestEnv) -> Result<Vec<(String, u64)>> {
             )
         })
         .collect())
+}
+
+/// The alerts of `api`, its flood alert (name, count), and all the
+/// namespace's alerts.
+type Census = (usize, Option<(String, u64)>, usize);
+
+/// Acceptance 7: an operator with a create-rate limit of 3 new alerts per
+/// workload, a cap of 3 alerts per namespace and a 25 s TTL; eight distinct
+/// miners in one replica of `api`: three alerts, then one flood alert that
+/// counts the other five; the cap removes the oldest alerts of the
+/// namespace; once nothing repeats for the TTL, every alert is deleted.
+fn retention_and_flood(env: &TestEnv, operator: &Path, work: &Path, r: &mut Report) -> Result<()> {
+    println!("== retention and the flood alert ==");
+    let api = run_pods(env, "api", 2, 10)?;
+    let config = work.join("config-flood.yaml");
+    std::fs::write(
+        &config,
+        format!("{CONFIG}alertFlood:\n  maxNewAlerts: 3\n  windowSecs: 600\n"),
+    )?;
+    let mut c = Operator::start_with(
+        env,
+        operator,
+        work,
+        "c",
+        &config,
+        &[
+            "--alert-ttl-secs",
+            "25",
+            "--max-alerts-per-namespace",
+            "3",
+            "--retention-every-secs",
+            "2",
+            // repeats written every 2 s, so the flood's count shows at once
+            "--alert-update-secs",
+            "2",
+        ],
+    )?;
+    let addr = c
+        .wait_for("listening", Duration::from_secs(120))?
+        .as_str()
+        .context("address")?
+        .to_string();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let agent = connect_agent(&runtime, &work.join("tls"), &addr)?;
+    let mut clock = Clock(2_000_000_000_000);
+    let batch: Vec<WorkloadEvent> = (0..8)
+        .map(|n| {
+            let exe = format!("/tmp/m{n}");
+            let pool = format!("stratum+tcp://pool{n}.example.net:3333");
+            let wallet = format!("wallet{n}");
+            exec(
+                &api[0],
+                &mut clock,
+                "sh",
+                &exe,
+                &[&exe, "-o", &pool, "-u", &wallet],
+            )
+        })
+        .collect();
+    agent
+        .send(batch)
+        .map_err(|_| anyhow::anyhow!("agent queue full"))?;
+    let alerts_of_api = || -> Option<Census> {
+        let v: Value = serde_json::from_str(
+            &env.kubectl(&["get", "salert", "-n", NS, "-o", "json"])
+                .ok()?,
+        )
+        .ok()?;
+        let items = v["items"].as_array()?.clone();
+        let api_items: Vec<&Value> = items
+            .iter()
+            .filter(|a| a["spec"]["evidence"]["workload"] == "Deployment/api")
+            .collect();
+        let flood = api_items
+            .iter()
+            .find(|a| {
+                a["spec"]["title"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("Alert flood in "))
+            })
+            .map(|a| {
+                (
+                    a["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    a["status"]["count"].as_u64().unwrap_or(0),
+                )
+            });
+        Some((api_items.len(), flood, items.len()))
+    };
+    let seen = poll(Duration::from_secs(20), || {
+        let (n, flood, total) = alerts_of_api()?;
+        (flood.as_ref().is_some_and(|f| f.1 == 5) && total <= 3).then_some((n, flood, total))
+    });
+    let last = alerts_of_api();
+    r.check(
+        "past 3 new alerts per workload, 5 more fold into one flood alert that counts them",
+        seen.is_some(),
+        format!(
+            "api alerts, flood (name, count), alerts in the namespace: {:?}",
+            seen.clone().or(last)
+        ),
+    );
+    // the deletions are counted once they are done
+    let _ = poll(Duration::from_secs(10), || {
+        (c.metric("kestrel_operator_alerts_capped_total")? >= 1.0).then_some(())
+    });
+    let capped = c
+        .metric("kestrel_operator_alerts_capped_total")
+        .unwrap_or(0.0);
+    let expired = c
+        .metric("kestrel_operator_alerts_expired_total")
+        .unwrap_or(0.0);
+    // the three alerts and the flood alert are four, past the cap of 3:
+    // the oldest goes (and the web alerts of the checks before, unless
+    // their TTL took them first)
+    r.check(
+        "the namespace's cap of 3 removes its oldest alerts",
+        capped >= 1.0 && seen.is_some(),
+        format!("capped {capped}, expired {expired}; the flood alert stays"),
+    );
+    let t = Instant::now();
+    let gone = poll(Duration::from_secs(60), || {
+        let (_, _, total) = alerts_of_api()?;
+        (total == 0).then_some(())
+    });
+    let _ = poll(Duration::from_secs(10), || {
+        (c.metric("kestrel_operator_alerts_expired_total")? - expired >= 3.0).then_some(())
+    });
+    let expired_after = c
+        .metric("kestrel_operator_alerts_expired_total")
+        .unwrap_or(0.0);
+    r.check(
+        "with nothing repeating, the 25 s TTL deletes every alert",
+        gone.is_some() && expired_after - expired >= 3.0,
+        format!(
+            "{:?} alerts left after {:.0}s; expired {expired} → {expired_after}",
+            alerts_of_api().map(|a| a.2),
+            t.elapsed().as_secs_f64()
+        ),
+    );
+    runtime.block_on(agent.close(Duration::from_secs(2)));
+    // SAFETY: kill with a pid of a child we own.
+    unsafe { libc::kill(c.child.id() as i32, libc::SIGTERM) };
+    let status = wait_timeout(&mut c.child, Duration::from_secs(30));
+    r.check(
+        "the operator stops on SIGTERM",
+        status.as_ref().is_some_and(|s| s.success()),
+        format!("{status:?}"),
+    );
+    Ok(())
 }
 
 /// Polls `f` every 500 ms until it returns `Some`, for at most `limit`.

@@ -69,6 +69,16 @@ pub struct KubeStoreConfig {
     pub burst: f64,
     /// How often the queue is looked at.
     pub round: Duration,
+    /// Alerts whose last occurrence is older than this are deleted (zero:
+    /// kept until a cap needs the room).
+    pub alert_ttl: Duration,
+    /// Most alerts kept in one namespace (0: no cap); past it the oldest
+    /// go, resolved ones first.
+    pub max_alerts_per_namespace: usize,
+    /// Most alerts kept in the cluster (0: no cap).
+    pub max_alerts: usize,
+    /// How often the TTL and the caps are applied.
+    pub retention_every: Duration,
 }
 
 impl Default for KubeStoreConfig {
@@ -79,6 +89,10 @@ impl Default for KubeStoreConfig {
             writes_per_sec: 5.0,
             burst: 10.0,
             round: Duration::from_millis(200),
+            alert_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_alerts_per_namespace: 1_000,
+            max_alerts: 10_000,
+            retention_every: Duration::from_secs(60),
         }
     }
 }
@@ -101,6 +115,10 @@ pub struct KubeStoreStats {
     pub size_limited: AtomicU64,
     /// Rounds that ended with writes waiting for tokens.
     pub throttled: AtomicU64,
+    /// Alerts deleted by the TTL.
+    pub alerts_expired: AtomicU64,
+    /// Alerts deleted to keep a namespace or the cluster under its cap.
+    pub alerts_capped: AtomicU64,
 }
 
 impl KubeStoreStats {
@@ -115,6 +133,8 @@ impl KubeStoreStats {
             "coalesced": g(&self.coalesced),
             "sizeLimited": g(&self.size_limited),
             "throttled": g(&self.throttled),
+            "alertsExpired": g(&self.alerts_expired),
+            "alertsCapped": g(&self.alerts_capped),
         })
     }
 }
@@ -154,6 +174,91 @@ struct AlertSlot {
     exists: bool,
     written_severity: Option<kestrel_api::Severity>,
     last_write: Option<Instant>,
+    /// Last occurrence the API server has (ns since the epoch), and the
+    /// triage state: what retention orders by.
+    last_seen_ns: u64,
+    state: kestrel_api::AlertState,
+}
+
+impl AlertSlot {
+    /// Records what the API server holds of the alert now.
+    fn note_written(&mut self, doc: &AlertDocument) {
+        self.exists = true;
+        self.written_severity = Some(doc.spec.severity);
+        let status = doc.status.as_ref();
+        self.last_seen_ns = status
+            .and_then(|s| s.last_seen.as_deref())
+            .and_then(kestrel_api::parse_rfc3339_ns)
+            .unwrap_or(doc.spec.incident.last_seen_ns)
+            .max(self.last_seen_ns);
+        self.state = status.map(|s| s.state).unwrap_or_default();
+    }
+}
+
+/// Why retention deletes an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Doom {
+    Expired,
+    Capped,
+}
+
+/// The alerts retention deletes, in order: those past the TTL, then, per
+/// namespace and for the cluster, the ones past the cap (resolved first,
+/// then the longest quiet). Alerts with a write waiting are never expired.
+fn doomed(
+    slots: &HashMap<ObjKey, AlertSlot>,
+    cfg: &KubeStoreConfig,
+    now_ns: u64,
+) -> Vec<(ObjKey, Doom)> {
+    let ttl = u64::try_from(cfg.alert_ttl.as_nanos()).unwrap_or(u64::MAX);
+    let mut out = Vec::new();
+    let mut live: Vec<(&ObjKey, &AlertSlot)> = Vec::new();
+    for (k, s) in slots.iter().filter(|(_, s)| s.exists) {
+        if ttl > 0
+            && s.pending.is_none()
+            && s.last_seen_ns > 0
+            && now_ns.saturating_sub(s.last_seen_ns) > ttl
+        {
+            out.push((k.clone(), Doom::Expired));
+        } else {
+            live.push((k, s));
+        }
+    }
+    // the first to go first: resolved, then the longest quiet
+    live.sort_by_key(|(k, s)| {
+        (
+            s.state != kestrel_api::AlertState::Resolved,
+            s.last_seen_ns,
+            (*k).clone(),
+        )
+    });
+    let mut kept: Vec<&ObjKey> = Vec::new();
+    if cfg.max_alerts_per_namespace > 0 {
+        let mut per_ns: HashMap<&str, usize> = HashMap::new();
+        for (k, _) in &live {
+            *per_ns.entry(k.0.as_str()).or_default() += 1;
+        }
+        for (k, _) in &live {
+            let n = per_ns.get_mut(k.0.as_str()).expect("counted above");
+            if *n > cfg.max_alerts_per_namespace {
+                *n -= 1;
+                out.push(((*k).clone(), Doom::Capped));
+            } else {
+                kept.push(k);
+            }
+        }
+    } else {
+        kept = live.iter().map(|(k, _)| *k).collect();
+    }
+    if cfg.max_alerts > 0 && kept.len() > cfg.max_alerts {
+        let extra = kept.len() - cfg.max_alerts;
+        out.extend(
+            kept.into_iter()
+                .take(extra)
+                .map(|k| (k.clone(), Doom::Capped)),
+        );
+    }
+    out
 }
 
 #[derive(Default)]
@@ -170,6 +275,8 @@ struct Inner {
     stats: Arc<KubeStoreStats>,
     /// Serialises rounds (the background task and `flush`).
     round: tokio::sync::Mutex<()>,
+    /// When retention last ran.
+    retained_at: Mutex<Option<Instant>>,
     /// With leader election: `true` while this process holds the Lease;
     /// nothing is written otherwise (see [`super::leader`]).
     gate: Option<tokio::sync::watch::Receiver<bool>>,
@@ -231,6 +338,7 @@ impl KubeStore {
             limiter: Mutex::new(limiter),
             stats: Arc::new(KubeStoreStats::default()),
             round: tokio::sync::Mutex::new(()),
+            retained_at: Mutex::new(None),
             gate,
         });
         let weak = Arc::downgrade(&inner);
@@ -407,6 +515,55 @@ impl Inner {
         }
         if throttled {
             self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        if !all && !throttled {
+            self.retain(now).await;
+        }
+    }
+
+    /// Applies the alert TTL and caps (every `retention_every`), within the
+    /// write budget; a deletion without a token waits for the next run.
+    async fn retain(&self, now: Instant) {
+        {
+            let mut at = self.retained_at.lock().expect("retention lock");
+            if at.is_some_and(|t| now.duration_since(t) < self.cfg.retention_every) {
+                return;
+            }
+            *at = Some(now);
+        }
+        let now_ns = u64::try_from(crate::clock::wall_now().as_nanos()).unwrap_or(u64::MAX);
+        let victims = {
+            let q = self.queue.lock().expect("queue lock");
+            doomed(&q.alerts, &self.cfg, now_ns)
+        };
+        for (key, why) in victims {
+            if !self.may_write() || !self.limiter.lock().expect("limiter lock").take(now) {
+                break;
+            }
+            let api: Api<AlertDocument> = Api::namespaced(self.client.clone(), &key.0);
+            match api.delete(&key.1, &Default::default()).await {
+                Ok(_) => {
+                    self.stats.writes.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) if api_error(&e).is_some_and(|s| s.is_not_found()) => {}
+                Err(e) => {
+                    self.counted::<()>(Err(e), Wrote::Alert, &key);
+                    continue;
+                }
+            }
+            let counter = match why {
+                Doom::Expired => &self.stats.alerts_expired,
+                Doom::Capped => &self.stats.alerts_capped,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(namespace = %key.0, name = %key.1, reason = ?why, "alert deleted by retention");
+            let mut q = self.queue.lock().expect("queue lock");
+            if q.alerts.get(&key).is_some_and(|s| s.pending.is_none()) {
+                q.alerts.remove(&key);
+            } else if let Some(s) = q.alerts.get_mut(&key) {
+                // a repeat arrived meanwhile: written afresh
+                s.exists = false;
+            }
         }
     }
 
@@ -793,8 +950,7 @@ impl Inner {
         }
         let mut q = self.queue.lock().expect("queue lock");
         let s = q.alerts.entry(key).or_default();
-        s.exists = true;
-        s.written_severity = Some(doc.spec.severity);
+        s.note_written(&doc);
         s.last_write = Some(Instant::now());
         if s.pending
             .as_ref()
@@ -924,9 +1080,7 @@ impl Store for KubeStore {
         for a in list.items {
             match key_of(&a.metadata) {
                 Ok(k) => {
-                    let slot = q.alerts.entry(k).or_default();
-                    slot.exists = true;
-                    slot.written_severity = Some(a.spec.severity);
+                    q.alerts.entry(k).or_default().note_written(&a);
                     out.push(Ok(a));
                 }
                 Err(e) => out.push(Err(e)),
@@ -1039,6 +1193,66 @@ mod tests {
             "message": "the server could not find the requested resource"
         }));
         assert!(!is_namespace_gone(&no_crd));
+    }
+
+    fn slot(last_seen_s: u64, state: kestrel_api::AlertState) -> AlertSlot {
+        AlertSlot {
+            exists: true,
+            last_seen_ns: last_seen_s * 1_000_000_000,
+            state,
+            ..AlertSlot::default()
+        }
+    }
+
+    fn key(ns: &str, name: &str) -> ObjKey {
+        (ns.to_string(), name.to_string())
+    }
+
+    #[test]
+    fn retention_expires_quiet_alerts_then_caps_namespaces_and_the_cluster_oldest_and_resolved_first(
+    ) {
+        use kestrel_api::AlertState::{Open, Resolved};
+        let cfg = KubeStoreConfig {
+            alert_ttl: Duration::from_secs(100),
+            max_alerts_per_namespace: 2,
+            max_alerts: 3,
+            ..KubeStoreConfig::default()
+        };
+        let mut slots = HashMap::new();
+        // now is t=1000 s
+        slots.insert(key("shop", "quiet"), slot(850, Open));
+        slots.insert(key("shop", "a"), slot(990, Open));
+        slots.insert(key("shop", "b"), slot(995, Open));
+        slots.insert(key("shop", "done"), slot(999, Resolved));
+        slots.insert(key("pay", "c"), slot(950, Open));
+        slots.insert(key("pay", "d"), slot(960, Open));
+        // a quiet alert with a write waiting is not expired
+        let mut waiting = slot(800, Open);
+        waiting.pending = Some(AlertDocument::from_spec(crate::engine::tests::miner_alert()));
+        slots.insert(key("ops", "waiting"), waiting);
+        // not on the API server: nothing to delete
+        slots.insert(key("ops", "unwritten"), AlertSlot::default());
+        let mut got = doomed(&slots, &cfg, 1_000 * 1_000_000_000);
+        got.sort();
+        let mut want = vec![
+            (key("shop", "quiet"), Doom::Expired),
+            // shop keeps 2 of a, b and done: the resolved one goes first
+            (key("shop", "done"), Doom::Capped),
+            // 5 left (ops/waiting, pay/c, pay/d, shop/a, shop/b) for a
+            // cluster cap of 3: the two quietest go
+            (key("ops", "waiting"), Doom::Capped),
+            (key("pay", "c"), Doom::Capped),
+        ];
+        want.sort();
+        assert_eq!(got, want);
+        // no TTL and no caps: nothing goes
+        let none = KubeStoreConfig {
+            alert_ttl: Duration::ZERO,
+            max_alerts_per_namespace: 0,
+            max_alerts: 0,
+            ..KubeStoreConfig::default()
+        };
+        assert!(doomed(&slots, &none, u64::MAX).is_empty());
     }
 
     #[test]
