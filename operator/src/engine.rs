@@ -1282,16 +1282,7 @@ pub(crate) mod tests {
 
     #[test]
     fn most_replicas_doing_the_same_new_thing_suggest_relearning_without_an_alert() {
-        let mut e = engine();
-        e.handle(&exec("java", "-jar app.jar"), T).unwrap();
-        e.command(
-            Command::SetMode {
-                workload: "Deployment/webapp".into(),
-                mode: Mode::Detect,
-            },
-            T,
-        )
-        .unwrap();
+        let mut e = detecting();
         e.set_facts(
             "Deployment/webapp",
             WorkloadFacts {

@@ -195,21 +195,17 @@ impl WorkloadGate {
             }
         }
         self.folded.insert(alert.id.clone(), alert.incident.count);
-        let over = self
-            .flood
-            .as_ref()
-            .is_none_or(|f| now_ns.saturating_sub(f.incident.last_seen_ns) > window);
-        if over {
-            let flood = start_flood(&alert, occurrences, now_ns, settings);
-            self.flood = Some(flood.clone());
-            return Admitted::Flood {
-                alert: Box::new(flood),
-                notify: true,
-            };
-        }
-        let Some(flood) = self.flood.as_mut() else {
-            // set above when missing
-            return Admitted::Alert(Box::new(alert));
+        let flood = match self.flood.as_mut() {
+            Some(f) if now_ns.saturating_sub(f.incident.last_seen_ns) <= window => f,
+            // none yet, or the last one was quiet for a whole window
+            _ => {
+                let flood = start_flood(&alert, occurrences, now_ns, settings);
+                self.flood = Some(flood.clone());
+                return Admitted::Flood {
+                    alert: Box::new(flood),
+                    notify: true,
+                };
+            }
         };
         let rose = alert.severity > flood.severity;
         flood.incident.count = flood.incident.count.saturating_add(occurrences);

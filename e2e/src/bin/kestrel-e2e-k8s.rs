@@ -946,21 +946,7 @@ fn with_operator(
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let material = TlsMaterial::load_or_generate(tls, &["localhost", "127.0.0.1"], &[NODE])?;
-    let client_tls = ClientTls::from_material(&material, Some(NODE))?;
-    let hello = Hello {
-        node_name: NODE.into(),
-        agent_id: "kestrel-e2e-k8s".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        boot_id: "e2e".into(),
-        instance: 0,
-    };
-    let (agent, mut inbound) = runtime.block_on(AgentClient::connect_with(
-        ClientConfig::new(format!("https://{addr}")),
-        client_tls,
-        hello,
-    ))?;
-    runtime.spawn(async move { while inbound.recv().await.is_some() {} });
+    let agent = connect_agent(&runtime, tls, &addr)?;
 
     // learning: the loop of every replica until the profile detects
     let mut clock = Clock::default();

@@ -55,7 +55,6 @@ pub struct Leadership {
     leading: watch::Receiver<bool>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
-    settings: LeaseSettings,
 }
 
 impl Leadership {
@@ -79,7 +78,6 @@ impl Leadership {
             leading,
             stop: Some(stop),
             task,
-            settings,
         })
     }
 
@@ -91,11 +89,6 @@ impl Leadership {
     /// Holds the Lease now.
     pub fn is_leader(&self) -> bool {
         *self.leading.borrow()
-    }
-
-    /// The settings it was joined with.
-    pub fn settings(&self) -> &LeaseSettings {
-        &self.settings
     }
 
     /// Gives the Lease up (if held) so a standby takes over at once;

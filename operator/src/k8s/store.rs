@@ -239,7 +239,7 @@ fn doomed(
             *per_ns.entry(k.0.as_str()).or_default() += 1;
         }
         for (k, _) in &live {
-            let n = per_ns.get_mut(k.0.as_str()).expect("counted above");
+            let n = per_ns.entry(k.0.as_str()).or_default();
             if *n > cfg.max_alerts_per_namespace {
                 *n -= 1;
                 out.push(((*k).clone(), Doom::Capped));
