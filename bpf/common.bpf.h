@@ -151,4 +151,93 @@ static __always_inline void submit(void *data, __u64 size)
 		stat_inc(STAT_DROPPED);
 }
 
+
+#ifndef AT_FDCWD
+#define AT_FDCWD -100
+#endif
+
+/* The directory a relative path is relative to: `dfd`'s open file, or the
+ * task's working directory for AT_FDCWD. False when dfd names no file. */
+static __always_inline bool dir_of(struct task_struct *task, int dfd,
+				   struct dentry **d, struct vfsmount **vm)
+{
+	if (dfd == AT_FDCWD) {
+		struct fs_struct *fs = BPF_CORE_READ(task, fs);
+		*d = BPF_CORE_READ(fs, pwd.dentry);
+		*vm = BPF_CORE_READ(fs, pwd.mnt);
+		return *d && *vm;
+	}
+	if (dfd < 0)
+		return false;
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	if ((unsigned int)dfd >= max)
+		return false;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[dfd & 0xFFFFF]) || !f)
+		return false;
+	*d = BPF_CORE_READ(f, f_path.dentry);
+	*vm = BPF_CORE_READ(f, f_path.mnt);
+	return *d && *vm;
+}
+
+/* Writes the directory (d, vm) as a dir tail (kestrel.h) into buf, which
+ * must hold KESTREL_DIR_MAX + KESTREL_NAME_READ bytes, walking up through
+ * mounts to the task's root (a container's root, after pivot_root). *used
+ * (zero on entry) counts the bytes written. True only when the walk reached
+ * the root within KESTREL_DIR_DEPTH components and KESTREL_DIR_MAX bytes.
+ * A bounded dentry walk instead of bpf_d_path, which tracepoints cannot
+ * call.
+ *
+ * *used must live in a map value: the verifier does not track what memory
+ * holds, so reloading it each step leaves the loop one state per depth
+ * instead of one per possible length (which exceeds the 1M-instruction
+ * budget once two walks share a program, as a rename's do). */
+static __always_inline bool put_dir(char *buf, volatile __u32 *used, struct task_struct *task,
+				    struct dentry *d, struct vfsmount *vm)
+{
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	struct dentry *root_d = BPF_CORE_READ(fs, root.dentry);
+	struct vfsmount *root_m = BPF_CORE_READ(fs, root.mnt);
+	__u64 mnt_off = bpf_core_field_offset(struct mount, mnt);
+	struct mount *m = (struct mount *)((void *)vm - mnt_off);
+	for (int i = 0; i < KESTREL_DIR_DEPTH; i++) {
+		if (d == root_d && vm == root_m)
+			return true;
+		struct dentry *parent = BPF_CORE_READ(d, d_parent);
+		if (d == BPF_CORE_READ(vm, mnt_root) || d == parent) {
+			/* the top of this mount: go on from where it is mounted */
+			struct mount *up = BPF_CORE_READ(m, mnt_parent);
+			/* the namespace's root without meeting the task's root: a
+			 * directory outside it (after a chroot) is named from the
+			 * namespace's root */
+			if (!up || up == m)
+				return true;
+			d = BPF_CORE_READ(m, mnt_mountpoint);
+			m = up;
+			vm = (struct vfsmount *)((void *)up + mnt_off);
+			continue;
+		}
+		__u32 u = *used;
+		if (u > KESTREL_DIR_MAX - KESTREL_NAME_READ)
+			return false;
+		const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+		long n = bpf_probe_read_kernel_str(buf + (u & (KESTREL_DIR_MAX - 1)),
+						   KESTREL_NAME_READ, name);
+		if (n <= 1)
+			return false;
+		*used = u + n;
+		d = parent;
+	}
+	return false;
+}
+
+/* Is the user string at `p` a relative path (its first byte not '/')? */
+static __always_inline bool user_path_relative(const char *p)
+{
+	char c = 0;
+	return p && bpf_probe_read_user(&c, 1, p) == 0 && c != '/';
+}
+
 #endif /* __KESTREL_COMMON_BPF_H */

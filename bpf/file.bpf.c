@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* File activity at syscall entry: open/openat/openat2, rename/renameat/
- * renameat2, unlink/unlinkat. Paths are recorded as the caller passed them
- * (relative to dfd or cwd); user space resolves them.
+ * renameat2, unlink/unlinkat. Paths are recorded as the caller passed them;
+ * for a relative one the directory it is relative to (dfd's, or the working
+ * directory) is walked here and sent as a dir tail, so user space can name
+ * the file even after the process has gone.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -9,11 +11,13 @@
 #include <bpf/bpf_tracing.h>
 #include "common.bpf.h"
 
-#define AT_FDCWD -100
-
+/* Both paths (each read below KESTREL_PATH_MAX with up to KESTREL_PATH_MAX
+ * bytes), then the directory tails at an offset the verifier bounds by
+ * DIRS_AT_MASK, each up to KESTREL_DIR_MAX + KESTREL_NAME_READ bytes. */
+#define DIRS_AT_MASK (4 * KESTREL_PATH_MAX - 1)
 struct file_buf {
 	struct file_event ev;
-	char paths[2 * KESTREL_PATH_MAX];
+	char paths[4 * KESTREL_PATH_MAX + KESTREL_DIR_MAX + KESTREL_NAME_READ];
 };
 
 struct {
@@ -51,6 +55,8 @@ static __always_inline struct file_buf *begin(__u32 op, long nr)
 	b->ev.mode = 0;
 	b->ev.path_len = 0;
 	b->ev.path2_len = 0;
+	b->ev.dir_len = 0;
+	b->ev.dir2_len = 0;
 	return b;
 }
 
@@ -70,15 +76,42 @@ static __always_inline __u32 read_path(struct file_buf *b, __u32 off, const char
 	return n - 1;
 }
 
+/* Appends the dir tail of `dfd` after what the record holds so far (the
+ * lengths are read back from the map value, so the verifier sees an
+ * unknown, masked offset rather than one state per length); *len is zero
+ * again when the walk did not reach the root. */
+static __always_inline void add_dir(struct file_buf *b, int dfd, __u32 flag, volatile __u32 *len)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct dentry *d = NULL;
+	struct vfsmount *vm = NULL;
+	if (!dir_of(task, dfd, &d, &vm))
+		return;
+	volatile struct file_event *ev = &b->ev;
+	__u32 off = ev->path_len + ev->path2_len + ev->dir_len;
+	*len = 0;
+	if (put_dir(&b->paths[off & DIRS_AT_MASK], len, task, d, vm))
+		b->ev.hdr.flags |= flag;
+	else
+		*len = 0;
+}
+
 static __always_inline void finish(struct file_buf *b, const char *p1, const char *p2)
 {
 	__u32 l1 = read_path(b, 0, p1, FLAG_PATH_TRUNCATED, FLAG_PATH_READ_FAILED);
 	b->ev.path_len = l1;
+	__u32 l2 = 0;
 	if (p2) {
-		__u32 l2 = read_path(b, l1, p2, FLAG_PATH2_TRUNCATED, FLAG_PATH2_READ_FAILED);
+		l2 = read_path(b, l1, p2, FLAG_PATH2_TRUNCATED, FLAG_PATH2_READ_FAILED);
 		b->ev.path2_len = l2;
 	}
-	__u64 total = sizeof(struct file_event) + b->ev.path_len + b->ev.path2_len;
+	if (l1 > 0 && b->paths[0] != '/')
+		add_dir(b, b->ev.dfd, FLAG_DIR_RESOLVED, &b->ev.dir_len);
+	if (l2 > 0 && b->paths[l1 & (KESTREL_PATH_MAX - 1)] != '/')
+		add_dir(b, b->ev.dfd2, FLAG_DIR2_RESOLVED, &b->ev.dir2_len);
+	volatile struct file_event *ev = &b->ev;
+	__u64 total = sizeof(struct file_event) + (__u64)ev->path_len + ev->path2_len +
+		      ev->dir_len + ev->dir2_len;
 	if (total > sizeof(*b))
 		total = sizeof(*b);
 	submit(b, total);

@@ -17,6 +17,9 @@
 #define KESTREL_CGROUP_PATH_MAX 512
 #define KESTREL_MAX_ANCESTORS 8
 #define KESTREL_FAILED_ARGV_MAX 64 /* argv elements read from a failed exec */
+#define KESTREL_DIR_MAX 2048       /* bytes of a resolved directory (see put_dir) */
+#define KESTREL_DIR_DEPTH 40       /* directory components walked */
+#define KESTREL_NAME_READ 256      /* NAME_MAX + NUL: one component */
 
 enum kestrel_kind {
 	KIND_EXEC = 1,
@@ -39,6 +42,10 @@ enum kestrel_flag {
 	FLAG_ADDR_READ_FAILED = 1 << 6,
 	FLAG_NO_TASK_CONTEXT = 1 << 7, /* softirq: pid/comm are not the socket's owner */
 	FLAG_FILENAME_TRUNCATED = 1 << 8,
+	/* The directory a relative path names (dfd's, else the working
+	 * directory) was resolved to the end: its dir tail is complete. */
+	FLAG_DIR_RESOLVED = 1 << 9,
+	FLAG_DIR2_RESOLVED = 1 << 10,
 };
 
 enum kestrel_file_op {
@@ -77,7 +84,14 @@ struct kestrel_hdr {
 	char comm[KESTREL_COMM_LEN];
 };
 
-/* followed by args_len bytes of NUL-separated argv */
+/* A resolved directory tail ("dir") is the directory's components from the
+ * leaf up, each NUL-terminated, as the task sees them up to its own root:
+ * "x\0tmp\0" is /tmp/x and an empty tail with FLAG_DIR_RESOLVED is "/".
+ * It is written only for a relative path, and only complete tails carry the
+ * flag. */
+
+/* followed by args_len bytes of NUL-separated argv, then dir_len bytes of
+ * the working directory when the filename is relative */
 struct exec_event {
 	struct kestrel_hdr hdr;
 	char pcomm[KESTREL_COMM_LEN];
@@ -86,7 +100,7 @@ struct exec_event {
 	__u32 ns_pid;     /* pid as seen inside its own pid namespace */
 	__u32 args_len;   /* bytes that follow */
 	__u32 args_size;  /* mm->arg_end - mm->arg_start (before truncation) */
-	__u32 _pad;
+	__u32 dir_len;    /* bytes of the working-directory tail after argv */
 };
 
 /* An execve/execveat that returned an error (the caller keeps running its
@@ -100,7 +114,7 @@ struct exec_failed_event {
 	__u32 at_flags;   /* execveat's flags, 0 for execve */
 	__u32 args_len;   /* bytes that follow */
 	__u32 argc;       /* argv elements read (at most KESTREL_FAILED_ARGV_MAX) */
-	__u32 _pad;
+	__u32 dir_len;    /* bytes of dfd's (or the cwd's) tail after argv */
 };
 
 struct fork_event {
@@ -115,7 +129,8 @@ struct exit_event {
 	__u32 _pad;
 };
 
-/* followed by path_len bytes of path, then path2_len bytes of path2 */
+/* followed by path_len bytes of path, path2_len bytes of path2, then the
+ * directory tails of a relative path (dir_len) and path2 (dir2_len) */
 struct file_event {
 	struct kestrel_hdr hdr;
 	__u32 op;         /* enum kestrel_file_op */
@@ -126,6 +141,8 @@ struct file_event {
 	__u32 mode;
 	__u32 path_len;
 	__u32 path2_len;
+	__u32 dir_len;
+	__u32 dir2_len;
 };
 
 struct net_event {

@@ -8,9 +8,12 @@
 #include <bpf/bpf_tracing.h>
 #include "common.bpf.h"
 
+/* argv, then the working directory's tail at an offset below
+ * 2 * KESTREL_ARGS_MAX (see add_dir) */
+#define EXEC_TAIL_SIZE (2 * KESTREL_ARGS_MAX + KESTREL_DIR_MAX + KESTREL_NAME_READ)
 struct exec_buf {
 	struct exec_event ev;
-	char args[KESTREL_ARGS_MAX];
+	char args[EXEC_TAIL_SIZE];
 };
 
 struct cgroup_buf {
@@ -52,7 +55,7 @@ struct {
  * bound; what lies past KESTREL_ARGS_MAX is never submitted. */
 struct exec_failed_buf {
 	struct exec_failed_event ev;
-	char args[KESTREL_ARGS_MAX * 2];
+	char args[EXEC_TAIL_SIZE];
 };
 
 struct {
@@ -78,6 +81,25 @@ static __always_inline __u32 ns_pid_of(struct task_struct *task)
 	struct upid up = {};
 	bpf_probe_read_kernel(&up, sizeof(up), &p->numbers[level & 7]);
 	return up.nr;
+}
+
+/* Appends the tail of dfd's directory (the working directory for AT_FDCWD)
+ * at tail[off], off being at most KESTREL_ARGS_MAX; *len (in the map value,
+ * see put_dir) is its length, 0 when it could not be resolved to the root. */
+static __always_inline void add_dir(char *tail, __u64 off, struct task_struct *task, int dfd,
+				    __u32 *flags, volatile __u32 *len)
+{
+	struct dentry *d = NULL;
+	struct vfsmount *vm = NULL;
+	*len = 0;
+	if (!dir_of(task, dfd, &d, &vm))
+		return;
+	asm volatile("" : "+r"(off));
+	off &= 2 * KESTREL_ARGS_MAX - 1;
+	if (put_dir(tail + off, len, task, d, vm))
+		*flags |= FLAG_DIR_RESOLVED;
+	else
+		*len = 0;
 }
 
 SEC("tracepoint/sched/sched_process_exec")
@@ -126,7 +148,11 @@ int handle_exec(struct trace_event_raw_sched_process_exec *ctx)
 		len = 0;
 	}
 	e->args_len = len;
-	__u64 total = sizeof(struct exec_event) + len;
+	e->dir_len = 0;
+	/* `./miner` run from /tmp is /tmp/miner */
+	if (e->filename[0] != '/' && e->filename[0] != 0)
+		add_dir(b->args, len, task, AT_FDCWD, &e->hdr.flags, &e->dir_len);
+	__u64 total = sizeof(struct exec_event) + len + *(volatile __u32 *)&e->dir_len;
 	if (total > sizeof(*b))
 		total = sizeof(*b);
 	submit(b, total);
@@ -296,12 +322,18 @@ static __always_inline void report_failure(long ret)
 	}
 	e->args_len = off;
 	e->argc = argc;
+	e->dir_len = 0;
+	if (e->filename[0] != '/' && e->filename[0] != 0)
+		add_dir(b->args, off, task, at.dfd, &e->hdr.flags, &e->dir_len);
 	/* off is at most KESTREL_ARGS_MAX already; the opaque copy keeps the
 	 * compiler from dropping the mask that proves it to the verifier */
 	__u64 len = off;
 	asm volatile("" : "+r"(len));
 	len &= 2 * KESTREL_ARGS_MAX - 1;
-	submit(b, sizeof(struct exec_failed_event) + len);
+	__u64 total = sizeof(struct exec_failed_event) + len + *(volatile __u32 *)&e->dir_len;
+	if (total > sizeof(*b))
+		total = sizeof(*b);
+	submit(b, total);
 }
 
 SEC("tracepoint/syscalls/sys_enter_execve")

@@ -66,6 +66,12 @@ pub mod wire {
     pub const FLAG_NO_TASK_CONTEXT: u32 = 1 << 7;
     /// `FLAG_FILENAME_TRUNCATED`
     pub const FLAG_FILENAME_TRUNCATED: u32 = 1 << 8;
+    /// The dir tail of a relative path was resolved to the root.
+    pub const FLAG_DIR_RESOLVED: u32 = 1 << 9;
+    /// The same for the second path of a rename.
+    pub const FLAG_DIR2_RESOLVED: u32 = 1 << 10;
+    /// Bytes of a resolved directory tail.
+    pub const DIR_MAX: usize = 2048;
     /// `KESTREL_ARGS_MAX`
     pub const ARGS_MAX: usize = 4096;
     /// `KESTREL_PATH_MAX`
@@ -140,6 +146,20 @@ fn read_fixed<T: plain::Plain + Default>(
     Ok(v)
 }
 
+/// The directory of a relative path: the dir tail of `len` bytes at
+/// `start`, when the kernel side resolved it to the root (`resolved`) and
+/// the record holds all of it; `None` otherwise, and the path stays relative.
+fn dir_tail(data: &[u8], fixed: usize, start: u32, len: u32, resolved: bool) -> Option<ByteStr> {
+    if !resolved || len as usize > DIR_MAX {
+        return None;
+    }
+    let t = tail(data, fixed, start as usize, len, DIR_MAX);
+    if t.len() != len as usize {
+        return None;
+    }
+    kestrel_events::dir_from_tail(t)
+}
+
 /// The bytes of a variable tail: `len` bytes after the fixed part, bounded by
 /// the record and by `max`.
 fn tail(data: &[u8], fixed: usize, start: usize, len: u32, max: usize) -> &[u8] {
@@ -205,6 +225,13 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                     flags & FLAG_ARGS_READ_FAILED != 0,
                 ),
                 from_proc_scan: false,
+                dir: dir_tail(
+                    data,
+                    fixed,
+                    e.args_len,
+                    e.dir_len,
+                    flags & FLAG_DIR_RESOLVED != 0,
+                ),
             })
         }
         KIND_EXEC_FAILED => {
@@ -227,6 +254,13 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 errno,
                 // AT_FDCWD
                 dfd: (e.dfd != -100).then_some(e.dfd),
+                dir: dir_tail(
+                    data,
+                    fixed,
+                    e.args_len,
+                    e.dir_len,
+                    flags & FLAG_DIR_RESOLVED != 0,
+                ),
             })
         }
         KIND_FORK => {
@@ -264,6 +298,22 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                     || (p1.len() as u32) < e.path_len
                     || (p2.len() as u32) < e.path2_len,
                 read_failed: flags & (FLAG_PATH_READ_FAILED | FLAG_PATH2_READ_FAILED) != 0,
+                dir: dir_tail(
+                    data,
+                    fixed,
+                    e.path_len.saturating_add(e.path2_len),
+                    e.dir_len,
+                    flags & FLAG_DIR_RESOLVED != 0,
+                ),
+                new_dir: dir_tail(
+                    data,
+                    fixed,
+                    e.path_len
+                        .saturating_add(e.path2_len)
+                        .saturating_add(e.dir_len),
+                    e.dir2_len,
+                    rename && flags & FLAG_DIR2_RESOLVED != 0,
+                ),
             })
         }
         KIND_NET => {
@@ -461,6 +511,76 @@ mod tests {
         assert_eq!(f.path.as_bytes(), b"/a/b");
         assert_eq!(f.new_path.unwrap().as_bytes(), b"/c/de");
         assert!(!f.truncated);
+    }
+
+    /// A rename of `k2` to `../shm/k3` from `/dev/shm`: both paths
+    /// relative, each followed (after both paths) by its directory's tail.
+    #[test]
+    fn a_relative_rename_carries_both_resolved_directories() {
+        let mut e = ft::file_event::default();
+        e.hdr.kind = KIND_FILE;
+        e.hdr.flags = FLAG_DIR_RESOLVED | FLAG_DIR2_RESOLVED;
+        e.op = 2;
+        e.path_len = 2;
+        e.path2_len = 9;
+        e.dir_len = 8;
+        e.dir2_len = 8;
+        let mut rec = bytes_of(&e);
+        rec.extend_from_slice(b"k2../shm/k3shm\0dev\0shm\0dev\0");
+        let EventKind::File(f) = decode(&rec).unwrap().kind else {
+            panic!()
+        };
+        assert_eq!(f.dir.as_ref().unwrap().as_bytes(), b"/dev/shm");
+        assert_eq!(f.new_dir.as_ref().unwrap().as_bytes(), b"/dev/shm");
+        assert_eq!(f.resolved_path().as_ref(), b"/dev/shm/k2");
+        assert_eq!(f.path.as_bytes(), b"k2", "the raw spelling stays");
+
+        // without the flag (the walk did not reach the root) the path stays
+        // relative, whatever bytes follow
+        e.hdr.flags = FLAG_DIR2_RESOLVED;
+        let mut rec = bytes_of(&e);
+        rec.extend_from_slice(b"k2../shm/k3shm\0dev\0shm\0dev\0");
+        let EventKind::File(f) = decode(&rec).unwrap().kind else {
+            panic!()
+        };
+        assert_eq!(f.dir, None);
+        assert_eq!(f.resolved_path().as_ref(), b"k2");
+        assert!(f.new_dir.is_some());
+
+        // a record cut inside a tail, or a damaged tail, names no directory
+        e.hdr.flags = FLAG_DIR_RESOLVED | FLAG_DIR2_RESOLVED;
+        let mut rec = bytes_of(&e);
+        rec.extend_from_slice(b"k2../shm/k3shm\0dev\0shm\0d");
+        let EventKind::File(f) = decode(&rec).unwrap().kind else {
+            panic!()
+        };
+        assert!(f.dir.is_some());
+        assert_eq!(f.new_dir, None);
+        let mut rec = bytes_of(&e);
+        rec.extend_from_slice(b"k2../shm/k3..\0\0dev\0shm\0dev\0");
+        let EventKind::File(f) = decode(&rec).unwrap().kind else {
+            panic!()
+        };
+        assert_eq!(f.dir, None);
+    }
+
+    #[test]
+    fn a_relative_exec_is_named_from_its_working_directory() {
+        let mut e = pt::exec_event::default();
+        e.hdr.kind = KIND_EXEC;
+        e.hdr.flags = FLAG_DIR_RESOLVED;
+        e.filename[..5].copy_from_slice(&b"./kw\0".map(|b| b as _));
+        e.args_len = 8;
+        e.args_size = 8;
+        e.dir_len = 6;
+        let mut rec = bytes_of(&e);
+        rec.extend_from_slice(b"./kw\0-v\0w\0tmp\0");
+        let EventKind::Exec(x) = decode(&rec).unwrap().kind else {
+            panic!()
+        };
+        assert_eq!(x.argv.args.len(), 2);
+        assert_eq!(x.dir.as_ref().unwrap().as_bytes(), b"/tmp/w");
+        assert_eq!(x.resolved_filename().as_ref(), b"/tmp/w/kw");
     }
 
     #[test]

@@ -218,6 +218,7 @@ mod tests {
                     read_failed: false,
                 },
                 from_proc_scan: false,
+                dir: None,
             }),
         );
         assert!(edge.process(exec).is_some());

@@ -87,6 +87,7 @@ pub fn process_event(proc_dir: &Path, cgroup_id: u64, now_ns: u64) -> Option<Eve
             ns_pid,
             argv: Argv::from_nul_separated(&cmdline, size, truncated, false),
             from_proc_scan: true,
+            dir: None,
         }),
     })
 }

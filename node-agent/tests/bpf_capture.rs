@@ -451,3 +451,151 @@ fn failed_execs_from_a_noexec_mount_and_of_a_missing_tool_are_reported() {
     assert_eq!(m.argv.args.len(), 2);
     assert!(stats.decode_errors.is_empty(), "{:?}", stats.decode_errors);
 }
+
+fn dir_of(e: &Event) -> Option<String> {
+    let dir = match &e.kind {
+        EventKind::File(f) => f.dir.as_ref(),
+        EventKind::Exec(x) => x.dir.as_ref(),
+        EventKind::ExecFailed(x) => x.dir.as_ref(),
+        _ => None,
+    };
+    dir.map(|d| d.to_lossy().into_owned())
+}
+
+/// A relative path names a file only with the directory it is relative to,
+/// and the process may be gone before user space could ask `/proc`: the
+/// kernel side walks the working directory (or the dfd's directory) at the
+/// call, up to the container's own root and across its mounts (`/dev/shm`
+/// is a tmpfs inside the container).
+#[test]
+fn relative_paths_carry_the_directory_the_kernel_resolved_in_the_containers_view() {
+    if !require_privileged() {
+        return;
+    }
+    let _g = common::lock();
+    let c = Container::start("cap-relative", &["sleep", "3600"]).expect("start container");
+    let cap = common::start(container_scope(&[c.id()]));
+    let out = c
+        .exec(&[
+            "sh",
+            "-c",
+            "mkdir -p /tmp/w/sub && cd /tmp/w/sub && cat ../../../etc/passwd > /dev/null; \
+             cp /bin/busybox ../kw && cd .. && ./kw true; \
+             cp /bin/busybox /dev/shm/k2 && chmod +x /dev/shm/k2; cd /dev/shm && ./k2 true; \
+             mv k2 ../shm/k3; true",
+        ])
+        .expect("exec");
+    assert!(out.stderr.contains("Permission denied"), "{out:?}");
+    let file = |op: FileOpKind, path: &'static str| move |e: &Event| matches!(&e.kind, EventKind::File(f) if f.op == op && f.path.as_bytes() == path.as_bytes());
+    let passwd = cap
+        .wait_for(
+            Duration::from_secs(5),
+            file(FileOpKind::Open, "../../../etc/passwd"),
+        )
+        .expect("open of ../../../etc/passwd");
+    let exec = cap
+        .wait_for(
+            Duration::from_secs(5),
+            |e| matches!(&e.kind, EventKind::Exec(x) if x.filename.as_bytes() == b"./kw"),
+        )
+        .expect("exec of ./kw");
+    let failed = cap
+        .wait_for(
+            Duration::from_secs(5),
+            |e| matches!(&e.kind, EventKind::ExecFailed(x) if x.filename.as_bytes() == b"./k2"),
+        )
+        .expect("failed exec of ./k2 on the noexec /dev/shm");
+    let renamed = cap
+        .wait_for(Duration::from_secs(5), file(FileOpKind::Rename, "k2"))
+        .expect("rename of k2");
+    let (_, stats) = cap.finish();
+
+    assert_eq!(dir_of(&passwd).as_deref(), Some("/tmp/w/sub"));
+    let EventKind::File(f) = &passwd.kind else {
+        unreachable!()
+    };
+    assert_eq!(f.resolved_path().as_ref(), b"/etc/passwd");
+    assert_eq!(dir_of(&exec).as_deref(), Some("/tmp/w"));
+    let EventKind::Exec(x) = &exec.kind else {
+        unreachable!()
+    };
+    assert_eq!(x.resolved_filename().as_ref(), b"/tmp/w/kw");
+    assert_eq!(dir_of(&failed).as_deref(), Some("/dev/shm"));
+    let EventKind::File(r) = &renamed.kind else {
+        unreachable!()
+    };
+    assert_eq!(
+        r.dir.as_ref().map(|d| d.to_lossy().into_owned()).as_deref(),
+        Some("/dev/shm")
+    );
+    assert_eq!(
+        r.new_dir
+            .as_ref()
+            .map(|d| d.to_lossy().into_owned())
+            .as_deref(),
+        Some("/dev/shm")
+    );
+    // an absolute path carries no directory
+    assert!(stats.decode_errors.is_empty(), "{:?}", stats.decode_errors);
+}
+
+/// `openat(dirfd, "passwd")` names `/etc/passwd` when dirfd is `/etc`; a
+/// host process here, so the walk ends at the host's root.
+#[test]
+fn a_path_relative_to_a_directory_descriptor_is_resolved_from_that_descriptor() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    if !require_privileged() {
+        return;
+    }
+    let _g = common::lock();
+    let cap = common::start(everything());
+    let etc = std::fs::File::open("/etc").unwrap();
+    let dirfd = etc.as_raw_fd();
+    let mut cmd = std::process::Command::new("/bin/true");
+    cmd.current_dir("/usr/share");
+    // SAFETY: between fork and exec the child only reads two static,
+    // NUL-terminated strings and makes two system calls with them.
+    unsafe {
+        cmd.pre_exec(move || {
+            let (passwd, release) = (c"passwd", c"../lib/./os-release");
+            // fault the strings' page in: a syscall-entry probe cannot
+            // (see a_path_that_cannot_be_read_at_syscall_entry_is_flagged)
+            std::ptr::read_volatile(passwd.as_ptr());
+            std::ptr::read_volatile(release.as_ptr());
+            libc::close(libc::openat(dirfd, passwd.as_ptr(), libc::O_RDONLY));
+            libc::close(libc::openat(
+                libc::AT_FDCWD,
+                release.as_ptr(),
+                libc::O_RDONLY,
+            ));
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    let opened = |path: &'static [u8]| {
+        move |e: &Event| {
+            by_pid(pid)(e) && matches!(&e.kind, EventKind::File(f) if f.path.as_bytes() == path)
+        }
+    };
+    let via_fd = cap
+        .wait_for(Duration::from_secs(5), opened(b"passwd"))
+        .expect("openat(/etc fd, passwd)");
+    let via_cwd = cap
+        .wait_for(Duration::from_secs(5), opened(b"../lib/./os-release"))
+        .expect("openat(AT_FDCWD, ../lib/./os-release)");
+    cap.finish();
+    let EventKind::File(f) = &via_fd.kind else {
+        unreachable!()
+    };
+    assert_eq!(f.dfd, dirfd);
+    assert_eq!(dir_of(&via_fd).as_deref(), Some("/etc"));
+    assert_eq!(f.resolved_path().as_ref(), b"/etc/passwd");
+    let EventKind::File(g) = &via_cwd.kind else {
+        unreachable!()
+    };
+    assert_eq!(dir_of(&via_cwd).as_deref(), Some("/usr/share"));
+    assert_eq!(g.resolved_path().as_ref(), b"/usr/lib/os-release");
+}

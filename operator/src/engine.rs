@@ -691,16 +691,23 @@ impl Engine {
             _ => Signal::UnknownProcess,
         };
         let task = f.event.task.as_ref();
+        // the program by its resolved path (`./x` run in /tmp is /tmp/x), so
+        // rules and the deviation's "program in a writable directory" see
+        // where it lives; the raw spelling stays in the event
         let (exe, args) = match (&f.event.kind, &f.activity) {
             (EventKind::Exec(x), Activity::Process { argv, args, .. }) => (
-                x.filename.to_escaped(),
+                kestrel_events::escape_bytes(&x.resolved_filename()).into_owned(),
                 Arguments::new(argv.clone(), args.clone()),
             ),
             // the attempt: what it tried to run, with the arguments it passed
             (EventKind::ExecFailed(x), _) => {
                 let argv: Vec<String> = x.argv.args.iter().map(|a| a.to_escaped()).collect();
                 let normalized = kestrel_profile::normalized_args(&x.argv.args);
-                (x.filename.to_escaped(), Arguments::new(argv, normalized))
+                let path = kestrel_events::resolved_path(x.dir.as_ref(), x.filename.as_bytes());
+                (
+                    kestrel_events::escape_bytes(&path).into_owned(),
+                    Arguments::new(argv, normalized),
+                )
             }
             _ => match &f.process {
                 Some(p) => (p.exe.clone(), Arguments::new(p.argv.clone(), "")),
@@ -989,6 +996,7 @@ pub(crate) mod tests {
                         read_failed: false,
                     },
                     from_proc_scan: false,
+                    dir: None,
                 }),
             },
             workload: Workload {
@@ -1024,6 +1032,11 @@ pub(crate) mod tests {
 
     /// A file open by `process`, its activity derived as the edge derives it.
     fn file_read(process: &str, path: &str) -> Forwarded {
+        file_read_in(process, None, path)
+    }
+
+    /// A read of `path`, relative to `dir` (as the kernel side resolved it).
+    fn file_read_in(process: &str, dir: Option<&str>, path: &str) -> Forwarded {
         let mut f = exec(process, "-jar app.jar");
         f.event.task = Some(kestrel_events::Task {
             pid: 2,
@@ -1032,7 +1045,10 @@ pub(crate) mod tests {
             uid: 0,
             comm: process.into(),
         });
-        f.event.kind = EventKind::File(kestrel_events::FileOp::openat(path, 0));
+        f.event.kind = EventKind::File(kestrel_events::FileOp {
+            dir: dir.map(Into::into),
+            ..kestrel_events::FileOp::openat(path, 0)
+        });
         f.activity = kestrel_profile::activity_of(&f.event).expect("a file activity");
         f
     }
@@ -1117,12 +1133,20 @@ pub(crate) mod tests {
         assert_eq!(out[0].0.incident.count, 1);
     }
 
-    /// `/etc//shadow`, `/etc/./shadow` and `/tmp/../etc/shadow` are
+    /// `/etc//shadow`, `/etc/./shadow`, `/tmp/../etc/shadow`, `shadow`
+    /// opened in `/etc` and `../etc/shadow` opened in `/tmp` are
     /// `/etc/shadow` to the profile and the rules; the alert keeps the
     /// spelling the process used.
     #[test]
     fn other_spellings_of_a_sensitive_path_alert_as_that_path() {
-        for raw in ["/etc//shadow", "/etc/./shadow", "/tmp/../etc/shadow"] {
+        for (dir, raw) in [
+            (None, "/etc//shadow"),
+            (None, "/etc/./shadow"),
+            (None, "/tmp/../etc/shadow"),
+            (Some("/etc"), "shadow"),
+            (Some("/tmp"), "../etc/shadow"),
+            (Some("/"), "etc/shadow"),
+        ] {
             let mut e = engine();
             e.handle(&exec("java", "-jar app.jar"), T).unwrap();
             e.handle(&file_read("java", "/app/config.yaml"), T).unwrap();
@@ -1139,7 +1163,7 @@ pub(crate) mod tests {
                 .handle(&file_read("java", "/app/./config.yaml"), T)
                 .unwrap()
                 .is_empty());
-            let out = e.handle(&file_read("java", raw), T).unwrap();
+            let out = e.handle(&file_read_in("java", dir, raw), T).unwrap();
             let alert = out
                 .iter()
                 .find_map(|o| match o {
@@ -1162,6 +1186,38 @@ pub(crate) mod tests {
                 "{raw}"
             );
         }
+    }
+
+    /// `cd /tmp && ./.ksoftirqd`: the program is named by its resolved path,
+    /// so the alert shows where it lives and the deviation counts a program
+    /// in a writable directory (before, the raw `./.ksoftirqd` matched no
+    /// location and no rule, and the scenario suite missed it 3 of 3).
+    #[test]
+    fn a_program_run_by_a_relative_path_is_judged_by_where_it_lives() {
+        let mut e = detecting();
+        let mut f = exec("java", "-o pool:4444");
+        let EventKind::Exec(x) = &mut f.event.kind else {
+            unreachable!()
+        };
+        x.filename = "./.ksoftirqd".into();
+        x.dir = Some("/tmp".into());
+        x.argv.args[0] = "./.ksoftirqd".into();
+        f.activity = kestrel_profile::activity_of(&f.event).expect("a process activity");
+        let Activity::Process { exe, .. } = &f.activity else {
+            unreachable!()
+        };
+        assert_eq!(exe.as_slice(), b"/tmp/.ksoftirqd");
+        let out = alerts_in(e.handle(&f, T).unwrap());
+        let [(alert, _)] = out.as_slice() else {
+            panic!("want one alert: {out:?}")
+        };
+        assert_eq!(alert.evidence.exe, "/tmp/.ksoftirqd");
+        assert_eq!(alert.evidence.signals, [Signal::UnknownProcess]);
+        let deviation = &alert.breakdown.deviation.reason;
+        assert!(
+            deviation.contains("a program in a writable directory"),
+            "{deviation}"
+        );
     }
 
     /// Before: a unix-socket connect became an `UnknownFile` write of the

@@ -59,6 +59,7 @@ fn exec(pid: u32, filename: &str, argv: &[&str]) -> Forwarded {
                 read_failed: false,
             },
             from_proc_scan: false,
+            dir: None,
         }),
     };
     let activity = activity_of(&event).expect("an exec is an activity");

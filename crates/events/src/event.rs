@@ -84,6 +84,20 @@ pub struct Exec {
     /// Set when this was found by the start-up `/proc` scan, not seen live.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub from_proc_scan: bool,
+    /// The directory a relative `filename` is relative to (the working directory), as the
+    /// kernel side resolved it when the call was made: absolute, in the
+    /// task's own view of the filesystem (a container's paths). `None` for
+    /// an absolute path, or when the kernel side could not resolve it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<ByteStr>,
+}
+
+impl Exec {
+    /// The executable's path in its canonical spelling, `./miner` run from
+    /// `/tmp` being `/tmp/miner` ([`crate::resolved_path`]).
+    pub fn resolved_filename(&self) -> std::borrow::Cow<'_, [u8]> {
+        crate::resolved_path(self.dir.as_ref(), self.filename.as_bytes())
+    }
 }
 
 /// An `execve`/`execveat` that returned an error: a missing binary, a
@@ -99,6 +113,12 @@ pub struct ExecFailed {
     /// `execveat`'s directory descriptor, when not `AT_FDCWD`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dfd: Option<i32>,
+    /// The directory a relative `filename` is relative to (`dfd`'s, else the working directory), as the
+    /// kernel side resolved it when the call was made: absolute, in the
+    /// task's own view of the filesystem (a container's paths). `None` for
+    /// an absolute path, or when the kernel side could not resolve it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<ByteStr>,
 }
 
 impl ExecFailed {
@@ -262,6 +282,15 @@ pub struct FileOp {
     /// A path could not be read at syscall entry (page not resident, bad pointer).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_failed: bool,
+    /// The directory a relative `path` is relative to (`dfd`'s, else the working directory), as the
+    /// kernel side resolved it when the call was made: absolute, in the
+    /// task's own view of the filesystem (a container's paths). `None` for
+    /// an absolute path, or when the kernel side could not resolve it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<ByteStr>,
+    /// The same for a relative `new_path` (`new_dfd`'s directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_dir: Option<ByteStr>,
 }
 
 impl FileOp {
@@ -279,7 +308,15 @@ impl FileOp {
             mode: 0,
             truncated: false,
             read_failed: false,
+            dir: None,
+            new_dir: None,
         }
+    }
+
+    /// The path in its canonical spelling, resolved against [`Self::dir`]
+    /// when it is relative ([`crate::resolved_path`]).
+    pub fn resolved_path(&self) -> std::borrow::Cow<'_, [u8]> {
+        crate::resolved_path(self.dir.as_ref(), self.path.as_bytes())
     }
 
     /// The access kind profiles use.

@@ -31,5 +31,5 @@ pub use event::{
 };
 pub use glob::{Glob, GlobError};
 pub use hash::stable_hash;
-pub use path::canonical_path;
+pub use path::{canonical_path, dir_from_tail, resolved_path};
 pub use workload::{WorkloadMap, WorkloadSpec};

@@ -11,7 +11,47 @@
 //! way, with leading `..` kept (`a/../../b` is `../b`). Callers keep the raw
 //! spelling as evidence when it differs.
 
+use crate::ByteStr;
 use std::borrow::Cow;
+
+/// The canonical path of `path` as the process meant it: a relative path
+/// joined to `dir` (the directory the kernel side resolved for it, see
+/// `FileOp::dir`) first, then [`canonical_path`]. Without a `dir` a
+/// relative path stays relative.
+pub fn resolved_path<'a>(dir: Option<&ByteStr>, path: &'a [u8]) -> Cow<'a, [u8]> {
+    match dir {
+        Some(d) if path.first() != Some(&b'/') => {
+            let mut joined = Vec::with_capacity(d.len() + 1 + path.len());
+            joined.extend_from_slice(d.as_bytes());
+            joined.push(b'/');
+            joined.extend_from_slice(path);
+            Cow::Owned(canonical_path(&joined).into_owned())
+        }
+        _ => canonical_path(path),
+    }
+}
+
+/// The directory a kernel dir tail names: its components from the leaf up,
+/// each NUL-terminated (`b"x\0tmp\0"` is `/tmp/x`, an empty tail `/`).
+/// `None` when a component is empty, `.`, `..` or holds a `/`, which a
+/// dentry name never does: the tail was damaged, and a guess would misname
+/// the file.
+pub fn dir_from_tail(tail: &[u8]) -> Option<ByteStr> {
+    let body = match tail.split_last() {
+        None => return Some(ByteStr::new(b"/".to_vec())),
+        Some((0, body)) => body,
+        Some(_) => return None,
+    };
+    let mut out = Vec::with_capacity(tail.len() + 1);
+    for part in body.split(|&b| b == 0).rev() {
+        if part.is_empty() || part == b"." || part == b".." || part.contains(&b'/') {
+            return None;
+        }
+        out.push(b'/');
+        out.extend_from_slice(part);
+    }
+    Some(ByteStr::new(out))
+}
 
 /// The canonical form of `path` (see the module docs); borrowed when it is
 /// already canonical, which is the common case.
@@ -69,6 +109,40 @@ fn is_canonical(path: &[u8]) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_relative_path_is_named_from_the_directory_the_kernel_resolved() {
+        let tmp = ByteStr::new(b"/tmp");
+        let r = |dir: Option<&ByteStr>, p: &str| {
+            String::from_utf8(resolved_path(dir, p.as_bytes()).into_owned()).unwrap()
+        };
+        assert_eq!(r(Some(&tmp), "../etc/shadow"), "/etc/shadow");
+        assert_eq!(r(Some(&tmp), "./miner"), "/tmp/miner");
+        assert_eq!(r(Some(&ByteStr::new(b"/")), "etc//shadow"), "/etc/shadow");
+        // an absolute path ignores the directory; no directory keeps it relative
+        assert_eq!(r(Some(&tmp), "/etc/passwd"), "/etc/passwd");
+        assert_eq!(r(None, "./x/../shadow"), "shadow");
+        // AT_EMPTY_PATH: the directory itself
+        assert_eq!(r(Some(&tmp), ""), "/tmp");
+    }
+
+    #[test]
+    fn dir_tails_read_leaf_first_and_damaged_ones_are_refused() {
+        let d = |t: &[u8]| dir_from_tail(t).map(|b| b.to_escaped());
+        assert_eq!(d(b"x\0tmp\0").as_deref(), Some("/tmp/x"));
+        assert_eq!(d(b"etc\0").as_deref(), Some("/etc"));
+        assert_eq!(d(b"").as_deref(), Some("/"));
+        // not NUL-terminated (cut short), empty or dot components, a slash
+        assert_eq!(d(b"x\0tm"), None);
+        assert_eq!(d(b"x\0\0tmp\0"), None);
+        assert_eq!(d(b"..\0tmp\0"), None);
+        assert_eq!(d(b"a/b\0"), None);
+        // non-UTF-8 names are kept byte for byte
+        assert_eq!(
+            dir_from_tail(b"\xff\0data\0").unwrap().as_bytes(),
+            b"/data/\xff"
+        );
+    }
 
     fn c(p: &str) -> String {
         String::from_utf8(canonical_path(p.as_bytes()).into_owned()).unwrap()

@@ -6,17 +6,22 @@
 //!   arguments after `argv[0]`, written losslessly and normalised
 //!   ([`kestrel_embed::normalize`]). The executable is the path given to
 //!   execve in its canonical spelling ([`process_path`]: `/bin/sleep`,
-//!   `/tmp/java` for a renamed or symlinked binary, `java` for `./java`),
+//!   `/tmp/java` for a renamed or symlinked binary, and for `./java` run
+//!   in `/tmp`: a relative filename is joined to the working directory the
+//!   kernel side resolved, [`kestrel_events::resolved_path`]; `java` only
+//!   when it could not),
 //!   so the binary-directory guards of the process trie apply; a re-exec
 //!   through `/proc/self/exe` (busybox applets) is the basename of `argv[0]`.
 //!   Profiles written before paths hold basenames ([`process_name`]) and
 //!   match by basename until relearned (`ProcessKeys`);
 //! - file: image → comm → access kind → the path as the syscall received it,
-//!   in its canonical spelling ([`kestrel_events::canonical_path`]:
-//!   `/tmp/../etc//shadow` is `/etc/shadow`; the raw spelling stays in the
-//!   event and in the alert's evidence);
+//!   resolved and in its canonical spelling
+//!   ([`kestrel_events::resolved_path`]: `/tmp/../etc//shadow` is
+//!   `/etc/shadow`, and so is `../etc/shadow` opened from `/tmp` or
+//!   `shadow` opened relative to a descriptor of `/etc`; the raw spelling
+//!   stays in the event and in the alert's evidence);
 //! - failed exec: the file trie, access `exec`: image → comm (the caller)
-//!   → `exec` → the canonical path it tried to run;
+//!   → `exec` → the resolved canonical path it tried to run;
 //! - network: image → comm → direction → peer address → protocol → port
 //!   (the remote port outbound, the local port inbound and for listeners).
 //!   TCP state changes only contribute listeners: connects and accepts are
@@ -103,7 +108,7 @@ pub fn process_path(x: &kestrel_events::Exec) -> Vec<u8> {
     if file.is_empty() || via_proc {
         return process_name(x);
     }
-    kestrel_events::canonical_path(file).into_owned()
+    x.resolved_filename().into_owned()
 }
 
 /// The parent key of a process in the process trie.
@@ -148,7 +153,7 @@ pub fn activity_of(event: &Event) -> Option<Activity> {
             Some(Activity::File {
                 process: comm(),
                 access: f.access(),
-                path: kestrel_events::canonical_path(f.path.as_bytes()).into_owned(),
+                path: f.resolved_path().into_owned(),
             })
         }
         EventKind::Net(n) => {
@@ -205,7 +210,8 @@ pub fn activity_of(event: &Event) -> Option<Activity> {
             Some(Activity::File {
                 process: comm(),
                 access: kestrel_events::FileAccess::Exec,
-                path: kestrel_events::canonical_path(x.filename.as_bytes()).into_owned(),
+                path: kestrel_events::resolved_path(x.dir.as_ref(), x.filename.as_bytes())
+                    .into_owned(),
             })
         }
         EventKind::Fork(_) | EventKind::Exit(_) | EventKind::Cgroup(_) => None,
@@ -242,6 +248,7 @@ mod tests {
                     read_failed: false,
                 },
                 from_proc_scan: false,
+                dir: None,
             }),
         }
     }
@@ -303,6 +310,7 @@ mod tests {
             argv: Argv::default(),
             errno: 13,
             dfd: None,
+            dir: None,
         });
         let Some(Activity::File {
             process,
@@ -319,14 +327,21 @@ mod tests {
 
     #[test]
     fn executables_are_keyed_by_their_canonical_path() {
-        for (filename, key) in [
-            ("/usr/bin/java", &b"/usr/bin/java"[..]),
-            ("/usr/bin/../../tmp//java", b"/tmp/java"),
-            ("./java", b"java"),
+        for (dir, filename, key) in [
+            (None, "/usr/bin/java", &b"/usr/bin/java"[..]),
+            (None, "/usr/bin/../../tmp//java", b"/tmp/java"),
+            // run from /tmp: the working directory the kernel side resolved
+            (Some("/tmp"), "./java", b"/tmp/java"),
+            (Some("/dev/shm"), "../shm/.x", b"/dev/shm/.x"),
+            // an absolute filename ignores it
+            (Some("/tmp"), "/usr/bin/java", b"/usr/bin/java"),
+            // unresolved (the walk did not reach the root): stays relative
+            (None, "./java", b"java"),
         ] {
             let mut e = exec(&["java"]);
             if let EventKind::Exec(x) = &mut e.kind {
                 x.filename = filename.into();
+                x.dir = dir.map(Into::into);
             }
             let Some(Activity::Process { exe, .. }) = activity_of(&e) else {
                 panic!()

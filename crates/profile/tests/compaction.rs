@@ -335,6 +335,7 @@ fn more_programs_than_the_child_limit_under_one_parent_do_not_hide_a_new_binary(
                 read_failed: false,
             },
             from_proc_scan: false,
+            dir: None,
         }),
     };
     let emb = TestEmbedder::new();

@@ -111,12 +111,14 @@ fn kind_to_wire(k: &ev::EventKind) -> wire::event::Kind {
             ns_pid: x.ns_pid,
             argv: Some(argv_to_wire(&x.argv)),
             from_proc_scan: x.from_proc_scan,
+            dir: x.dir.as_ref().map(bytes),
         }),
         ev::EventKind::ExecFailed(x) => Kind::ExecFailed(wire::ExecFailed {
             filename: bytes(&x.filename),
             argv: Some(argv_to_wire(&x.argv)),
             errno: x.errno,
             dfd: x.dfd,
+            dir: x.dir.as_ref().map(bytes),
         }),
         ev::EventKind::Fork(f) => Kind::Fork(wire::Fork {
             parent_pid: f.parent_pid,
@@ -140,6 +142,8 @@ fn kind_to_wire(k: &ev::EventKind) -> wire::event::Kind {
             mode: f.mode,
             truncated: f.truncated,
             read_failed: f.read_failed,
+            dir: f.dir.as_ref().map(bytes),
+            new_dir: f.new_dir.as_ref().map(bytes),
         }),
         ev::EventKind::Net(n) => Kind::Net(wire::NetOp {
             op: match n.op {
@@ -271,6 +275,21 @@ fn tcp_state_from_wire(v: u32, field: &str) -> Result<ev::TcpState> {
     Ok(ev::TcpState::from_raw(narrow(field, v, u16::MAX)?))
 }
 
+/// A resolved directory must be absolute: a relative one would name the
+/// file from wherever the operator stands.
+fn dir_from_wire(field: &str, dir: Option<Vec<u8>>) -> Result<Option<ByteStr>> {
+    match dir {
+        Some(d) if d.first() != Some(&b'/') => Err(ConvertError::Invalid {
+            field: field.into(),
+            reason: format!(
+                "{:?} is not an absolute directory",
+                String::from_utf8_lossy(&d[..d.len().min(64)])
+            ),
+        }),
+        d => Ok(d.map(ByteStr::new)),
+    }
+}
+
 fn kind_from_wire(k: wire::event::Kind) -> Result<ev::EventKind> {
     use wire::event::Kind;
     Ok(match k {
@@ -283,6 +302,7 @@ fn kind_from_wire(k: wire::event::Kind) -> Result<ev::EventKind> {
                 ns_pid: x.ns_pid,
                 argv: argv_from_wire(argv),
                 from_proc_scan: x.from_proc_scan,
+                dir: dir_from_wire("exec.dir", x.dir)?,
             })
         }
         Kind::ExecFailed(x) => {
@@ -300,6 +320,7 @@ fn kind_from_wire(k: wire::event::Kind) -> Result<ev::EventKind> {
                 argv: argv_from_wire(argv),
                 errno: x.errno,
                 dfd: x.dfd,
+                dir: dir_from_wire("exec_failed.dir", x.dir)?,
             })
         }
         Kind::Fork(f) => ev::EventKind::Fork(ev::Fork {
@@ -327,6 +348,8 @@ fn kind_from_wire(k: wire::event::Kind) -> Result<ev::EventKind> {
             mode: f.mode,
             truncated: f.truncated,
             read_failed: f.read_failed,
+            dir: dir_from_wire("file.dir", f.dir)?,
+            new_dir: dir_from_wire("file.new_dir", f.new_dir)?,
         }),
         Kind::Net(n) => ev::EventKind::Net(ev::NetOp {
             op: match wire::NetOpKind::try_from(n.op) {

@@ -115,6 +115,41 @@ fn a_failed_exec_without_argv_or_with_a_non_positive_errno_is_refused() {
     }
 }
 
+/// A resolved directory names a file only when absolute: a lying or broken
+/// agent's relative one is refused, not joined to whatever the operator
+/// takes as its base.
+#[test]
+fn a_resolved_directory_that_is_not_absolute_is_refused_naming_the_field() {
+    let rename = every_kind()
+        .into_iter()
+        .find(|e| matches!(&e.kind, EventKind::File(f) if f.dir.is_some()))
+        .expect("a file event with a directory");
+    assert_eq!(through_bytes(&rename), rename);
+    for (field, bad) in [("file.dir", &b"srv/data"[..]), ("file.new_dir", b"")] {
+        let mut w = wire::Event::from(&rename);
+        let Some(wire::event::Kind::File(f)) = w.kind.as_mut() else {
+            panic!()
+        };
+        if field == "file.dir" {
+            f.dir = Some(bad.to_vec());
+        } else {
+            f.new_dir = Some(bad.to_vec());
+        }
+        let err = Event::try_from(w).unwrap_err();
+        assert_eq!(err.field(), field);
+        assert!(
+            err.to_string().contains("not an absolute directory"),
+            "{err}"
+        );
+    }
+    let mut w = wire::Event::from(&every_kind()[0]);
+    let Some(wire::event::Kind::Exec(x)) = w.kind.as_mut() else {
+        panic!()
+    };
+    x.dir = Some(b"tmp".to_vec());
+    assert_eq!(Event::try_from(w).unwrap_err().field(), "exec.dir");
+}
+
 #[test]
 fn numbers_that_do_not_fit_the_domain_type_are_refused() {
     let mut w = wire::Event::from(&base(EventKind::Exit(Exit { code: 1, signal: 0 })));

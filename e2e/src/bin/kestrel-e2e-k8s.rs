@@ -1639,6 +1639,7 @@ fn exec(
                 read_failed: false,
             },
             from_proc_scan: false,
+            dir: None,
         }),
     };
     let root = Ancestor {

@@ -123,6 +123,12 @@ const ATTACKS: &[Attack] = &[
         command: "cp /bin/busybox /dev/shm/.x; chmod +x /dev/shm/.x; /dev/shm/.x -o pool:4444",
     },
     Attack {
+        name: "dropped binary run from its own directory",
+        tactic: "defense-evasion",
+        technique: "T1036.004",
+        command: "cd /tmp && cp /bin/busybox ./.ksoftirqd && ./.ksoftirqd -o pool:4444",
+    },
+    Attack {
         name: "logs and history removed",
         tactic: "defense-evasion",
         technique: "T1070.003",
@@ -133,6 +139,12 @@ const ATTACKS: &[Attack] = &[
         tactic: "credential-access",
         technique: "T1003.008",
         command: "cat /etc/shadow",
+    },
+    Attack {
+        name: "shadow read through a relative path",
+        tactic: "credential-access",
+        technique: "T1003.008",
+        command: "cd /etc && cat ./shadow",
     },
     Attack {
         name: "filesystem sweep for keys",

@@ -17,6 +17,14 @@
 //! a workload that is not `Kind/name`) is reported by the pipeline as an
 //! error line and in the log, and the object is left alone: the operator
 //! never deletes or rewrites what a person wrote.
+//!
+//! `spec.source` is immutable. Kubernetes 1.20 has no CEL transition rules
+//! and Kestrel runs no admission webhook, so the operator checks it: it
+//! remembers each object's source (by uid) from its first sighting, and a
+//! later generation with another source is refused (reported as above,
+//! naming the field and what to do) and not applied; the object keeps
+//! working as what it was until the source is put back. Changing a learned
+//! profile into a promoted one is "export, delete, apply" (a new uid).
 
 use crate::engine::Command;
 use futures::TryStreamExt;
@@ -40,18 +48,56 @@ pub enum SpecChange {
     },
 }
 
-/// What the engine should do about one object's spec, if anything.
-/// `seen` remembers the generation handled per object uid.
-pub fn spec_change(bp: &BehaviorProfile, seen: &mut HashMap<String, i64>) -> Option<SpecChange> {
-    let uid = bp.metadata.uid.clone()?;
-    let generation = bp.metadata.generation.unwrap_or(0);
-    if seen.get(&uid) == Some(&generation) {
-        return None;
+/// What the operator remembers of an object it has seen, by uid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// The last generation handled.
+    pub generation: i64,
+    /// Its source when first seen (immutable).
+    pub source: ProfileSource,
+}
+
+impl Seen {
+    /// What an object shows now.
+    pub fn of(bp: &BehaviorProfile) -> Self {
+        Seen {
+            generation: bp.metadata.generation.unwrap_or(0),
+            source: bp.spec.source,
+        }
     }
-    seen.insert(uid, generation);
+}
+
+/// What the engine should do about one object's spec, if anything.
+/// `seen` remembers the generation handled and the first source per uid.
+pub fn spec_change(bp: &BehaviorProfile, seen: &mut HashMap<String, Seen>) -> Option<SpecChange> {
+    let uid = bp.metadata.uid.clone()?;
+    let now = Seen::of(bp);
+    let first_source = match seen.get(&uid) {
+        Some(s) if s.generation == now.generation => return None,
+        Some(s) => s.source,
+        None => now.source,
+    };
+    seen.insert(
+        uid,
+        Seen {
+            source: first_source,
+            ..now
+        },
+    );
     let ns = bp.metadata.namespace.clone()?;
     let name = bp.metadata.name.clone().unwrap_or_default();
     let object = format!("{ns}/{name}");
+    if now.source != first_source {
+        return Some(SpecChange::Invalid {
+            object,
+            reason: format!(
+                "spec.source is immutable: it was {first_source:?} and is now {:?}; the change is \
+                 not applied. Put it back, or export the profile, delete it and apply it again \
+                 with the new source",
+                now.source
+            ),
+        });
+    }
     let workload = bp.workload_name().unwrap_or_default();
     let wref = WorkloadRef::parse(&workload);
     if wref.kind == WorkloadKind::Container {
@@ -95,7 +141,7 @@ pub fn start(client: Client) -> crossbeam_channel::Receiver<SpecChange> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let api: Api<BehaviorProfile> = Api::all(client);
     tokio::spawn(async move {
-        let mut seen: HashMap<String, i64> = HashMap::new();
+        let mut seen: HashMap<String, Seen> = HashMap::new();
         let mut first_listing = true;
         let mut stream = Box::pin(watcher(api, watcher::Config::default()).default_backoff());
         loop {
@@ -110,7 +156,7 @@ pub fn start(client: Client) -> crossbeam_channel::Receiver<SpecChange> {
             let bp = match ev {
                 watcher::Event::InitApply(bp) if first_listing => {
                     if let Some(uid) = bp.metadata.uid.clone() {
-                        seen.insert(uid, bp.metadata.generation.unwrap_or(0));
+                        seen.insert(uid, Seen::of(&bp));
                     }
                     continue;
                 }
@@ -185,5 +231,44 @@ mod tests {
         };
         assert_eq!(object, "shop/deployment-web");
         assert!(reason.contains("Enforce is reserved"), "{reason}");
+    }
+
+    #[test]
+    fn changing_the_source_of_an_existing_object_is_refused_until_it_is_put_back() {
+        let mut seen = HashMap::new();
+        assert!(matches!(
+            spec_change(&bp("Learned", "Auto", 1), &mut seen),
+            Some(SpecChange::Command(Command::SetMode { .. }))
+        ));
+        // someone edits the learned object into a promoted one in place
+        let Some(SpecChange::Invalid { object, reason }) =
+            spec_change(&bp("Promoted", "Detect", 2), &mut seen)
+        else {
+            panic!("a changed source was accepted")
+        };
+        assert_eq!(object, "shop/deployment-web");
+        assert!(
+            reason.starts_with("spec.source is immutable: it was Learned and is now Promoted"),
+            "{reason}"
+        );
+        // still refused on a later edit that keeps the wrong source
+        assert!(matches!(
+            spec_change(&bp("Promoted", "Learn", 3), &mut seen),
+            Some(SpecChange::Invalid { .. })
+        ));
+        // put back: a mode change on the learned profile again
+        let Some(SpecChange::Command(Command::SetMode { mode, .. })) =
+            spec_change(&bp("Learned", "Detect", 4), &mut seen)
+        else {
+            panic!("the restored source was refused")
+        };
+        assert_eq!(mode, Mode::Detect);
+        // the first listing's objects are remembered with their source too
+        let mut listed = HashMap::new();
+        listed.insert("u-1".to_string(), Seen::of(&bp("Promoted", "Detect", 1)));
+        assert!(matches!(
+            spec_change(&bp("Learned", "Detect", 2), &mut listed),
+            Some(SpecChange::Invalid { .. })
+        ));
     }
 }

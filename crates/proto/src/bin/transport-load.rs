@@ -114,6 +114,7 @@ fn sample_events(agent: usize, n: usize) -> Vec<WorkloadEvent> {
                         read_failed: false,
                     },
                     from_proc_scan: false,
+                    dir: None,
                 }),
                 1 | 2 => EventKind::File(FileOp {
                     op: FileOpKind::Open,
@@ -126,6 +127,8 @@ fn sample_events(agent: usize, n: usize) -> Vec<WorkloadEvent> {
                     mode: 0o600,
                     truncated: false,
                     read_failed: false,
+                    dir: None,
+                    new_dir: None,
                 }),
                 _ => EventKind::Net(NetOp {
                     op: NetOpKind::Connect,

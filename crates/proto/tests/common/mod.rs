@@ -61,6 +61,7 @@ pub fn every_kind() -> Vec<Event> {
             read_failed: false,
         },
         from_proc_scan: true,
+        dir: None,
     });
     let open = EventKind::File(FileOp {
         op: FileOpKind::Open,
@@ -73,6 +74,8 @@ pub fn every_kind() -> Vec<Event> {
         mode: 0o644,
         truncated: false,
         read_failed: true,
+        dir: None,
+        new_dir: None,
     });
     let rename = EventKind::File(FileOp {
         op: FileOpKind::Rename,
@@ -85,6 +88,8 @@ pub fn every_kind() -> Vec<Event> {
         mode: 0,
         truncated: true,
         read_failed: false,
+        dir: Some(ByteStr::new(&b"/srv/\xffdata"[..])),
+        new_dir: Some("/".into()),
     });
     let unlink = EventKind::File(FileOp {
         op: FileOpKind::Unlink,
@@ -97,6 +102,8 @@ pub fn every_kind() -> Vec<Event> {
         mode: 0,
         truncated: false,
         read_failed: false,
+        dir: None,
+        new_dir: None,
     });
     let connect = EventKind::Net(NetOp {
         op: NetOpKind::Connect,
@@ -197,6 +204,7 @@ pub fn every_kind() -> Vec<Event> {
             },
             errno: 13,
             dfd: Some(5),
+            dir: None,
         })),
     ]
 }

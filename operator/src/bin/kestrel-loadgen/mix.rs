@@ -558,6 +558,7 @@ impl Mix {
                 read_failed: false,
             },
             from_proc_scan: false,
+            dir: None,
         });
         let event = self.base(c, pid, ppid, exe, kind);
         let process = Ancestor {
@@ -592,6 +593,8 @@ impl Mix {
             mode: if flags & 0o100 != 0 { 0o644 } else { 0 },
             truncated: false,
             read_failed: false,
+            dir: None,
+            new_dir: None,
         });
         let event = self.base(c, pid, main_pid, comm, kind);
         let mut process = self.root(c);
