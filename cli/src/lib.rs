@@ -3,4 +3,5 @@
 //! pipeline in one process (`kestrel standalone`).
 #![deny(missing_docs)]
 
+pub mod profile;
 pub mod standalone;

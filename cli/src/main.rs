@@ -10,7 +10,7 @@ use kestrel_operator::store::{DirStore, Store};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kestrel_cli::standalone;
+use kestrel_cli::{profile, standalone};
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +40,12 @@ enum Command {
     /// The operator: serves node agents over gRPC (mutual TLS) and runs the
     /// profile/detection/scoring pipeline; state as in standalone mode.
     Operator(Box<OperatorArgs>),
+    /// Profiles for Git: export one as a promoted profile, or compare two
+    /// (docs/gitops.md).
+    Profile {
+        #[command(subcommand)]
+        command: ProfileCommand,
+    },
     /// Print the workloads and alerts kept in a state directory.
     Status {
         /// The state directory.
@@ -49,6 +55,159 @@ enum Command {
         #[arg(long, default_value = "table")]
         output: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ProfileCommand {
+    /// Print a profile as a promoted one (`source: Promoted`, its behaviour
+    /// as `spec.baseline`, no status or cluster fields), ready for Git.
+    Export {
+        /// Object name (`deployment-web`) or workload (`Deployment/web`;
+        /// standalone: `web`).
+        name: String,
+        #[command(flatten)]
+        from: From,
+        /// The exported profile's mode: `Detect` (default), `Auto` or
+        /// `Learn` (learn on top of the baseline).
+        #[arg(long, default_value = "Detect")]
+        mode: String,
+        /// `yaml` (default) or `json`.
+        #[arg(long, short, default_value = "yaml")]
+        output: String,
+    },
+    /// What a promoted profile's workload did beyond its baseline: the
+    /// learned shadow (`status.learned`) against `spec.baseline` (`+`: done
+    /// but not in Git; `-`: in Git but not seen since the promotion). Exit
+    /// status 0 when nothing is outside, 1 otherwise.
+    Drift {
+        /// The promoted profile, named as for `export`, or a file.
+        name: String,
+        #[command(flatten)]
+        from: From,
+    },
+    /// What differs between two profiles' behaviour: branches and
+    /// exemplars, paths and ports only in one of them. Exit status 0 when
+    /// they are the same, 1 when they differ.
+    Diff {
+        /// A file (`-`: stdin), or a profile named as for `export`.
+        a: String,
+        /// The same for the second profile.
+        b: String,
+        #[command(flatten)]
+        from: From,
+    },
+}
+
+/// Where named profiles are looked up.
+#[derive(clap::Args)]
+struct From {
+    /// A standalone state directory (else: the cluster of the current
+    /// kubeconfig).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// The namespace in the cluster.
+    #[arg(long, short, default_value = "default")]
+    namespace: String,
+}
+
+impl From {
+    fn source(&self) -> profile::Source {
+        match &self.state_dir {
+            Some(d) => profile::Source::Dir(d.clone()),
+            None => profile::Source::Cluster {
+                namespace: self.namespace.clone(),
+            },
+        }
+    }
+}
+
+fn profile_command(command: ProfileCommand) -> anyhow::Result<()> {
+    match command {
+        ProfileCommand::Export {
+            name,
+            from,
+            mode,
+            output,
+        } => {
+            let mode: kestrel_api::ProfileMode = serde_json::from_value(serde_json::json!(mode))
+                .map_err(|_| anyhow::anyhow!("--mode {mode:?}: want Detect, Auto or Learn"))?;
+            if mode == kestrel_api::ProfileMode::Enforce {
+                anyhow::bail!("--mode Enforce is reserved and not supported yet (use Detect)");
+            }
+            let exported = profile::export(&profile::fetch(&from.source(), &name)?, mode)?;
+            match output.as_str() {
+                "json" => println!("{}", serde_json::to_string_pretty(&exported)?),
+                "yaml" => print!("{}", kestrel_api::to_yaml(&exported)?),
+                other => anyhow::bail!("--output {other:?}: want yaml or json"),
+            }
+            Ok(())
+        }
+        ProfileCommand::Drift { name, from } => {
+            let path = std::path::Path::new(&name);
+            let p = if name == "-" || path.is_file() {
+                profile::read_file(path)?
+            } else {
+                profile::fetch(&from.source(), &name)?
+            };
+            if p.spec.source != kestrel_api::ProfileSource::Promoted {
+                anyhow::bail!(
+                    "{name}: a learned profile has no drift (only a promoted profile is compared \
+                     with what its workload does)"
+                );
+            }
+            let empty = kestrel_api::ProfileBody::default();
+            let shadow = p.status.as_ref().and_then(|s| s.learned.as_ref());
+            if let Some(c) = p
+                .status
+                .as_ref()
+                .and_then(|s| kestrel_api::find_condition(&s.conditions, "Drift"))
+            {
+                println!("Drift {:?} {}: {}", c.status, c.reason, c.message);
+            }
+            let d = profile::diff(
+                p.spec.baseline.as_ref().unwrap_or(&empty),
+                shadow.unwrap_or(&empty),
+            );
+            println!(
+                "--- {name} spec.baseline (Git)\n+++ {name} status.learned (what the workload did)"
+            );
+            if d.is_empty() {
+                println!("no drift");
+                Ok(())
+            } else {
+                print!("{d}");
+                std::process::exit(1)
+            }
+        }
+        ProfileCommand::Diff { a, b, from } => {
+            let load = |arg: &str| -> anyhow::Result<(String, kestrel_api::BehaviorProfile)> {
+                let path = std::path::Path::new(arg);
+                let p = if arg == "-" || path.is_file() {
+                    profile::read_file(path)?
+                } else {
+                    profile::fetch(&from.source(), arg)?
+                };
+                let label = format!(
+                    "{arg} ({} {})",
+                    p.metadata.name.as_deref().unwrap_or_default(),
+                    p.body_path()
+                );
+                Ok((label, p))
+            };
+            let (la, pa) = load(&a)?;
+            let (lb, pb) = load(&b)?;
+            let empty = kestrel_api::ProfileBody::default();
+            let d = profile::diff(pa.body().unwrap_or(&empty), pb.body().unwrap_or(&empty));
+            println!("--- {la}\n+++ {lb}");
+            if d.is_empty() {
+                println!("same behaviour");
+                Ok(())
+            } else {
+                print!("{d}");
+                std::process::exit(1)
+            }
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -80,6 +239,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Operator(args) => run_operator(*args),
+        Command::Profile { command } => profile_command(command),
         Command::Status { state_dir, output } => status(&state_dir, &output),
     }
 }

@@ -5,7 +5,7 @@
 //! and returns what happened ([`Output`]); storage, printing and transport
 //! are the caller's.
 
-use kestrel_api::BehaviorProfile;
+use kestrel_api::{BehaviorProfile, ProfileSource};
 use kestrel_embed::{ArgShape, Embedder};
 use kestrel_events::EventKind;
 use kestrel_events::Forwarded;
@@ -18,7 +18,7 @@ use kestrel_scoring::{
     Arguments, CandidateAlert, LlmAnswer, LlmOutcome, LlmQueue, LlmSlot, Outcome, PeerAddress,
     ProcessAncestor, Scorer, SecurityAlert, Signal,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +38,14 @@ pub enum EngineError {
     /// A command named a workload the engine has no profile for.
     #[error("no profile for workload {0:?}")]
     UnknownWorkload(String),
+    /// A false-positive verdict the engine cannot turn into learning.
+    #[error("alert {alert}: nothing taught: {reason}")]
+    NotTaught {
+        /// The alert id.
+        alert: String,
+        /// Why, in words.
+        reason: String,
+    },
 }
 
 impl EngineError {
@@ -50,6 +58,7 @@ impl EngineError {
             } => "embedding",
             EngineError::Profile { .. } => "profile",
             EngineError::UnknownWorkload(_) => "unknown_workload",
+            EngineError::NotTaught { .. } => "not_taught",
         }
     }
 }
@@ -92,6 +101,29 @@ pub enum Command {
         /// The workload.
         workload: String,
     },
+    /// A person's verdict that an alert was no attack: what made it (the
+    /// activities the engine holds for it) is learned into the workload's
+    /// profile, whatever its phase, so it stops alerting. Refused for a
+    /// promoted profile (Git is its source: add the behaviour there) and
+    /// for an alert whose activities the engine no longer holds (raised
+    /// before a restart, or more than [`TAUGHT_ALERTS`] alerts ago).
+    FalsePositive {
+        /// The alert id (`spec.id`).
+        alert: String,
+    },
+}
+
+/// Alerts whose activities the engine keeps for a false-positive verdict.
+pub const TAUGHT_ALERTS: usize = 4096;
+/// Activities kept per alert (the first of an incident's distinct ones).
+pub const TAUGHT_ACTIVITIES: usize = 32;
+
+/// What made one alert.
+#[derive(Debug, Clone)]
+struct AlertActivities {
+    workload: String,
+    image: String,
+    activities: Vec<Activity>,
 }
 
 /// Settings of the engine.
@@ -134,6 +166,17 @@ pub enum Output {
         /// Why, in words.
         reason: String,
     },
+    /// A false-positive verdict was learned into a profile.
+    Taught {
+        /// The workload.
+        workload: String,
+        /// The alert id.
+        alert: String,
+        /// Activities that were new to the profile.
+        learned: usize,
+        /// Activities replayed in all.
+        activities: usize,
+    },
 }
 
 /// A workload's digest for the agents' edge filters, with its phase.
@@ -151,6 +194,8 @@ pub struct WorkloadDigest {
 #[derive(Debug)]
 struct WorkloadState {
     profile: Profile,
+    /// While a promoted profile is in force: the learned shadow.
+    shadow: Option<Shadow>,
     /// The profile's similarity buckets of this workload's anomalies
     /// (runtime state, bounded; see `kestrel_profile::AnomalyBuckets`).
     buckets: AnomalyBuckets,
@@ -199,6 +244,10 @@ pub struct Engine {
     /// When each workload's last relearn suggestion went out (one per
     /// rollout grace period).
     relearn_noted: HashMap<String, u64>,
+    /// What made each recent alert, for a false-positive verdict (at most
+    /// [`TAUGHT_ALERTS`], oldest dropped first).
+    alert_activities: HashMap<String, AlertActivities>,
+    alert_order: std::collections::VecDeque<String>,
 }
 
 /// What the environment knows about a workload: standalone counts its live
@@ -228,6 +277,8 @@ impl Engine {
             facts: HashMap::new(),
             entry_changes: HashMap::new(),
             relearn_noted: HashMap::new(),
+            alert_activities: HashMap::new(),
+            alert_order: std::collections::VecDeque::new(),
         }
     }
 
@@ -293,10 +344,15 @@ impl Engine {
             .get(workload)
             .map(|st| st.image.clone())
             .unwrap_or_default();
+        let shadow = match document.spec.source {
+            ProfileSource::Promoted => Some(self.shadow_of(workload, document, now)?),
+            ProfileSource::Learned => None,
+        };
         self.workloads.insert(
             workload.to_string(),
             WorkloadState {
                 profile,
+                shadow,
                 buckets: AnomalyBuckets::new(),
                 image,
                 dirty: false,
@@ -304,6 +360,38 @@ impl Engine {
             },
         );
         Ok(())
+    }
+
+    /// The learned shadow of a promoted profile: what its `status.learned`
+    /// holds (a restart goes on from there), else empty; it learns and
+    /// never detects.
+    fn shadow_of(
+        &self,
+        workload: &str,
+        document: &BehaviorProfile,
+        now: Duration,
+    ) -> Result<Shadow, EngineError> {
+        let mut learned = document.clone();
+        learned.spec.source = ProfileSource::Learned;
+        learned.spec.mode = kestrel_api::ProfileMode::Learn;
+        learned.spec.baseline = None;
+        if let Some(status) = learned.status.as_mut() {
+            status.convergence = None;
+            status.phase = None;
+        }
+        let profile =
+            Profile::from_object(&learned, self.embedder.as_ref(), now).map_err(|source| {
+                EngineError::Profile {
+                    workload: workload.into(),
+                    source,
+                }
+            })?;
+        Ok(Shadow {
+            profile,
+            since_ns: nanos(now),
+            outside: 0,
+            samples: BTreeSet::new(),
+        })
     }
 
     /// Carries out a command (see [`Command`] for who owns what).
@@ -355,6 +443,7 @@ impl Engine {
                     None => Err(EngineError::UnknownWorkload(workload)),
                 };
             }
+            Command::FalsePositive { alert } => return self.teach(alert),
         };
         let st = self.known(&workload)?;
         st.dirty = true;
@@ -366,6 +455,79 @@ impl Engine {
                 transition,
             })
             .collect())
+    }
+
+    /// Learns what made `alert` into its workload's profile (see
+    /// [`Command::FalsePositive`]).
+    fn teach(&mut self, alert: String) -> Result<Vec<Output>, EngineError> {
+        let not_taught = |reason: &str| EngineError::NotTaught {
+            alert: alert.clone(),
+            reason: reason.to_string(),
+        };
+        let Some(held) = self.alert_activities.get(&alert).cloned() else {
+            return Err(not_taught(
+                "the operator does not hold what made it (raised before its last restart, \
+                 or too long ago); its next occurrence will alert again and can be triaged then",
+            ));
+        };
+        let embedder = Arc::clone(&self.embedder);
+        let st = self.known(&held.workload)?;
+        if st.profile.source() == kestrel_api::ProfileSource::Promoted {
+            return Err(not_taught(
+                "the workload's profile is promoted: Git is its source, add the behaviour to its \
+                 spec.baseline there",
+            ));
+        }
+        let mut learned = 0;
+        for a in &held.activities {
+            let l = st
+                .profile
+                .learn(
+                    &kestrel_profile::profile_event(a, held.image.as_bytes()),
+                    embedder.as_ref(),
+                )
+                .map_err(|source| EngineError::Profile {
+                    workload: held.workload.clone(),
+                    source,
+                })?;
+            if l.change.is_growth() {
+                learned += 1;
+            }
+        }
+        st.dirty = true;
+        st.digest_dirty = true;
+        self.alert_activities.remove(&alert);
+        Ok(vec![Output::Taught {
+            workload: held.workload,
+            alert,
+            learned,
+            activities: held.activities.len(),
+        }])
+    }
+
+    /// Notes what made an alert (see [`Command::FalsePositive`]).
+    fn note_alert_activity(&mut self, alert: &str, f: &Forwarded) {
+        if !self.alert_activities.contains_key(alert) {
+            if self.alert_order.len() >= TAUGHT_ALERTS {
+                if let Some(old) = self.alert_order.pop_front() {
+                    self.alert_activities.remove(&old);
+                }
+            }
+            self.alert_order.push_back(alert.to_string());
+            self.alert_activities.insert(
+                alert.to_string(),
+                AlertActivities {
+                    workload: f.workload.name.clone(),
+                    image: f.workload.image.clone(),
+                    activities: Vec::new(),
+                },
+            );
+        }
+        if let Some(held) = self.alert_activities.get_mut(alert) {
+            if held.activities.len() < TAUGHT_ACTIVITIES && !held.activities.contains(&f.activity) {
+                held.activities.push(f.activity.clone());
+            }
+        }
     }
 
     fn known(&mut self, workload: &str) -> Result<&mut WorkloadState, EngineError> {
@@ -390,6 +552,7 @@ impl Engine {
                 workload.to_string(),
                 WorkloadState {
                     profile,
+                    shadow: None,
                     buckets: AnomalyBuckets::new(),
                     image: image.into(),
                     dirty: true,
@@ -432,6 +595,28 @@ impl Engine {
             st.dirty = true;
             st.digest_dirty = true;
         }
+        if let Some(sh) = st.shadow.as_mut() {
+            let learned = sh
+                .profile
+                .learn(
+                    &kestrel_profile::profile_event(&f.activity, image),
+                    embedder.as_ref(),
+                )
+                .map_err(|source| EngineError::Profile {
+                    workload: workload.clone(),
+                    source,
+                })?;
+            if learned.change.is_growth() {
+                st.dirty = true;
+            }
+            if detecting && !obs.outcome.is_known() {
+                sh.outside += 1;
+                if sh.samples.len() < DRIFT_SAMPLES {
+                    sh.samples.insert(describe(&f.activity));
+                }
+                st.dirty = true;
+            }
+        }
         let mut out: Vec<Output> = obs
             .transitions
             .into_iter()
@@ -449,7 +634,12 @@ impl Engine {
             let mut candidate = self.candidate(f, &obs.outcome, now);
             self.give_shape(&workload, &mut candidate, embedder.as_ref(), now);
             let outcomes = self.score(&candidate, now);
-            out.extend(outcomes.into_iter().filter_map(alert_output));
+            for o in outcomes.into_iter().filter_map(alert_output) {
+                if let Output::Alert { alert, .. } = &o {
+                    self.note_alert_activity(&alert.id, f);
+                }
+                out.push(o);
+            }
             // suggestions are drained after every candidate, so any is this
             // workload's (the scorer knows it by its name in its namespace)
             for (_, reason) in self.scorer.take_relearn_suggestions() {
@@ -792,7 +982,7 @@ impl Engine {
             .filter(|(_, st)| st.dirty)
             .map(|(name, st)| {
                 st.dirty = false;
-                (name.clone(), document_of(name, &ns, &st.profile))
+                (name.clone(), document_of(name, &ns, st))
             })
             .collect()
     }
@@ -801,7 +991,7 @@ impl Engine {
     pub fn all_documents(&self) -> Vec<(String, BehaviorProfile)> {
         self.workloads
             .iter()
-            .map(|(n, st)| (n.clone(), document_of(n, &self.cfg.namespace, &st.profile)))
+            .map(|(n, st)| (n.clone(), document_of(n, &self.cfg.namespace, st)))
             .collect()
     }
 
@@ -933,15 +1123,109 @@ fn truncate_chars(s: &str, max: usize) -> String {
 /// The object of a workload's profile: a cluster key's profile lives in the
 /// key's namespace and is named after the workload within it; a standalone
 /// key's in `namespace`.
-fn document_of(key: &str, namespace: &str, p: &Profile) -> BehaviorProfile {
+fn document_of(key: &str, namespace: &str, st: &WorkloadState) -> BehaviorProfile {
     let (ns, name) = match kestrel_api::split_cluster_key(key) {
         (Some(ns), local) => (ns, local),
         (None, local) => (namespace, local),
     };
-    p.to_object(Metadata {
+    let meta = || Metadata {
         name: Some(name.to_string()),
         namespace: Some(ns.to_string()),
-    })
+    };
+    let mut doc = st.profile.to_object(meta());
+    if let (Some(sh), Some(status)) = (&st.shadow, doc.status.as_mut()) {
+        status.learned = sh.profile.to_object(meta()).status.and_then(|s| s.learned);
+        status.conditions.push(sh.condition());
+        doc.measure_size();
+    }
+    doc
+}
+
+/// Distinct examples a `Drift` condition names.
+const DRIFT_SAMPLES: usize = 10;
+
+/// The learned shadow of a promoted profile: it learns everything the
+/// workload does while the promoted profile (Git's) is in force, and counts
+/// what fell outside the baseline. Its behaviour is the promoted object's
+/// `status.learned`; the `Drift` condition summarises the difference
+/// (`kestrel profile drift NAME` lists it).
+#[derive(Debug)]
+struct Shadow {
+    profile: Profile,
+    /// Since when it watches (ns since the epoch).
+    since_ns: u64,
+    /// Activities outside the baseline since then.
+    outside: u64,
+    /// The first distinct ones, described.
+    samples: BTreeSet<String>,
+}
+
+impl Shadow {
+    fn condition(&self) -> kestrel_api::Condition {
+        let since = kestrel_api::rfc3339_ns(self.since_ns);
+        let (status, reason, message) = if self.outside == 0 {
+            (
+                kestrel_api::ConditionStatus::False,
+                "WithinBaseline",
+                format!("nothing outside spec.baseline since {since}"),
+            )
+        } else {
+            let list: Vec<&str> = self.samples.iter().map(String::as_str).collect();
+            (
+                kestrel_api::ConditionStatus::True,
+                "OutsideBaseline",
+                format!(
+                    "{} {} outside spec.baseline since {since}, among them: {}; \
+                     status.learned holds what the workload did (kestrel profile drift lists \
+                     the difference)",
+                    self.outside,
+                    if self.outside == 1 {
+                        "activity"
+                    } else {
+                        "activities"
+                    },
+                    list.join("; ")
+                ),
+            )
+        };
+        kestrel_api::Condition::new(
+            kestrel_api::Condition::DRIFT,
+            status,
+            reason,
+            message,
+            since,
+        )
+    }
+}
+
+/// An activity in words, for the `Drift` condition.
+fn describe(a: &Activity) -> String {
+    let text = |b: &[u8]| kestrel_events::escape_bytes(b).into_owned();
+    match a {
+        Activity::Process {
+            parent, exe, args, ..
+        } => {
+            let args = truncate_chars(args, 80);
+            format!("process {} → {} {args}", text(parent), text(exe))
+                .trim_end()
+                .to_string()
+        }
+        Activity::File {
+            process,
+            access,
+            path,
+        } => format!("file {} {access:?} {}", text(process), text(path)),
+        Activity::Network {
+            process,
+            direction,
+            peer,
+            protocol,
+            port,
+        } => format!(
+            "network {} {direction:?} {peer} {protocol}/{port}",
+            text(process)
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -1186,6 +1470,171 @@ pub(crate) mod tests {
                 "{raw}"
             );
         }
+    }
+
+    /// Issue 12: a person marks an alert `false-positive`; what made it is
+    /// learned into the learned profile, and the same behaviour stops
+    /// alerting, while other new behaviour still does.
+    #[test]
+    fn a_false_positive_is_taught_to_the_learned_profile_and_stops_alerting() {
+        let mut e = detecting();
+        // the app reads its TLS key: new to the profile, credentials class
+        let backup = file_read("java", "/etc/ssl/private/server.key");
+        let out = alerts_in(e.handle(&backup, T).unwrap());
+        let [(alert, _)] = out.as_slice() else {
+            panic!("want one alert: {out:?}")
+        };
+        let id = alert.id.clone();
+        let taught = e
+            .command(Command::FalsePositive { alert: id.clone() }, T)
+            .unwrap();
+        let [Output::Taught {
+            workload,
+            alert: taught_id,
+            learned,
+            activities,
+        }] = taught.as_slice()
+        else {
+            panic!("{taught:?}")
+        };
+        assert_eq!(
+            (workload.as_str(), taught_id, *learned, *activities),
+            ("Deployment/webapp", &id, 1, 1)
+        );
+        // the same behaviour is known now: no alert, no candidate
+        assert!(alerts_in(e.handle(&backup, T + Duration::from_secs(1)).unwrap()).is_empty());
+        // something else new still alerts
+        let miner = exec("xmrig", "-o stratum+tcp://pool:3333");
+        assert_eq!(
+            alerts_in(e.handle(&miner, T + Duration::from_secs(2)).unwrap()).len(),
+            1
+        );
+        // taught once: a second verdict on the same alert has nothing to teach
+        let again = e.command(Command::FalsePositive { alert: id.clone() }, T);
+        assert!(
+            matches!(&again, Err(EngineError::NotTaught { alert, reason })
+                if alert == &id && reason.contains("does not hold what made it")),
+            "{again:?}"
+        );
+    }
+
+    /// A promoted profile's source is Git: a false positive is not learned
+    /// into it behind Git's back, and the refusal says where to add it.
+    #[test]
+    fn a_false_positive_on_a_promoted_profile_is_refused_naming_git() {
+        let mut e = detecting();
+        let doc = e
+            .all_documents()
+            .into_iter()
+            .find(|(n, _)| n == "Deployment/webapp")
+            .map(|(_, d)| d)
+            .unwrap();
+        let mut promoted = doc.clone();
+        promoted.spec.source = kestrel_api::ProfileSource::Promoted;
+        promoted.spec.mode = kestrel_api::ProfileMode::Detect;
+        promoted.spec.baseline = promoted.status.as_ref().and_then(|s| s.learned.clone());
+        e.command(
+            Command::Apply {
+                workload: "Deployment/webapp".into(),
+                document: Box::new(promoted),
+            },
+            T,
+        )
+        .unwrap();
+        let out = alerts_in(
+            e.handle(&file_read("java", "/etc/ssl/private/server.key"), T)
+                .unwrap(),
+        );
+        let [(alert, _)] = out.as_slice() else {
+            panic!("want one alert: {out:?}")
+        };
+        let err = e
+            .command(
+                Command::FalsePositive {
+                    alert: alert.id.clone(),
+                },
+                T,
+            )
+            .unwrap_err();
+        assert_eq!(err.label(), "not_taught");
+        assert!(
+            err.to_string().contains("promoted: Git is its source"),
+            "{err}"
+        );
+    }
+
+    /// Issue 12: while a promoted profile is in force, a learned shadow
+    /// keeps learning, and the promoted document reports `Drift`: what the
+    /// workload did that the baseline lacks. A restart goes on from the
+    /// shadow the document holds.
+    #[test]
+    fn a_promoted_profile_reports_drift_from_its_learned_shadow() {
+        let mut e = detecting();
+        let doc = e.all_documents().pop().map(|(_, d)| d).unwrap();
+        let mut promoted = doc.clone();
+        promoted.spec.source = ProfileSource::Promoted;
+        promoted.spec.mode = kestrel_api::ProfileMode::Detect;
+        promoted.spec.baseline = promoted.status.as_ref().and_then(|s| s.learned.clone());
+        promoted.status = None;
+        e.command(
+            Command::Apply {
+                workload: "Deployment/webapp".into(),
+                document: Box::new(promoted),
+            },
+            T,
+        )
+        .unwrap();
+        let drift_of = |e: &Engine| {
+            let doc = e.all_documents().pop().map(|(_, d)| d).unwrap();
+            let status = doc.status.clone().unwrap();
+            let c = kestrel_api::find_condition(&status.conditions, "Drift")
+                .cloned()
+                .expect("a Drift condition");
+            (doc, c)
+        };
+        let (_, c) = drift_of(&e);
+        assert_eq!(c.status, kestrel_api::ConditionStatus::False);
+        assert_eq!(c.reason, "WithinBaseline");
+        // known behaviour: no drift; new behaviour: drift, named
+        assert!(e
+            .handle(&exec("java", "-jar app.jar"), T)
+            .unwrap()
+            .is_empty());
+        e.handle(&file_read("java", "/app/cache/new.bin"), T)
+            .unwrap();
+        let (doc, c) = drift_of(&e);
+        assert_eq!(c.status, kestrel_api::ConditionStatus::True);
+        assert_eq!(c.reason, "OutsideBaseline");
+        assert!(
+            c.message
+                .starts_with("1 activity outside spec.baseline since ")
+                && c.message.contains("file java Read /app/cache/new.bin"),
+            "{}",
+            c.message
+        );
+        // the promoted spec is untouched; the shadow's behaviour is in
+        // status.learned, with what the baseline lacks
+        assert_eq!(doc.spec.source, ProfileSource::Promoted);
+        let learned = doc.status.as_ref().unwrap().learned.clone().unwrap();
+        assert!(learned
+            .files
+            .iter()
+            .any(|f| f.paths.iter().any(|p| p == "/app/cache/new.bin")));
+        assert!(!doc
+            .spec
+            .baseline
+            .as_ref()
+            .unwrap()
+            .files
+            .iter()
+            .any(|f| f.paths.iter().any(|p| p == "/app/cache/new.bin")));
+        // a restart: the shadow goes on from status.learned
+        let mut again = engine();
+        again
+            .load_profile("Deployment/webapp", &doc, T + Duration::from_secs(5))
+            .unwrap();
+        let (after, _) = drift_of(&again);
+        assert_eq!(after.status.unwrap().learned, Some(learned));
     }
 
     /// `cd /tmp && ./.ksoftirqd`: the program is named by its resolved path,

@@ -30,6 +30,17 @@ pub enum Line {
         /// Why.
         reason: String,
     },
+    /// A person's false-positive verdict was learned into a profile.
+    Taught {
+        /// Workload.
+        workload: String,
+        /// The alert id.
+        alert: String,
+        /// Activities new to the profile.
+        learned: usize,
+        /// Activities replayed in all.
+        activities: usize,
+    },
     /// Something failed (the run goes on): stored state that could not be
     /// read or written, an engine or embedding failure.
     Error {

@@ -14,9 +14,11 @@ use crate::engine::{
 use crate::error::{Error, Result};
 use crate::output::Line;
 use crate::store::{AlertDocument, StatusSink, Store, StoredProfile};
+use kestrel_api::{AlertState, Condition, ConditionStatus, Triage};
 use kestrel_embed::Embedder;
 use kestrel_events::Forwarded;
 use kestrel_scoring::{RuleSet, Scorer, WebhookSink};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +31,8 @@ pub struct Pipeline {
     runtime: tokio::runtime::Runtime,
     webhook: Option<Arc<WebhookSink>>,
     flood: crate::flood::FloodGate,
+    /// People's triage per alert object (`namespace/name`), when not Open.
+    triage: HashMap<String, AlertState>,
     last_tick: Instant,
     last_progress: Instant,
 }
@@ -133,6 +137,7 @@ impl Pipeline {
             }
         }
         let mut flood = crate::flood::FloodGate::new(cfg.alert_flood);
+        let mut triage = HashMap::new();
         // open incidents go on where they were: a repeat after a restart
         // updates its alert instead of raising a duplicate
         match runtime.block_on(store.load_alerts()) {
@@ -145,6 +150,12 @@ impl Pipeline {
                     }
                 }
                 let restored = engine.restore_alerts(&alerts, now);
+                for a in &alerts {
+                    let state = a.status.as_ref().map(|s| s.state).unwrap_or_default();
+                    if state != AlertState::Open {
+                        triage.insert(object_key(a), state);
+                    }
+                }
                 for a in &alerts {
                     flood.known(&a.spec);
                 }
@@ -164,6 +175,7 @@ impl Pipeline {
             runtime,
             webhook,
             flood,
+            triage,
             last_tick: Instant::now(),
             last_progress: Instant::now(),
         })
@@ -229,7 +241,8 @@ impl Pipeline {
                         crate::flood::Admitted::Alert(a) => (a, notify),
                         crate::flood::Admitted::Flood { alert, notify } => (alert, notify),
                     };
-                    let doc = AlertDocument::from_spec((*alert).clone());
+                    let mut doc = AlertDocument::from_spec((*alert).clone());
+                    let notify = self.apply_triage(&mut doc, notify);
                     if let Err(e) = self.runtime.block_on(self.store.save_alert(&doc)) {
                         emit(&Line::error(&Error::from(e)));
                     }
@@ -247,8 +260,115 @@ impl Pipeline {
                     tracing::info!(%workload, %reason, "relearn suggested");
                     emit(&Line::Relearn { workload, reason });
                 }
+                Output::Taught {
+                    workload,
+                    alert,
+                    learned,
+                    activities,
+                } => {
+                    tracing::info!(%workload, %alert, learned, activities, "false positive taught to the profile");
+                    emit(&Line::Taught {
+                        workload,
+                        alert,
+                        learned,
+                        activities,
+                    });
+                }
             }
         }
+    }
+
+    /// Carries out a person's verdict on an alert (the `kestrel.dev/triage`
+    /// annotation, [`Triage`]): later writes of the alert keep its state
+    /// (a repeat opens a resolved alert again; a suppressed alert's
+    /// repeats notify no one), and a false positive's activities are
+    /// learned into the workload's profile. Returns the state and the
+    /// `Triaged` condition to record on the object.
+    pub fn triage(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        alert: &str,
+        verdict: Triage,
+        emit: &mut dyn FnMut(&Line),
+    ) -> (AlertState, Condition) {
+        let state = verdict.state();
+        let key = format!("{namespace}/{name}");
+        if state == AlertState::Open {
+            self.triage.remove(&key);
+        } else {
+            self.triage.insert(key, state);
+        }
+        let now = self.clock.now();
+        let (status, message) = match verdict {
+            Triage::FalsePositive => {
+                let command = Command::FalsePositive {
+                    alert: alert.to_string(),
+                };
+                match self.engine.command(command, now) {
+                    Ok(outs) => {
+                        let message = outs
+                            .iter()
+                            .find_map(|o| match o {
+                                Output::Taught {
+                                    workload,
+                                    learned,
+                                    activities,
+                                    ..
+                                } => Some(format!(
+                                    "not an attack: taught to the profile of {workload} ({learned} \
+                                     of {activities} activities were new to it), so it does not \
+                                     alert again; resolved"
+                                )),
+                                _ => None,
+                            })
+                            .unwrap_or_else(|| "not an attack: resolved".into());
+                        self.outputs(outs, emit);
+                        (ConditionStatus::True, message)
+                    }
+                    Err(e) => {
+                        tracing::warn!(%alert, error = %e, "a false positive could not be taught");
+                        let message = format!("resolved, but {e}");
+                        emit(&Line::error(&Error::from(e)));
+                        (ConditionStatus::False, message)
+                    }
+                }
+            }
+            Triage::Acknowledged => (ConditionStatus::True, "acknowledged".into()),
+            Triage::Suppressed => (
+                ConditionStatus::True,
+                "suppressed: repeats are counted, no one is notified".into(),
+            ),
+            Triage::Resolved => (
+                ConditionStatus::True,
+                "resolved: a repeat opens it again".into(),
+            ),
+            Triage::Open => (ConditionStatus::True, "open again".into()),
+        };
+        let at = kestrel_api::rfc3339_ns(u64::try_from(now.as_nanos()).unwrap_or(u64::MAX));
+        (
+            state,
+            Condition::new(Condition::TRIAGED, status, verdict.reason(), message, at),
+        )
+    }
+
+    /// The triage state an alert's write carries, and whether it still
+    /// notifies (see [`Pipeline::triage`]).
+    fn apply_triage(&mut self, doc: &mut AlertDocument, notify: bool) -> bool {
+        let key = object_key(doc);
+        let state = match self.triage.get(&key).copied() {
+            None => return notify,
+            // a repeat of a resolved alert opens it again
+            Some(AlertState::Resolved) => {
+                self.triage.remove(&key);
+                AlertState::Open
+            }
+            Some(s) => s,
+        };
+        if let Some(st) = doc.status.as_mut() {
+            st.state = state;
+        }
+        notify && state != AlertState::Suppressed
     }
 
     /// Call often: applies the LLM answers that arrived; once a second lets
@@ -317,6 +437,15 @@ impl Pipeline {
         }
         self.status.publish(&v);
     }
+}
+
+/// `namespace/name` of an alert object.
+fn object_key(doc: &AlertDocument) -> String {
+    format!(
+        "{}/{}",
+        doc.metadata.namespace.as_deref().unwrap_or_default(),
+        doc.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 /// A per-process random seed for the digests (keys the edge filter's hashes).

@@ -280,6 +280,42 @@ fn apply_spec_change(
     }
 }
 
+/// Carries a person's verdict from the alert watch into the pipeline and
+/// records the outcome on the object (`status.state` and the `Triaged`
+/// condition); an annotation that is no verdict is reported.
+fn apply_triage(
+    pipeline: &mut Pipeline,
+    store: &crate::k8s::KubeStore,
+    runtime: &tokio::runtime::Runtime,
+    change: crate::k8s::alerts::TriageChange,
+    emit: &mut impl FnMut(&Line),
+) {
+    use crate::k8s::alerts::TriageChange;
+    let (namespace, name, alert, triage) = match change {
+        TriageChange::Invalid { object, reason } => {
+            tracing::error!(%object, %reason, "SecurityAlert triage not used");
+            emit(&Line::error(&crate::error::Error::Config(format!(
+                "securityalert {object}: {reason}"
+            ))));
+            return;
+        }
+        TriageChange::Verdict {
+            namespace,
+            name,
+            alert,
+            triage,
+        } => (namespace, name, alert, triage),
+    };
+    let (state, condition) = pipeline.triage(&namespace, &name, &alert, triage, &mut *emit);
+    tracing::info!(%namespace, %name, ?state, verdict = triage.reason(), message = %condition.message, "alert triaged");
+    if let Err(e) =
+        runtime.block_on(store.set_alert_state(&namespace, &name, state, Some(condition)))
+    {
+        tracing::warn!(error = %e, "triage not recorded on the alert");
+        emit(&Line::error(&crate::error::Error::from(e)));
+    }
+}
+
 /// What the server reports as it comes up (JSON lines on stderr from the
 /// binaries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,8 +417,9 @@ pub fn run(
         let view = runtime.block_on(async {
             crate::k8s::watch::start(client.clone(), k.excluded_namespaces.clone())
         });
-        let specs = runtime.block_on(async { crate::k8s::profiles::start(client) });
-        cluster = Some((store, view, specs));
+        let specs = runtime.block_on(async { crate::k8s::profiles::start(client.clone()) });
+        let verdicts = runtime.block_on(async { crate::k8s::alerts::start(client) });
+        cluster = Some((store, view, specs, verdicts));
     }
     let mut pipeline = Pipeline::build(cfg, parts, &mut emit)?;
     let server_names = [
@@ -413,7 +450,7 @@ pub fn run(
         counters: Arc::clone(&serve.counters),
         matched: Mutex::new(BTreeMap::new()),
         ring_dropped: Mutex::new(BTreeMap::new()),
-        identity: cluster.as_ref().map(|(_, v, _)| Arc::clone(&v.identity)),
+        identity: cluster.as_ref().map(|(_, v, _, _)| Arc::clone(&v.identity)),
     });
     for d in pipeline.all_digests() {
         handler.publish(d);
@@ -445,7 +482,7 @@ pub fn run(
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
-        if let Some((store, view, specs)) = &cluster {
+        if let Some((store, view, specs, verdicts)) = &cluster {
             health.synced.store(
                 view.synced.load(Ordering::Relaxed) >= crate::k8s::watch::KINDS,
                 Ordering::Relaxed,
@@ -459,6 +496,9 @@ pub fn run(
             while let Ok(change) = specs.try_recv() {
                 apply_spec_change(&mut pipeline, store, &runtime, change, &mut emit);
             }
+            while let Ok(change) = verdicts.try_recv() {
+                apply_triage(&mut pipeline, store, &runtime, change, &mut emit);
+            }
         }
         let h = &handler;
         let c = &cluster;
@@ -470,7 +510,7 @@ pub fn run(
                 "ringDroppedByNode": h.ring_dropped.lock().map(|m| m.clone()).unwrap_or_default(),
                 "queueDropped": h.counters.queue_dropped.load(Ordering::Relaxed),
             });
-            if let Some((store, view, _)) = c {
+            if let Some((store, view, _, _)) = c {
                 s["kubernetes"] = serde_json::json!({
                     "api": store.stats().to_json(),
                     "pending": store.pending(),

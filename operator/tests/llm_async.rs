@@ -192,7 +192,7 @@ fn alerts(outs: Vec<Output>) -> Vec<(Box<SecurityAlert>, bool)> {
     outs.into_iter()
         .filter_map(|o| match o {
             Output::Alert { alert, notify } => Some((alert, notify)),
-            Output::Phase { .. } | Output::RelearnSuggested { .. } => None,
+            Output::Phase { .. } | Output::RelearnSuggested { .. } | Output::Taught { .. } => None,
         })
         .collect()
 }

@@ -15,10 +15,77 @@ use crate::limits;
 use crate::names::alert_object_name;
 use crate::signal::{AnomalyShape, ProcessAncestor, Signal};
 
-/// Annotation by which a person triages an alert: `Acknowledged`,
-/// `Suppressed`, `Resolved` or `Open`; the operator mirrors it into
-/// `status.state`.
+/// Annotation by which a person triages an alert (see [`Triage`]); the
+/// operator mirrors it into `status.state`.
 pub const TRIAGE_ANNOTATION: &str = "kestrel.dev/triage";
+
+/// A person's verdict on an alert, the value of [`TRIAGE_ANNOTATION`]
+/// (case and `-`/`_` do not matter: `acknowledged`, `Suppressed`,
+/// `false-positive`, `FalsePositive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Triage {
+    /// Back to open.
+    Open,
+    /// Someone is on it.
+    Acknowledged,
+    /// Expected: repeats are counted, never announced.
+    Suppressed,
+    /// Dealt with; a repeat opens it again.
+    Resolved,
+    /// Not an attack: the behaviour is taught to the workload's learned
+    /// profile (so it stops alerting) and the alert is resolved.
+    FalsePositive,
+}
+
+impl Triage {
+    /// The values accepted, for messages.
+    pub const VALUES: &'static str = "open, acknowledged, suppressed, resolved, false-positive";
+
+    /// Parses an annotation value.
+    pub fn parse(value: &str) -> Result<Triage, String> {
+        let key: String = value
+            .trim()
+            .chars()
+            .filter(|c| *c != '-' && *c != '_')
+            .flat_map(char::to_lowercase)
+            .collect();
+        Ok(match key.as_str() {
+            "open" | "reopen" => Triage::Open,
+            "acknowledged" | "ack" => Triage::Acknowledged,
+            "suppressed" | "suppress" => Triage::Suppressed,
+            "resolved" | "resolve" => Triage::Resolved,
+            "falsepositive" | "fp" => Triage::FalsePositive,
+            _ => {
+                return Err(format!(
+                    "{TRIAGE_ANNOTATION}: {:?} is not one of {}",
+                    value.chars().take(64).collect::<String>(),
+                    Triage::VALUES
+                ))
+            }
+        })
+    }
+
+    /// Its name in the `Triaged` condition's reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Triage::Open => "Open",
+            Triage::Acknowledged => "Acknowledged",
+            Triage::Suppressed => "Suppressed",
+            Triage::Resolved => "Resolved",
+            Triage::FalsePositive => "FalsePositive",
+        }
+    }
+
+    /// The state it puts the alert in.
+    pub fn state(self) -> AlertState {
+        match self {
+            Triage::Open => AlertState::Open,
+            Triage::Acknowledged => AlertState::Acknowledged,
+            Triage::Suppressed => AlertState::Suppressed,
+            Triage::Resolved | Triage::FalsePositive => AlertState::Resolved,
+        }
+    }
+}
 
 /// Alert severity, from the total score and the configured bands.
 #[derive(
@@ -398,7 +465,8 @@ pub struct SecurityAlertSpec {
     pub incident: IncidentSummary,
 }
 
-/// Where a person's triage has put an alert.
+/// Where a person's triage has put an alert. A repeat of a `Resolved`
+/// alert opens it again (`Open`); `Suppressed` and `Acknowledged` stay.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum AlertState {
     /// New, or repeated after being resolved.
@@ -480,5 +548,32 @@ impl SecurityAlert {
         alert.metadata.namespace = Some(namespace);
         alert.status = Some(SecurityAlertStatus::from_incident(&alert.spec.incident));
         alert
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triage_values_parse_in_any_case_and_spelling_and_others_are_named() {
+        for (v, want) in [
+            ("acknowledged", Triage::Acknowledged),
+            ("Acknowledged", Triage::Acknowledged),
+            (" suppressed ", Triage::Suppressed),
+            ("false-positive", Triage::FalsePositive),
+            ("FalsePositive", Triage::FalsePositive),
+            ("false_positive", Triage::FalsePositive),
+            ("Resolved", Triage::Resolved),
+            ("open", Triage::Open),
+        ] {
+            assert_eq!(Triage::parse(v), Ok(want), "{v}");
+        }
+        assert_eq!(Triage::FalsePositive.state(), AlertState::Resolved);
+        let err = Triage::parse("ignore-me").unwrap_err();
+        assert_eq!(
+            err,
+            "kestrel.dev/triage: \"ignore-me\" is not one of open, acknowledged, suppressed, resolved, false-positive"
+        );
     }
 }

@@ -70,6 +70,9 @@ impl Condition {
     pub const PARTIAL: &'static str = "Partial";
     /// Profiles: `spec.baseline` of a promoted profile does not load.
     pub const BASELINE_INVALID: &'static str = "BaselineInvalid";
+    /// Alerts: the last triage verdict the operator handled (its reason
+    /// names the verdict, its message what was done).
+    pub const TRIAGED: &'static str = "Triaged";
 
     /// A condition.
     pub fn new(

@@ -114,7 +114,7 @@ mod time;
 pub use alert::{
     AlertState, EngineScore, Evidence, IncidentSummary, LlmStatus, LlmSummary, Recommendation,
     RecommendedAction, RuleAction, RuleHitSummary, ScoreBreakdown, SecurityAlert,
-    SecurityAlertSpec, SecurityAlertStatus, Severity, Verdict, TRIAGE_ANNOTATION,
+    SecurityAlertSpec, SecurityAlertStatus, Severity, Triage, Verdict, TRIAGE_ANNOTATION,
 };
 pub use condition::{find_condition, Condition, ConditionStatus};
 pub use crd::{crd_files, crds, CRDGEN_COMMAND};

@@ -1234,9 +1234,147 @@ fn with_operator(
             updates.join(", ")
         ),
     );
+    triage(env, &agent, pods, &mut clock, i + 55, &name, r)?;
     promotion(env, &agent, pods, &mut clock, i + 60, r)?;
     runtime.block_on(agent.close(Duration::from_secs(5)));
     Ok(Some((name, first_count + repeats)))
+}
+
+/// Triage through the `kestrel.dev/triage` annotation: the miner's alert
+/// acknowledged; a vendor agent run from `/tmp` in one replica alerts and
+/// is marked `false-positive`: the operator resolves it, teaches it to the
+/// learned profile (the `Triaged` condition says so), and its repeat no
+/// longer alerts.
+fn triage(
+    env: &TestEnv,
+    agent: &AgentClient,
+    pods: &[PodRun],
+    clock: &mut Clock,
+    i: u64,
+    miner_alert: &str,
+    r: &mut Report,
+) -> Result<()> {
+    let triaged = |name: &str| -> Option<(String, String, String, u64)> {
+        let v: Value = serde_json::from_str(
+            &env.kubectl(&["get", "salert", name, "-n", NS, "-o", "json"])
+                .ok()?,
+        )
+        .ok()?;
+        let cond = v["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Triaged")?
+            .clone();
+        Some((
+            v["status"]["state"].as_str()?.to_string(),
+            format!("{} {}", cond["status"].as_str()?, cond["reason"].as_str()?),
+            cond["message"].as_str()?.to_string(),
+            v["status"]["count"].as_u64().unwrap_or(0),
+        ))
+    };
+    env.kubectl(&[
+        "annotate",
+        "salert",
+        miner_alert,
+        "-n",
+        NS,
+        "kestrel.dev/triage=acknowledged",
+    ])?;
+    let ack = poll(Duration::from_secs(15), || {
+        triaged(miner_alert).filter(|t| t.0 == "Acknowledged")
+    });
+    r.check(
+        "triage: kestrel.dev/triage=acknowledged sets status.state and a Triaged condition",
+        ack.as_ref().is_some_and(|t| t.1 == "True Acknowledged"),
+        format!("{:?}", ack.or_else(|| triaged(miner_alert))),
+    );
+
+    // a vendor's agent, installed in /tmp, in one replica: it alerts
+    let vendor = |clock: &mut Clock| {
+        exec(
+            &pods[2],
+            clock,
+            "sh",
+            "/tmp/vendor-agent",
+            &["/tmp/vendor-agent", "--report", "--interval=60"],
+        )
+    };
+    let find_vendor = || -> Option<String> {
+        let v: Value = serde_json::from_str(
+            &env.kubectl(&["get", "salert", "-n", NS, "-o", "json"])
+                .ok()?,
+        )
+        .ok()?;
+        v["items"]
+            .as_array()?
+            .iter()
+            .find(|a| a["spec"]["evidence"]["exe"] == "/tmp/vendor-agent")
+            .and_then(|a| a["metadata"]["name"].as_str())
+            .map(String::from)
+    };
+    let mut batch: Vec<WorkloadEvent> = pods.iter().flat_map(|p| benign(p, i, clock)).collect();
+    batch.push(vendor(clock));
+    agent
+        .send(batch)
+        .map_err(|_| anyhow::anyhow!("agent queue full"))?;
+    let Some(name) = poll(Duration::from_secs(15), find_vendor) else {
+        r.check(
+            "triage: the vendor agent in /tmp alerts",
+            false,
+            "no alert for /tmp/vendor-agent",
+        );
+        return Ok(());
+    };
+    env.kubectl(&[
+        "annotate",
+        "salert",
+        &name,
+        "-n",
+        NS,
+        "kestrel.dev/triage=false-positive",
+    ])?;
+    let fp = poll(Duration::from_secs(15), || {
+        triaged(&name).filter(|t| t.0 == "Resolved")
+    });
+    r.check(
+        "triage: false-positive resolves the alert and teaches it to the learned profile",
+        fp.as_ref().is_some_and(|t| {
+            t.1 == "True FalsePositive" && t.2.contains("taught to the profile of")
+        }),
+        format!("{name}: {:?}", fp.clone().or_else(|| triaged(&name))),
+    );
+    // the same behaviour again, twice: no new alert, the resolved one stays
+    // resolved with its count
+    for _ in 0..2 {
+        let mut batch: Vec<WorkloadEvent> =
+            pods.iter().flat_map(|p| benign(p, i + 1, clock)).collect();
+        batch.push(vendor(clock));
+        agent
+            .send(batch)
+            .map_err(|_| anyhow::anyhow!("agent queue full"))?;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let after = triaged(&name);
+    let count_before = fp.as_ref().map(|t| t.3);
+    let vendors =
+        serde_json::from_str::<Value>(&env.kubectl(&["get", "salert", "-n", NS, "-o", "json"])?)?
+            ["items"]
+            .as_array()
+            .map_or(0, |a| {
+                a.iter()
+                    .filter(|x| x["spec"]["evidence"]["exe"] == "/tmp/vendor-agent")
+                    .count()
+            });
+    r.check(
+        "triage: once taught, its repeats raise nothing",
+        vendors == 1
+            && after
+                .as_ref()
+                .is_some_and(|t| t.0 == "Resolved" && Some(t.3) == count_before),
+        format!("{vendors} vendor alert(s); now {after:?}"),
+    );
+    Ok(())
 }
 
 /// Acceptance 3: export the learned profile, delete it, re-apply it as
@@ -1253,15 +1391,60 @@ fn promotion(
     let profile = "deployment-web";
     let learned: Value =
         serde_json::from_str(&env.kubectl(&["get", "bp", profile, "-n", NS, "-o", "json"])?)?;
-    let promoted = json!({
-        "apiVersion": "kestrel.dev/v1alpha1", "kind": "BehaviorProfile",
-        "metadata": {"name": profile, "namespace": NS},
-        "spec": {
-            "source": "Promoted", "mode": "Detect",
-            "workload": learned["spec"]["workload"],
-            "baseline": learned["status"]["learned"],
+    // the user's commands: `kestrel profile export`, reviewed with
+    // `kestrel profile diff` against the live object
+    let kestrel = |args: &[&str]| -> Result<(Option<i32>, String)> {
+        let out = Command::new(kestrel_e2e::sibling_binary("kestrel")?)
+            .args(args)
+            .env("KUBECONFIG", &env.kubeconfig)
+            .output()?;
+        if !out.stderr.is_empty() {
+            println!(
+                "  kestrel {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
-    });
+        Ok((
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
+    };
+    let (code, exported) = kestrel(&["profile", "export", profile, "-n", NS, "-o", "json"])?;
+    let promoted: Value = serde_json::from_str(&exported)
+        .with_context(|| format!("kestrel profile export (exit {code:?}): {exported:?}"))?;
+    let file = std::env::temp_dir().join(format!("kestrel-e2e-export-{}.json", std::process::id()));
+    std::fs::write(&file, &exported)?;
+    let (diff_code, diff_out) = kestrel(&[
+        "profile",
+        "diff",
+        file.to_str().unwrap_or_default(),
+        profile,
+        "-n",
+        NS,
+    ])?;
+    // the same behaviour, read as the profile type (the API server's JSON
+    // and the command's may spell numbers and absent fields differently)
+    let body = |v: &Value| serde_json::from_value::<kestrel_api::ProfileBody>(v.clone()).ok();
+    let same_body = body(&promoted["spec"]["baseline"]).is_some()
+        && body(&promoted["spec"]["baseline"]) == body(&learned["status"]["learned"]);
+    r.check(
+        "kestrel profile export: a promoted profile for Git (Promoted/Detect, the learned behaviour as spec.baseline, no status or cluster fields); diff against the live object: same",
+        code == Some(0)
+            && promoted["spec"]["source"] == "Promoted"
+            && promoted["spec"]["mode"] == "Detect"
+            && same_body
+            && promoted.get("status").is_none()
+            && promoted["metadata"].get("uid").is_none()
+            && promoted["metadata"].get("resourceVersion").is_none()
+            && diff_code == Some(0)
+            && diff_out.contains("same behaviour"),
+        format!(
+            "export exit {code:?}, metadata {}, baseline = learned: {same_body}; diff exit {diff_code:?}: {}",
+            promoted["metadata"],
+            diff_out.trim().replace('\n', " | ")
+        ),
+    );
     env.kubectl(&["delete", "bp", profile, "-n", NS])?;
     env.kubectl_stdin(&["create", "-f", "-"], Some(&promoted.to_string()))?;
     let applied_spec = serde_json::from_str::<Value>(
@@ -1386,6 +1569,43 @@ fn promotion(
             "generation {generation:?}; spec unchanged: {}; managedFields: [{}]",
             now["spec"] == applied_spec,
             owners.join("; ")
+        ),
+    );
+    // drift: the learned shadow saw the reverse shell, which Git's baseline
+    // lacks; the promoted object says so (its flush follows the cadence)
+    let drift = poll(Duration::from_secs(20), || {
+        let v: Value = serde_json::from_str(
+            &env.kubectl(&["get", "bp", profile, "-n", NS, "-o", "json"])
+                .ok()?,
+        )
+        .ok()?;
+        let c = v["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Drift")?
+            .clone();
+        let msg = c["message"].as_str()?.to_string();
+        (c["status"] == "True" && msg.contains("/bin/nc")).then(|| {
+            let shadow_has_nc = v["status"]["learned"]["processes"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["exe"] == "/bin/nc"));
+            (msg, shadow_has_nc, v["spec"] == applied_spec)
+        })
+    });
+    let (drift_code, drift_out) = kestrel(&["profile", "drift", profile, "-n", NS])?;
+    let _ = std::fs::remove_file(&file);
+    r.check(
+        "promotion: drift is reported (Drift condition naming the reverse shell; the learned shadow holds it; the spec untouched; kestrel profile drift lists it)",
+        drift.as_ref().is_some_and(|d| d.1 && d.2)
+            && drift_code == Some(1)
+            && drift_out.lines().any(|l| l.starts_with("+ ") && l.contains("→ /bin/nc")),
+        format!(
+            "{drift:?}; kestrel profile drift exit {drift_code:?}: {}",
+            drift_out
+                .lines()
+                .filter(|l| l.starts_with('+') || l.starts_with("Drift"))
+                .collect::<Vec<_>>()
+                .join(" | ")
         ),
     );
     baseline_invalid(env, r)

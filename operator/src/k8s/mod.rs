@@ -8,6 +8,7 @@
 //! (`namespace/Kind/name`) and its pod, and the watches feed replica counts
 //! and rollout times through `Pipeline::set_facts`.
 
+pub mod alerts;
 pub mod identity;
 pub mod leader;
 pub mod profiles;

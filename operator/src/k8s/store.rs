@@ -399,6 +399,57 @@ impl KubeStore {
             })
     }
 
+    /// Writes a person's triage into an alert's status: `status.state`, and
+    /// the condition that says what the verdict did (a false positive
+    /// taught to the profile, or why not). A merge patch on `/status` by
+    /// the operator's field manager, outside the write queue (a person's
+    /// action, rare); the queue's copy is brought in line so the next
+    /// repeat's write keeps it. Only the leader writes.
+    pub async fn set_alert_state(
+        &self,
+        namespace: &str,
+        name: &str,
+        state: kestrel_api::AlertState,
+        condition: Option<Condition>,
+    ) -> Result<(), StoreError> {
+        let object = format!("securityalert {namespace}/{name}");
+        if !self.inner.may_write() {
+            return Err(StoreError::Api {
+                object,
+                message: "not the leader: nothing is written".into(),
+            });
+        }
+        let mut status = serde_json::json!({ "state": state });
+        if let Some(c) = condition {
+            status["conditions"] = serde_json::json!([c]);
+        }
+        let patch = serde_json::json!({ "status": status });
+        let api: Api<AlertDocument> = Api::namespaced(self.inner.client.clone(), namespace);
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        // not retried: the watch hands the verdict over again when the
+        // annotation changes, and a restart re-reads every annotation
+        if let Err(e) = api.patch_status(name, &pp, &Patch::Merge(&patch)).await {
+            self.inner.stats.failures.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::Api {
+                object,
+                message: e.to_string(),
+            });
+        }
+        self.inner.stats.writes.fetch_add(1, Ordering::Relaxed);
+        let key = (namespace.to_string(), name.to_string());
+        let mut q = self.inner.queue.lock().expect("queue lock");
+        if let Some(slot) = q.alerts.get_mut(&key) {
+            slot.state = state;
+            if let Some(st) = slot.pending.as_mut().and_then(|p| p.status.as_mut()) {
+                st.state = state;
+            }
+        }
+        Ok(())
+    }
+
     /// Objects waiting to be written.
     pub fn pending(&self) -> usize {
         let q = self.inner.queue.lock().expect("queue lock");

@@ -161,7 +161,7 @@ impl Tally {
                 }
             }
             Line::Progress(p) => self.progress = p.clone(),
-            Line::Relearn { .. } => {}
+            Line::Relearn { .. } | Line::Taught { .. } => {}
             Line::Error { kind, message } => {
                 self.errors += 1;
                 self.last_error = Some(format!("{kind}: {message}"));
