@@ -457,3 +457,77 @@ fn digest_seed() -> u64 {
     }
     u64::from_ne_bytes(buf) ^ u64::from(std::process::id())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::store::{DirStore, StatusFile};
+
+    fn pipeline(dir: &std::path::Path) -> Pipeline {
+        let parts = Parts {
+            store: Arc::new(DirStore::open(dir).unwrap()),
+            status: Box::new(StatusFile::in_dir(dir)),
+            clock: Box::new(SystemClock),
+            embedder: Arc::new(kestrel_profile::testing::TestEmbedder::new()),
+            namespace: "shop".into(),
+        };
+        Pipeline::build(&OperatorConfig::default(), parts, &mut |_| {}).unwrap()
+    }
+
+    fn alert() -> AlertDocument {
+        AlertDocument::from_spec(crate::engine::tests::miner_alert())
+    }
+
+    /// What later writes of a triaged alert carry: acknowledged and
+    /// suppressed stay (a suppressed alert's repeats notify no one); a
+    /// resolved alert's repeat opens it again, once.
+    #[test]
+    fn later_writes_keep_a_persons_triage_and_a_repeat_reopens_a_resolved_alert() {
+        let dir = std::env::temp_dir().join(format!("kestrel-triage-{}", std::process::id()));
+        let mut p = pipeline(&dir);
+        let doc = alert();
+        let ns = doc.metadata.namespace.clone().unwrap();
+        let name = doc.metadata.name.clone().unwrap();
+        let state_after = |p: &mut Pipeline, notify: bool| {
+            let mut d = alert();
+            let notify = p.apply_triage(&mut d, notify);
+            (d.status.unwrap().state, notify)
+        };
+        // untriaged: as raised
+        assert_eq!(state_after(&mut p, true), (AlertState::Open, true));
+
+        let (state, c) = p.triage(&ns, &name, &doc.spec.id, Triage::Suppressed, &mut |_| {});
+        assert_eq!(state, AlertState::Suppressed);
+        assert_eq!(
+            (c.type_.as_str(), c.reason.as_str(), c.status),
+            ("Triaged", "Suppressed", ConditionStatus::True)
+        );
+        assert_eq!(state_after(&mut p, true), (AlertState::Suppressed, false));
+        assert_eq!(state_after(&mut p, true), (AlertState::Suppressed, false));
+
+        p.triage(&ns, &name, &doc.spec.id, Triage::Acknowledged, &mut |_| {});
+        assert_eq!(state_after(&mut p, true), (AlertState::Acknowledged, true));
+
+        p.triage(&ns, &name, &doc.spec.id, Triage::Resolved, &mut |_| {});
+        assert_eq!(state_after(&mut p, false), (AlertState::Open, false));
+        assert_eq!(state_after(&mut p, true), (AlertState::Open, true));
+
+        // a false positive the engine holds nothing for: resolved, and the
+        // condition says why nothing was taught
+        let mut lines = Vec::new();
+        let (state, c) = p.triage(&ns, &name, "gone", Triage::FalsePositive, &mut |l| {
+            lines.push(format!("{l:?}"))
+        });
+        assert_eq!(state, AlertState::Resolved);
+        assert_eq!(c.status, ConditionStatus::False);
+        assert!(
+            c.message
+                .starts_with("resolved, but alert gone: nothing taught: "),
+            "{}",
+            c.message
+        );
+        assert!(lines.iter().any(|l| l.contains("not_taught")), "{lines:?}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
