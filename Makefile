@@ -5,7 +5,7 @@ export KESTREL_MODEL_DIR ?= /var/cache/kestrel/models
 # one profile for everything: tests, e2e and the demo reuse the same binaries
 PROFILE := --release
 
-.PHONY: deps build test lint fmt bench demo e2e e2e-k8s scenarios model vmlinux crds clean
+.PHONY: deps build test lint fmt bench bench-k8s demo e2e e2e-k8s scenarios model vmlinux crds clean
 
 deps:
 	@scripts/deps.sh
@@ -55,6 +55,12 @@ scenarios: e2e
 # docs/kubernetes.md. Part of `make test`.
 e2e-k8s: build
 	target/release/kestrel-e2e-k8s
+
+# 1,000 workloads learning at once against the real API server: the write
+# budget in /metrics, SizeLimited, the operator's RSS (docs/BENCHMARKS.md).
+# Not part of `make test` (about 5 minutes).
+bench-k8s: build
+	KESTREL_E2E_LOAD=$${KESTREL_E2E_LOAD:-1000} target/release/kestrel-e2e-k8s
 
 fmt:
 	$(CARGO) fmt --all

@@ -102,6 +102,19 @@ fn main() -> Result<()> {
     crds(&env, &mut report)?;
     println!("   crds: {:.1}s", t.elapsed().as_secs_f64());
 
+    // `make bench-k8s`: the load run alone
+    if let Some(n) = std::env::var("KESTREL_E2E_LOAD")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let t = Instant::now();
+        if let Err(e) = load(&env, &operator, &work, n, &mut report) {
+            report.check("load run", false, format!("{e:#}"));
+        }
+        println!("   load: {:.1}s", t.elapsed().as_secs_f64());
+        return finish(env, &report, t0, &work);
+    }
+
     let t = Instant::now();
     let result = learn_and_detect(&env, &operator, &work, &mut report);
     println!("   learn and detect: {:.1}s", t.elapsed().as_secs_f64());
@@ -128,6 +141,11 @@ fn main() -> Result<()> {
         println!("   retention and flood: {:.1}s", t.elapsed().as_secs_f64());
     }
 
+    finish(env, &report, t0, &work)
+}
+
+/// Prints the report, tears the control plane down, fails on a failed check.
+fn finish(env: TestEnv, report: &Report, t0: Instant, work: &Path) -> Result<()> {
     println!("\n== report ({:.0}s) ==", t0.elapsed().as_secs_f64());
     println!("{:<58} result", "check");
     for (name, ok, _) in &report.rows {
@@ -138,7 +156,7 @@ fn main() -> Result<()> {
     if failed > 0 {
         bail!("{failed} of {} checks failed", report.rows.len());
     }
-    let _ = std::fs::remove_dir_all(&work);
+    let _ = std::fs::remove_dir_all(work);
     Ok(())
 }
 
@@ -1238,6 +1256,224 @@ fn with_operator(
     promotion(env, &agent, pods, &mut clock, i + 60, r)?;
     runtime.block_on(agent.close(Duration::from_secs(5)));
     Ok(Some((name, first_count + repeats)))
+}
+
+/// Namespace of the load run.
+const LOAD_NS: &str = "load";
+
+/// Acceptance 6 (`make bench-k8s`, not part of `make test`): `n` bare pods,
+/// each its own workload, learning at once against the real API server.
+/// The operator runs with a write budget of 20 writes/s (burst 40);
+/// its `/metrics` must show the writes within that budget and the rest
+/// waiting. One more workload is driven past the 256 KiB size cap and must
+/// become `SizeLimited` on the API server. The operator's RSS with the `n`
+/// profiles in memory (the embedding model included) is printed for
+/// `docs/BENCHMARKS.md`.
+fn load(env: &TestEnv, operator: &Path, work: &Path, n: usize, r: &mut Report) -> Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    println!("== {n} workloads learning at once ==");
+    env.kubectl(&["create", "namespace", LOAD_NS])?;
+    env.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}}).to_string()),
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // the pods and the kubelet's status write, through the API (bare pods:
+    // each is its own workload, `Pod/w<i>`); one more, `big`, for the size cap
+    let t = Instant::now();
+    let names: Vec<String> = (0..n)
+        .map(|i| format!("w{i}"))
+        .chain(["big".to_string()])
+        .collect();
+    let kubeconfig = env.kubeconfig.clone();
+    let pods: Vec<PodRun> = runtime.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        let api: Api<Pod> = Api::namespaced(kube::Client::try_from(cfg)?, LOAD_NS);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (w, chunk) in names.chunks(names.len().div_ceil(16)).enumerate() {
+            let (api, chunk) = (api.clone(), chunk.to_vec());
+            tasks.spawn(async move {
+                let mut out = Vec::new();
+                for (j, name) in chunk.into_iter().enumerate() {
+                    let i = w * 10_000 + j;
+                    let pod: Pod = serde_json::from_value(json!({
+                        "apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": name, "labels": {"app": name}},
+                        "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "busybox:1.36"}]}
+                    }))?;
+                    api.create(&PostParams::default(), &pod).await?;
+                    let container_id = format!("{:064x}", 0x10ad_0000_0000_u64 + i as u64 * 0x1_0001);
+                    let status = json!({"status": {
+                        "phase": "Running",
+                        "conditions": [{"type": "Ready", "status": "True"}],
+                        "containerStatuses": [{
+                            "name": "app", "image": "docker.io/library/busybox:1.36", "imageID": "",
+                            "ready": true, "restartCount": 0, "started": true,
+                            "containerID": format!("containerd://{container_id}"),
+                            "state": {"running": {"startedAt": "2026-12-06T00:00:00Z"}}
+                        }]
+                    }});
+                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                        .await?;
+                    out.push(PodRun {
+                        name,
+                        container_id,
+                        main_pid: 100_000 + i as u32 * 100,
+                        cgroup: 50_000 + i as u64,
+                    });
+                }
+                anyhow::Ok(out)
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            all.extend(done??);
+        }
+        anyhow::Ok(all)
+    })?;
+    println!(
+        "   {} pods created and running in {:.0}s",
+        pods.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let config = work.join("config-load.yaml");
+    // learning stays on for the whole run (the point is n profiles growing)
+    std::fs::write(
+        &config,
+        "learning:\n  window: 10s\n  minLearningTime: 600s\n  cleanWindows: 1\n  maxNewPerWindow: 0\n",
+    )?;
+    let mut op = Operator::start_with(
+        env,
+        operator,
+        work,
+        "load",
+        &config,
+        // a stated budget (4 times the default); profiles flush every 2 s
+        // (the harness's setting), so far more writes are wanted than the
+        // budget allows: n first writes alone take n/20 s
+        &["--api-writes-per-sec", "20", "--api-burst", "40"],
+    )?;
+    let addr = op
+        .wait_for("listening", Duration::from_secs(120))?
+        .as_str()
+        .context("address")?
+        .to_string();
+    let agent = connect_agent(&runtime, &work.join("tls"), &addr)?;
+    let mut clock = Clock(3_000_000_000_000);
+    // (the pods come back in the order their tasks finished)
+    let big = pods.iter().find(|p| p.name == "big").context("pod big")?;
+    let small: Vec<&PodRun> = pods.iter().filter(|p| p.name != "big").collect();
+    // the size cap: 3,000 programs below /usr/bin (never collapsed), each
+    // with a long argument line, in one workload
+    let pad = "x".repeat(160);
+    let mut heavy: Vec<WorkloadEvent> = (0..3_000)
+        .map(|k| {
+            let exe = format!("/usr/bin/tool-{k:04}");
+            let arg = format!("--job={k}-{pad}");
+            exec(big, &mut clock, "sh", &exe, &[&exe, &arg])
+        })
+        .collect();
+    let t = Instant::now();
+    let seconds = 120u64;
+    let writes_at_start = op
+        .metric("kestrel_operator_api_writes_total")
+        .unwrap_or(0.0);
+    for round in 0..seconds / 2 {
+        let mut batch: Vec<WorkloadEvent> = small
+            .iter()
+            .flat_map(|p| benign(p, round, &mut clock))
+            .collect();
+        if round < 6 {
+            batch.extend(heavy.drain(..500.min(heavy.len())));
+        }
+        for part in batch.chunks(2_000) {
+            let mut tries = 0;
+            while agent.send(part.to_vec()).is_err() {
+                tries += 1;
+                if tries > 100 {
+                    bail!("the agent's queue stayed full for 10 s");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        std::thread::sleep(Duration::from_secs(2).saturating_sub(Duration::from_millis(10)));
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    let m = |name: &str| op.metric(name).unwrap_or(-1.0);
+    let writes = m("kestrel_operator_api_writes_total") - writes_at_start;
+    let pending = m("kestrel_operator_api_pending");
+    let throttled = m("kestrel_operator_api_throttled_rounds_total");
+    let profiles = m("kestrel_operator_profiles{phase=\"Learning\"}")
+        + m("kestrel_operator_profiles{phase=\"SizeLimited\"}").max(0.0);
+    let handled = m("kestrel_operator_events_total");
+    let pid = op.child.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(-1.0, |kb| kb / 1024.0)
+    };
+    let (rss, hwm) = (field("VmRSS:"), field("VmHWM:"));
+    // the budget over the measured time, its burst, and the seconds between
+    // the operator's start and the first measurement
+    let bound = 20.0 * (elapsed + 3.0) + 40.0;
+    r.check(
+        &format!("{n} workloads: API writes stay within the budget (20/s, burst 40)"),
+        writes > 0.0 && writes <= bound && throttled > 0.0,
+        format!(
+            "{writes:.0} writes in {elapsed:.0}s (bound {bound:.0}), {pending:.0} objects waiting, \
+             {throttled:.0} throttled rounds, {profiles:.0} profiles, {handled:.0} events handled"
+        ),
+    );
+    r.check(
+        &format!("{n} workloads: operator RSS (goal ≤ 512 MiB, model included)"),
+        rss > 0.0 && hwm <= 512.0,
+        format!("VmRSS {rss:.0} MiB, VmHWM {hwm:.0} MiB with {profiles:.0} profiles in memory"),
+    );
+    // the big profile's phase change goes first: SizeLimited on the server
+    let size = poll(Duration::from_secs(120), || {
+        let out = env
+            .kubectl(&[
+                "get",
+                "bp",
+                "pod-big",
+                "-n",
+                LOAD_NS,
+                "-o",
+                "jsonpath={.status.phase} {.status.conditions[?(@.type==\"SizeLimited\")].message}",
+            ])
+            .ok()?;
+        out.starts_with("SizeLimited").then_some(out)
+    });
+    r.check(
+        "a profile driven past the size cap becomes SizeLimited on the API server",
+        size.is_some(),
+        size.unwrap_or_else(|| {
+            env.kubectl(&[
+                "get",
+                "bp",
+                "pod-big",
+                "-n",
+                LOAD_NS,
+                "-o",
+                "jsonpath={.status.phase}",
+            ])
+            .unwrap_or_else(|e| e.to_string())
+        }),
+    );
+    runtime.block_on(agent.close(Duration::from_secs(5)));
+    // SAFETY: kill with a pid of a child we own.
+    unsafe { libc::kill(op.child.id() as i32, libc::SIGKILL) };
+    let _ = op.child.wait();
+    Ok(())
 }
 
 /// Triage through the `kestrel.dev/triage` annotation: the miner's alert

