@@ -38,8 +38,9 @@
 //!   holder writes: every round (and each write in it) first checks the
 //!   gate.
 //!
-//! Not yet here (issue 12, next increments): promoted profiles' status
-//! (`Drift`), triage through the annotation, retention and flood alerts.
+//! Also here: retention (TTL and caps, resolved alerts first) and people's
+//! triage written into an alert's status ([`KubeStore::set_alert_state`]).
+//! Every mutating call takes a token, so the budget bounds calls, not jobs.
 
 use super::{api_error, Limiter};
 use crate::store::{AlertDocument, Listed, Store, StoreError, StoredProfile};
