@@ -143,12 +143,7 @@ fn profile_command(command: ProfileCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ProfileCommand::Drift { name, from } => {
-            let path = std::path::Path::new(&name);
-            let p = if name == "-" || path.is_file() {
-                profile::read_file(path)?
-            } else {
-                profile::fetch(&from.source(), &name)?
-            };
+            let p = profile::load(&name, &from.source())?;
             if p.spec.source != kestrel_api::ProfileSource::Promoted {
                 anyhow::bail!(
                     "{name}: a learned profile has no drift (only a promoted profile is compared \
@@ -181,12 +176,7 @@ fn profile_command(command: ProfileCommand) -> anyhow::Result<()> {
         }
         ProfileCommand::Diff { a, b, from } => {
             let load = |arg: &str| -> anyhow::Result<(String, kestrel_api::BehaviorProfile)> {
-                let path = std::path::Path::new(arg);
-                let p = if arg == "-" || path.is_file() {
-                    profile::read_file(path)?
-                } else {
-                    profile::fetch(&from.source(), arg)?
-                };
+                let p = profile::load(arg, &from.source())?;
                 let label = format!(
                     "{arg} ({} {})",
                     p.metadata.name.as_deref().unwrap_or_default(),

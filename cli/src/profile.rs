@@ -74,6 +74,17 @@ pub fn fetch(source: &Source, name: &str) -> Result<BehaviorProfile> {
     }
 }
 
+/// Reads the profile `arg` names: a file (`-`: stdin) when one is there,
+/// else the profile of that name (object or workload) from `source`.
+pub fn load(arg: &str, source: &Source) -> Result<BehaviorProfile> {
+    let path = Path::new(arg);
+    if arg == "-" || path.is_file() {
+        read_file(path)
+    } else {
+        fetch(source, arg)
+    }
+}
+
 /// Reads a profile from a file (`-`: stdin), YAML or JSON.
 pub fn read_file(path: &Path) -> Result<BehaviorProfile> {
     let text = if path == Path::new("-") {
