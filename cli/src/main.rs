@@ -46,6 +46,12 @@ enum Command {
         #[command(subcommand)]
         command: ProfileCommand,
     },
+    /// Agent certificates for the operator's gRPC listener (bare metal and
+    /// standalone hosts; docs/transport.md, "Credentials").
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// Print the workloads and alerts kept in a state directory.
     Status {
         /// The state directory.
@@ -54,6 +60,34 @@ enum Command {
         /// `table` (default) or `json`.
         #[arg(long, default_value = "table")]
         output: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Issue (or renew) one agent's client certificate with the operator's
+    /// CA. Writes `client-NODE.pem`, `client-NODE-key.pem` (0600) and
+    /// `ca.pem` into `--out`: copy the three to the node's `--tls-dir`.
+    /// Neither the CA nor any other agent's certificate is touched.
+    Issue {
+        /// The node's name (the agent's `--node`).
+        #[arg(long)]
+        node: String,
+        /// The operator's TLS directory (holds `ca.pem` and `ca-key.pem`).
+        #[arg(long)]
+        tls_dir: PathBuf,
+        /// Where to write the agent's files (default: `--tls-dir`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Days the certificate is valid (renew before; the agent warns when
+        /// a third of its life or a week is left).
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+    },
+    /// Print a certificate's names and validity.
+    Show {
+        /// The PEM file.
+        file: PathBuf,
     },
 }
 
@@ -230,7 +264,65 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Operator(args) => run_operator(*args),
         Command::Profile { command } => profile_command(command),
+        Command::Certs { command } => certs(command),
         Command::Status { state_dir, output } => status(&state_dir, &output),
+    }
+}
+
+fn certs(command: CertsCommand) -> anyhow::Result<()> {
+    use kestrel_proto::{unix_now, CertInfo};
+    let show = |path: &std::path::Path| -> anyhow::Result<()> {
+        let info = CertInfo::read(path)?;
+        let date = |t: i64| {
+            time::OffsetDateTime::from_unix_timestamp(t).map_or_else(
+                |_| t.to_string(),
+                |d| format!("{} {:02}:{:02} UTC", d.date(), d.hour(), d.minute()),
+            )
+        };
+        let left = info.remaining(unix_now());
+        println!(
+            "{}\n  names:     {}\n  valid:     {} to {}\n  left:      {}{}",
+            path.display(),
+            info.names.join(", "),
+            date(info.not_before),
+            date(info.not_after),
+            if left > 0 {
+                format!("{} days", left / 86_400)
+            } else {
+                "expired".into()
+            },
+            if left > 0 && info.renew_due(unix_now()) {
+                " (renew now)"
+            } else {
+                ""
+            }
+        );
+        Ok(())
+    };
+    match command {
+        CertsCommand::Issue {
+            node,
+            tls_dir,
+            out,
+            days,
+        } => {
+            let out = out.unwrap_or_else(|| tls_dir.clone());
+            let files = kestrel_proto::TlsMaterial::issue_client(
+                &tls_dir,
+                &node,
+                Duration::from_secs(days.saturating_mul(86_400)),
+                &out,
+            )
+            .with_context(|| format!("issuing the certificate of node {node:?}"))?;
+            show(&files.cert)?;
+            println!(
+                "  key:       {}\n  CA:        {}",
+                files.key.display(),
+                out.join("ca.pem").display()
+            );
+            Ok(())
+        }
+        CertsCommand::Show { file } => show(&file),
     }
 }
 

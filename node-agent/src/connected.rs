@@ -66,11 +66,7 @@ pub fn run(cfg: &ConnectedConfig, stop: &AtomicBool) -> Result<ConnectedStats, C
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let material = TlsMaterial::load_or_generate(
-        &cfg.tls_dir,
-        &["localhost", "127.0.0.1"],
-        &[cfg.node_name.as_str()],
-    )?;
+    let material = TlsMaterial::load_agent(&cfg.tls_dir, &cfg.node_name)?;
     let tls = ClientTls::from_material(&material, Some(&cfg.node_name))?;
     let hello = Hello {
         node_name: cfg.node_name.clone(),

@@ -20,13 +20,17 @@ pub struct OperatorArgs {
     /// Where profiles, alerts and status.json are kept.
     #[arg(long)]
     pub state_dir: PathBuf,
-    /// TLS material (generated when missing).
+    /// TLS material: the CA (created when there is none, never replaced),
+    /// the server certificate, and agents' certificates (`kestrel certs
+    /// issue`).
     #[arg(long)]
     pub tls_dir: PathBuf,
     /// Do not require client certificates (TLS without mutual authentication).
     #[arg(long)]
     pub no_mutual_tls: bool,
-    /// Node names to issue client certificates for (comma separated).
+    /// The nodes allowed to connect (comma separated); a name without a
+    /// certificate in --tls-dir gets one. `--agents ''`: any node whose
+    /// certificate the CA signed.
     #[arg(long, value_delimiter = ',', default_value = "localhost")]
     pub agents: Vec<String>,
     /// YAML config (workloads, learning, thresholds, scoring).
@@ -173,7 +177,7 @@ pub fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
     let serve = ServeConfig {
         listen: args.listen,
         tls_dir: args.tls_dir,
-        agent_names: args.agents,
+        agent_names: args.agents.into_iter().filter(|a| !a.is_empty()).collect(),
         mutual_tls: !args.no_mutual_tls,
         progress_every: Duration::from_secs_f64(progress_seconds(args.progress_every)),
         counters: Default::default(),

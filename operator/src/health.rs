@@ -130,10 +130,23 @@ impl Health {
             num(&status["eventsHandled"]),
         );
         m.counter(
-            "events_queue_dropped_total",
-            "Events dropped because the pipeline's queue was full",
+            "backpressure_waits_total",
+            "Agent batches that waited for room in the pipeline's queue (their stream was held back)",
             &[],
-            num(&status["queueDropped"]),
+            num(&status["backpressureWaits"]),
+        );
+        let l = &status["listener"];
+        m.counter(
+            "tls_handshakes_failed_total",
+            "TLS handshakes refused (certificate not from the CA, not TLS)",
+            &[],
+            num(&l["handshakesFailed"]),
+        );
+        m.counter(
+            "tls_handshake_timeouts_total",
+            "Connections closed because their TLS handshake did not finish in time",
+            &[],
+            num(&l["handshakeTimeouts"]),
         );
         m.gauge(
             "agents",
@@ -141,14 +154,22 @@ impl Health {
             &[],
             num(&status["agents"]),
         );
-        if let Some(nodes) = status["ringDroppedByNode"].as_object() {
+        if let Some(nodes) = status["agentDrops"].as_object() {
             m.family(
-                "agent_ring_dropped_total",
+                "agent_dropped_total",
                 "counter",
-                "Events agents lost in their ring buffers, by node",
+                "Events agents could not deliver, by node and where: ring (kernel ring buffer), \
+                 queue (agent queue full), oversize (larger than a message), resendEvicted (out of \
+                 the resend buffer before acknowledged)",
             );
-            for (node, n) in nodes {
-                m.sample("agent_ring_dropped_total", &[("node", node)], num(n));
+            for (node, d) in nodes {
+                for stage in ["ring", "queue", "oversize", "resendEvicted"] {
+                    m.sample(
+                        "agent_dropped_total",
+                        &[("node", node), ("stage", stage)],
+                        num(&d[stage]),
+                    );
+                }
             }
         }
         let a = &status["alerts"];
@@ -425,8 +446,10 @@ mod tests {
                        "openIncidents": 4, "llmPending": 0, "llmAnswers": 0},
             "eventsHandled": 10230,
             "agents": 2,
-            "ringDroppedByNode": {"node-a": 0, "node-\"b\"": 17},
-            "queueDropped": 0,
+            "agentDrops": {"node-a": {"ring": 0, "queue": 3, "oversize": 0, "resendEvicted": 0},
+                           "node-\"b\"": {"ring": 17, "queue": 0, "oversize": 1, "resendEvicted": 2}},
+            "backpressureWaits": 4,
+            "listener": {"handshakes": 9, "handshakesFailed": 2, "handshakeTimeouts": 300, "overLimit": 0},
             "kubernetes": {"api": {"writes": 311, "failures": 2, "rejected": 0, "unchanged": 40,
                                     "coalesced": 900, "sizeLimited": 1, "throttled": 6},
                            "pending": 3, "pods": 14, "watchesSynced": true,
@@ -454,7 +477,12 @@ mod tests {
             "kestrel_operator_events_unattributed_total 5",
             "kestrel_operator_errors_total{kind=\"store_api\"} 2",
             "kestrel_operator_errors_total{kind=\"config\"} 1",
-            "kestrel_operator_agent_ring_dropped_total{node=\"node-\\\"b\\\"\"} 17",
+            "kestrel_operator_agent_dropped_total{node=\"node-\\\"b\\\"\",stage=\"ring\"} 17",
+            "kestrel_operator_agent_dropped_total{node=\"node-a\",stage=\"queue\"} 3",
+            "kestrel_operator_agent_dropped_total{node=\"node-\\\"b\\\"\",stage=\"resendEvicted\"} 2",
+            "kestrel_operator_backpressure_waits_total 4",
+            "kestrel_operator_tls_handshake_timeouts_total 300",
+            "kestrel_operator_tls_handshakes_failed_total 2",
             "kestrel_operator_leader 1",
             "# TYPE kestrel_operator_api_writes_total counter",
         ] {

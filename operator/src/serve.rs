@@ -21,7 +21,9 @@ use kestrel_embed::Embedder;
 use kestrel_events::Forwarded;
 use kestrel_events::Workload;
 use kestrel_profile::activity_of;
-use kestrel_proto::server::{AgentHandler, AgentIdentity, Disconnect, OperatorSender, Refusal};
+use kestrel_proto::server::{
+    AgentHandler, AgentIdentity, Disconnect, OperatorSender, Refusal, RefusalCode,
+};
 use kestrel_proto::{
     ContainerTarget, Counters, DigestUpdate, EventBatch, OperatorMessage, Phase, ServerTls,
     TargetSet, TlsMaterial,
@@ -38,10 +40,12 @@ use std::time::Duration;
 pub struct ServeConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// TLS material (generated there when missing: CA, server, one client
-    /// certificate per name in `agent_names`).
+    /// TLS material ([`TlsMaterial::ensure`]: a CA created only when there
+    /// is none, a server certificate, a client certificate for each name in
+    /// `agent_names` that has none; nothing existing is replaced).
     pub tls_dir: PathBuf,
-    /// Node names that get client certificates.
+    /// The nodes allowed to connect (each gets a certificate when it has
+    /// none); empty: any node with a certificate from the CA.
     pub agent_names: Vec<String>,
     /// Require client certificates (mutual TLS) and check Hello names.
     pub mutual_tls: bool,
@@ -76,8 +80,9 @@ pub struct ServeCounters {
     pub received: AtomicU64,
     /// Events the pipeline handled (engine, scoring, store).
     pub handled: AtomicU64,
-    /// Events dropped because the pipeline's queue was full.
-    pub queue_dropped: AtomicU64,
+    /// Batches that waited for room in the pipeline's queue (the agent's
+    /// stream was read no further meanwhile: back-pressure, nothing lost).
+    pub backpressure_waits: AtomicU64,
     /// Cluster mode: events whose container no watched pod has.
     pub unattributed: AtomicU64,
     /// Cluster mode: events for a pod on another node than the agent's.
@@ -89,9 +94,12 @@ struct Handler {
     agents: Mutex<HashMap<u64, OperatorSender>>,
     digests: Mutex<BTreeMap<String, DigestUpdate>>,
     targets: TargetSet,
+    /// Node names allowed to connect (empty: any).
+    allowed: Vec<String>,
     counters: Arc<ServeCounters>,
     matched: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
-    ring_dropped: Mutex<BTreeMap<String, u64>>,
+    /// The last drop counters each node reported.
+    agent_drops: Mutex<BTreeMap<String, kestrel_proto::DropCounters>>,
     /// Cluster mode: who each container belongs to.
     identity: Option<Arc<Mutex<crate::k8s::Identity>>>,
 }
@@ -103,6 +111,14 @@ impl AgentHandler for Handler {
         agent: &AgentIdentity,
         outbound: OperatorSender,
     ) -> Result<(), Refusal> {
+        let node = &agent.hello.node_name;
+        if !self.allowed.is_empty() && !self.allowed.iter().any(|a| a == node) {
+            tracing::warn!(node = %node, peer = ?agent.peer_addr, "agent refused: not in --agents");
+            return Err(Refusal::new(
+                RefusalCode::PermissionDenied,
+                format!("node {node:?} is not among the operator's allowed agents (--agents)"),
+            ));
+        }
         let _ = outbound.try_send(&OperatorMessage::Targets(self.targets.clone()));
         let digests: Vec<DigestUpdate> = self
             .digests
@@ -119,8 +135,15 @@ impl AgentHandler for Handler {
         Ok(())
     }
 
+    /// Offers each event to the pipeline's bounded queue, waiting while it
+    /// is full: the batch is acknowledged only once every event is queued,
+    /// and meanwhile this agent's stream is read no further, so HTTP/2 flow
+    /// control and the agent's own queue and resend buffer take the strain
+    /// (and count what they must drop). A stopping pipeline refuses the
+    /// batch with `UNAVAILABLE`: unacknowledged, the agent sends it again.
     async fn on_batch(&self, agent: &AgentIdentity, batch: EventBatch) -> Result<(), Refusal> {
-        let (mut received, mut dropped) = (0, 0);
+        let mut received = 0;
+        let mut waited = false;
         for e in batch.events {
             let Some(activity) = activity_of(&e.event) else {
                 continue;
@@ -163,15 +186,32 @@ impl AgentHandler for Handler {
                 event: e.event,
             };
             received += 1;
-            if let Err(TrySendError::Full(_)) = self.forward.try_send(f) {
-                dropped += 1;
+            let mut f = f;
+            loop {
+                match self.forward.try_send(f) {
+                    Ok(()) => break,
+                    Err(TrySendError::Full(back)) => {
+                        f = back;
+                        if !waited {
+                            waited = true;
+                            self.counters
+                                .backpressure_waits
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err(TrySendError::Disconnected(_)) => {
+                        return Err(Refusal::new(
+                            RefusalCode::Unavailable,
+                            "the operator is stopping; send this batch again",
+                        ));
+                    }
+                }
             }
         }
-        let c = &self.counters;
-        c.received.fetch_add(received, Ordering::Relaxed);
-        if dropped > 0 {
-            c.queue_dropped.fetch_add(dropped, Ordering::Relaxed);
-        }
+        self.counters
+            .received
+            .fetch_add(received, Ordering::Relaxed);
         Ok(())
     }
 
@@ -179,8 +219,22 @@ impl AgentHandler for Handler {
         if let Ok(mut m) = self.matched.lock() {
             m.insert(agent.hello.node_name.clone(), counters.matched);
         }
-        if let Ok(mut r) = self.ring_dropped.lock() {
-            r.insert(agent.hello.node_name.clone(), counters.drops.ring_dropped);
+        if let Ok(mut r) = self.agent_drops.lock() {
+            let before = r.insert(agent.hello.node_name.clone(), counters.drops.clone());
+            let lost = |d: &kestrel_proto::DropCounters| {
+                d.ring_dropped + d.queue_dropped + d.oversize_dropped + d.unacked_evicted
+            };
+            let now = lost(&counters.drops);
+            if now > before.as_ref().map_or(0, lost) {
+                tracing::warn!(
+                    node = %agent.hello.node_name,
+                    ring = counters.drops.ring_dropped,
+                    queue = counters.drops.queue_dropped,
+                    oversize = counters.drops.oversize_dropped,
+                    resend_evicted = counters.drops.unacked_evicted,
+                    "the agent reports events it could not deliver"
+                );
+            }
         }
         Ok(())
     }
@@ -427,8 +481,8 @@ pub fn run(
         "127.0.0.1".to_string(),
         serve.listen.ip().to_string(),
     ];
-    let material =
-        TlsMaterial::load_or_generate(&serve.tls_dir, &server_names, &serve.agent_names)?;
+    let material = TlsMaterial::ensure(&serve.tls_dir, &server_names, &serve.agent_names)?;
+    kestrel_proto::check_validity(&material.server.cert, "server certificate")?;
     let tls = ServerTls::from_material(&material, serve.mutual_tls)?;
     let (fwd_tx, fwd_rx): (Sender<Forwarded>, Receiver<Forwarded>) = bounded(65_536);
     let targets = TargetSet {
@@ -447,9 +501,10 @@ pub fn run(
         agents: Mutex::new(HashMap::new()),
         digests: Mutex::new(BTreeMap::new()),
         targets,
+        allowed: serve.agent_names.clone(),
         counters: Arc::clone(&serve.counters),
         matched: Mutex::new(BTreeMap::new()),
-        ring_dropped: Mutex::new(BTreeMap::new()),
+        agent_drops: Mutex::new(BTreeMap::new()),
         identity: cluster.as_ref().map(|(_, v, _, _)| Arc::clone(&v.identity)),
     });
     for d in pipeline.all_digests() {
@@ -461,6 +516,7 @@ pub fn run(
         anyhow::Ok(kestrel_proto::server::serve(listener, tls, h).await?)
     })?;
     on_started(Started::Listening(server.local_addr()));
+    let listener = server.stats();
     health.running.store(true, Ordering::Relaxed);
 
     let handled = &serve.counters.handled;
@@ -507,8 +563,19 @@ pub fn run(
                 "agents": h.agents.lock().map(|a| a.len()).unwrap_or(0),
                 "eventsHandled": h.counters.handled.load(Ordering::Relaxed),
                 "edge": { "matchedByNode": h.matched.lock().map(|m| m.clone()).unwrap_or_default() },
-                "ringDroppedByNode": h.ring_dropped.lock().map(|m| m.clone()).unwrap_or_default(),
-                "queueDropped": h.counters.queue_dropped.load(Ordering::Relaxed),
+                "agentDrops": h.agent_drops.lock().map(|m| m.iter().map(|(node, d)| (node.clone(), serde_json::json!({
+                    "ring": d.ring_dropped,
+                    "queue": d.queue_dropped,
+                    "oversize": d.oversize_dropped,
+                    "resendEvicted": d.unacked_evicted,
+                }))).collect::<serde_json::Map<_, _>>()).unwrap_or_default(),
+                "backpressureWaits": h.counters.backpressure_waits.load(Ordering::Relaxed),
+                "listener": {
+                    "handshakes": listener.handshakes.load(Ordering::Relaxed),
+                    "handshakesFailed": listener.handshakes_failed.load(Ordering::Relaxed),
+                    "handshakeTimeouts": listener.handshake_timeouts.load(Ordering::Relaxed),
+                    "overLimit": listener.over_limit.load(Ordering::Relaxed),
+                },
             });
             if let Some((store, view, _, _)) = c {
                 s["kubernetes"] = serde_json::json!({
@@ -546,4 +613,156 @@ pub fn run(
         runtime.block_on(l.release(Duration::from_secs(5)));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kestrel_events::{Argv, ByteStr, ContainerRef, Event, EventKind, Exec, Namespaces, Task};
+    use kestrel_proto::client::{AgentClient, ClientConfig, ConnectionState};
+    use kestrel_proto::{ClientTls, Hello, WorkloadEvent};
+
+    fn exec(n: u32) -> WorkloadEvent {
+        WorkloadEvent::new(
+            "web",
+            Event {
+                ts_ns: u64::from(n),
+                cgroup_id: 1,
+                task: Some(Task {
+                    pid: n,
+                    tid: n,
+                    ppid: 1,
+                    uid: 0,
+                    comm: "sh".into(),
+                }),
+                ns: Namespaces::default(),
+                container: Some(ContainerRef {
+                    id: "web-1".into(),
+                    runtime: kestrel_events::Runtime::Plain,
+                }),
+                kind: EventKind::Exec(Exec {
+                    filename: ByteStr::from("/bin/date"),
+                    exe: "date".into(),
+                    parent_comm: "sh".into(),
+                    ns_pid: n,
+                    argv: Argv {
+                        args: vec!["date".into(), ByteStr::from(n.to_string().as_str())],
+                        size: 12,
+                        truncated: false,
+                        read_failed: false,
+                    },
+                    from_proc_scan: false,
+                    dir: None,
+                }),
+            },
+        )
+    }
+
+    /// The engine is blocked (nobody reads the pipeline's queue): the agent
+    /// goes on streaming into its own queue and resend buffer, and only when
+    /// those are full does it refuse events, which it counts and reports.
+    /// Once the engine runs again, every event the agent accepted reaches
+    /// it, in order; the operator shows the agent's count.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_blocked_engine_holds_agents_back_and_loses_only_what_they_count() {
+        let (fwd_tx, fwd_rx) = bounded::<Forwarded>(64);
+        let counters = Arc::new(ServeCounters::default());
+        let handler = Arc::new(Handler {
+            forward: fwd_tx,
+            agents: Mutex::new(HashMap::new()),
+            digests: Mutex::new(BTreeMap::new()),
+            targets: TargetSet::default(),
+            allowed: Vec::new(),
+            counters: Arc::clone(&counters),
+            matched: Mutex::new(BTreeMap::new()),
+            agent_drops: Mutex::new(BTreeMap::new()),
+            identity: None,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let h: Arc<dyn AgentHandler> = handler.clone();
+        let server = kestrel_proto::server::serve(listener, ServerTls::plaintext(), h)
+            .await
+            .unwrap();
+        let mut config = ClientConfig::new(format!("http://{}", server.local_addr()));
+        config.queue_capacity = 1_000;
+        config.max_unacked_events = 500;
+        config.max_batch_events = 50;
+        config.counters_interval = Duration::from_millis(50);
+        let hello = Hello {
+            node_name: "node-a".into(),
+            agent_id: "a".into(),
+            version: "0".into(),
+            boot_id: "b".into(),
+            instance: 0,
+        };
+        let (client, _in) = AgentClient::connect_with(config, ClientTls::plaintext(), hello)
+            .await
+            .unwrap();
+        let mut state = client.state();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            state.wait_for(|s| matches!(s, ConnectionState::Connected { .. })),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+
+        let (mut accepted, mut refused) = (Vec::new(), 0u64);
+        let mut accepted_before_first_refusal = None;
+        for chunk in 0..2_000u32 {
+            let events: Vec<WorkloadEvent> = (0..10).map(|i| exec(chunk * 10 + i + 1)).collect();
+            let pids: Vec<u32> = (0..10).map(|i| chunk * 10 + i + 1).collect();
+            match client.send(events) {
+                Ok(()) => accepted.extend(pids),
+                Err(e) => {
+                    refused += e.dropped as u64;
+                    accepted_before_first_refusal.get_or_insert(accepted.len());
+                }
+            }
+            if chunk % 20 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let first = accepted_before_first_refusal.expect("the buffers never filled");
+        assert!(
+            first >= 1_000,
+            "events refused after only {first} were accepted"
+        );
+        assert!(counters.backpressure_waits.load(Ordering::Relaxed) > 0);
+
+        // The engine runs again.
+        let engine = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Ok(f) = fwd_rx.recv_timeout(Duration::from_secs(3)) {
+                got.push(f.event.task.map_or(0, |t| t.pid));
+            }
+            got
+        });
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let s = client.stats();
+                if s.queued == 0 && s.acked_seq == s.sent_seq {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the agent's backlog never drained");
+        let got = engine.join().unwrap();
+        assert_eq!(got.len(), accepted.len());
+        assert_eq!(
+            got, accepted,
+            "the engine got other events than the agent accepted"
+        );
+        let drops = client.counters().drops;
+        assert_eq!(drops.queue_dropped, refused);
+        assert_eq!(accepted.len() as u64 + refused, 20_000);
+        // The operator shows what the agent lost.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let seen = handler.agent_drops.lock().unwrap()["node-a"].queue_dropped;
+        assert_eq!(seen, refused);
+        client.close(Duration::from_secs(1)).await;
+        server.shutdown().await.unwrap();
+    }
 }

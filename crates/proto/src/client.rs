@@ -178,6 +178,7 @@ struct Shared {
     queue_dropped: AtomicU64,
     aggregated: AtomicU64,
     oversize_dropped: AtomicU64,
+    unacked_evicted: AtomicU64,
     dropped_by_workload: Mutex<HashMap<String, u64>>,
     matched: Mutex<HashMap<String, u64>>,
     counters_dirty: AtomicBool,
@@ -216,6 +217,7 @@ impl Shared {
                 queue_dropped: self.queue_dropped.load(Ordering::Relaxed),
                 aggregated: self.aggregated.load(Ordering::Relaxed),
                 oversize_dropped: self.oversize_dropped.load(Ordering::Relaxed),
+                unacked_evicted: self.unacked_evicted.load(Ordering::Relaxed),
                 queue_dropped_by_workload: snapshot(&self.dropped_by_workload),
             },
         }
@@ -277,6 +279,7 @@ impl AgentClient {
             shared: Arc::clone(&shared),
             config,
             endpoint,
+            tls,
             hello: wire::Hello {
                 instance: if hello.instance == 0 {
                     fastrand::u64(1..)
@@ -435,7 +438,74 @@ fn endpoint(config: &ClientConfig, tls: &ClientTls) -> Result<Endpoint> {
 }
 
 fn describe(s: &tonic::Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
+    let mut chain = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(e) = cur {
+        chain.push(e.to_string());
+        cur = e.source();
+    }
+    let base = format!("{:?}: {}", s.code(), s.message());
+    match explain_tls(&chain.join(": ")) {
+        Some(why) => format!("{why} ({base}: {})", chain.join(": ")),
+        None if chain.is_empty() => base,
+        None => format!("{base}: {}", chain.join(": ")),
+    }
+}
+
+/// Opens a TLS connection of its own to `endpoint` with `tls` and waits a
+/// moment for what the server says: the error of a handshake that fails, or
+/// the alert a server sends after it (TLS 1.3 checks the client's
+/// certificate after the client has finished). None when nothing went wrong.
+async fn diagnose_tls(endpoint: &str, tls: &ClientTls) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let config = tls.rustls_config().ok()??;
+    let uri: tonic::codegen::http::Uri = endpoint.parse().ok()?;
+    let host = uri
+        .host()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let name = tls.domain().unwrap_or(&host).to_string();
+    let server_name = tokio_rustls::rustls::pki_types::ServerName::try_from(name).ok()?;
+    let probe = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .ok()?;
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let mut conn = match connector.connect(server_name, tcp).await {
+            Ok(c) => c,
+            Err(e) => return Some(e.to_string()),
+        };
+        let mut b = [0u8; 1];
+        match tokio::time::timeout(Duration::from_secs(2), conn.read(&mut b)).await {
+            Ok(Err(e)) => Some(e.to_string()),
+            _ => None,
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), probe)
+        .await
+        .ok()?
+}
+
+/// Plain words for the TLS failures a user can fix.
+fn explain_tls(chain: &str) -> Option<&'static str> {
+    let c = chain.to_ascii_lowercase();
+    if c.contains("invalid peer certificate") {
+        Some(
+            "the operator's certificate is not signed by the CA this agent trusts (ca.pem), \
+             or does not name the endpoint's host",
+        )
+    } else if c.contains("certificaterequired") {
+        Some("the operator requires a client certificate and this agent presented none")
+    } else if c.contains("received fatal alert") {
+        Some(
+            "the operator refused this agent's certificate (not signed by the operator's CA, \
+             expired, or not for this node): issue one with `kestrel certs issue`",
+        )
+    } else {
+        None
+    }
 }
 
 /// Why a stream ended.
@@ -450,6 +520,7 @@ struct Runner {
     shared: Arc<Shared>,
     config: ClientConfig,
     endpoint: Endpoint,
+    tls: ClientTls,
     hello: wire::Hello,
     queue: mpsc::UnboundedReceiver<Vec<WorkloadEvent>>,
     inbound: mpsc::Sender<OperatorMessage>,
@@ -511,11 +582,21 @@ impl Runner {
     ) -> std::result::Result<(mpsc::Sender<wire::AgentMessage>, JoinHandle<String>), String> {
         let max = self.config.max_message_bytes;
         let attempt = async {
-            let channel: Channel = self
-                .endpoint
-                .connect()
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
+            let channel: Channel = match self.endpoint.connect().await {
+                Ok(c) => c,
+                Err(e) => {
+                    let mut why = format!("connect: {e}");
+                    let mut cur = std::error::Error::source(&e);
+                    while let Some(s) = cur {
+                        why.push_str(&format!(": {s}"));
+                        cur = s.source();
+                    }
+                    return Err(match explain_tls(&why) {
+                        Some(plain) => format!("{plain} ({why})"),
+                        None => why,
+                    });
+                }
+            };
             let mut client = AgentServiceClient::new(channel)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max);
@@ -528,10 +609,34 @@ impl Runner {
                 let c = wire::agent_message::Msg::Counters(wire::Counters::from(&counters));
                 let _ = tx.try_send(wire::AgentMessage { msg: Some(c) });
             }
-            let response = client
+            let response = match client
                 .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
                 .await
-                .map_err(|s| describe(&s))?;
+            {
+                Ok(r) => r,
+                Err(s) => {
+                    let mut why = describe(&s);
+                    // A refused client certificate shows up in HTTP/2 as a
+                    // closed connection; a handshake of our own reads the
+                    // operator's TLS alert, which says why.
+                    if self.tls.is_tls()
+                        && matches!(
+                            s.code(),
+                            tonic::Code::Unknown
+                                | tonic::Code::Cancelled
+                                | tonic::Code::Unavailable
+                        )
+                    {
+                        if let Some(alert) = diagnose_tls(&self.config.endpoint, &self.tls).await {
+                            why = match explain_tls(&alert) {
+                                Some(plain) => format!("{plain} ({alert}; {why})"),
+                                None => format!("{why} ({alert})"),
+                            };
+                        }
+                    }
+                    return Err(why);
+                }
+            };
             Ok::<_, String>((tx, response.into_inner()))
         };
         let (tx, inbound) = tokio::time::timeout(self.config.connect_timeout, attempt)
@@ -698,10 +803,15 @@ impl Runner {
     fn keep_unacked(&mut self, seq: u64, events: Vec<WorkloadEvent>) {
         self.unacked_events += events.len();
         self.unacked.push_back((seq, events));
-        // Bounded: the oldest batches are then sent at most once.
+        // Bounded: the oldest batches are then sent at most once, and
+        // counted, since a stream that breaks now loses them.
         while self.unacked_events > self.config.max_unacked_events && self.unacked.len() > 1 {
             if let Some((_, old)) = self.unacked.pop_front() {
                 self.unacked_events -= old.len();
+                self.shared
+                    .unacked_evicted
+                    .fetch_add(old.len() as u64, Ordering::Relaxed);
+                self.shared.dirty();
             }
         }
     }

@@ -524,6 +524,7 @@ impl From<&Counters> for wire::Counters {
                 aggregated: c.drops.aggregated,
                 oversize_dropped: c.drops.oversize_dropped,
                 queue_dropped_by_workload: counters_to_wire(&c.drops.queue_dropped_by_workload),
+                unacked_evicted: c.drops.unacked_evicted,
             }),
         }
     }
@@ -540,6 +541,7 @@ impl From<wire::Counters> for Counters {
                 aggregated: d.aggregated,
                 oversize_dropped: d.oversize_dropped,
                 queue_dropped_by_workload: counters_from_wire(d.queue_dropped_by_workload),
+                unacked_evicted: d.unacked_evicted,
             },
         }
     }

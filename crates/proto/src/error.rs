@@ -117,6 +117,15 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// Credentials that are missing, incomplete, expired or not usable as
+    /// they are (the message says what to do).
+    #[error("{path}: {reason}")]
+    Credentials {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
     /// A certificate name that cannot be used (it also names files).
     #[error("invalid certificate name {name:?}: {reason}")]
     Name {
@@ -153,6 +162,7 @@ impl Error {
         match self {
             Error::Io { .. } => "io",
             Error::Pem { .. } => "pem",
+            Error::Credentials { .. } => "credentials",
             Error::Name { .. } => "name",
             Error::CertGen(_) => "certgen",
             Error::Endpoint { .. } => "endpoint",

@@ -43,4 +43,7 @@ pub use messages::{
     ContainerTarget, Counters, DigestUpdate, DropCounters, EventBatch, Hello, OperatorMessage,
     Phase, TargetSet, WorkloadEvent,
 };
-pub use tls::{certificate_names, CertFiles, ClientAuth, ClientTls, ServerTls, TlsMaterial};
+pub use tls::{
+    certificate_names, check_validity, unix_now, CertFiles, CertInfo, ClientAuth, ClientTls,
+    ServerTls, TlsMaterial, DEFAULT_CLIENT_VALIDITY,
+};

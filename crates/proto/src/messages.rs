@@ -73,6 +73,9 @@ pub struct DropCounters {
     pub oversize_dropped: u64,
     /// `queue_dropped` per workload.
     pub queue_dropped_by_workload: BTreeMap<String, u64>,
+    /// Sent once, then pushed out of the resend buffer (full) before they
+    /// were acknowledged: lost if that stream broke before they arrived.
+    pub unacked_evicted: u64,
 }
 
 /// Activity counters an agent reports; cumulative since the agent started

@@ -192,6 +192,17 @@ pub struct ServerConfig {
     pub keepalive_timeout: Duration,
     /// How long [`ServerHandle::shutdown`] waits for streams to end (default 5 s).
     pub shutdown_grace: Duration,
+    /// How long a new connection may take to complete its TLS handshake
+    /// (default 5 s); then it is closed.
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress at once, all peers together (default 4096);
+    /// connections beyond it are closed at once.
+    pub max_pending_handshakes: usize,
+    /// Handshakes in progress at once from one IP address (default 512).
+    pub max_pending_handshakes_per_ip: usize,
+    /// HTTP/2 streams one connection may have open at once (default 8; an
+    /// agent uses one).
+    pub max_concurrent_streams: u32,
 }
 
 /// Default largest message: 4 MiB.
@@ -206,6 +217,10 @@ impl Default for ServerConfig {
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+            max_pending_handshakes: 4096,
+            max_pending_handshakes_per_ip: 512,
+            max_concurrent_streams: 8,
         }
     }
 }
@@ -218,12 +233,31 @@ pub struct ServerHandle {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     grace: Duration,
+    stats: Arc<ListenerStats>,
+}
+
+/// What the listener turned away; cumulative, read at any time.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// TLS handshakes completed.
+    pub handshakes: AtomicU64,
+    /// TLS handshakes that failed (a certificate refused, not TLS at all).
+    pub handshakes_failed: AtomicU64,
+    /// Connections closed because their handshake took too long.
+    pub handshake_timeouts: AtomicU64,
+    /// Connections closed at once because too many handshakes were pending.
+    pub over_limit: AtomicU64,
 }
 
 impl ServerHandle {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The listener's counters (handshakes failed, timed out, over limit).
+    pub fn stats(&self) -> Arc<ListenerStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Ends every stream with `UNAVAILABLE` (agents reconnect elsewhere or
@@ -270,31 +304,155 @@ pub async fn serve_with(
     let svc = AgentServiceServer::new(service)
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
-    let mut builder = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(config.keepalive_interval))
-        .http2_keepalive_timeout(Some(config.keepalive_timeout));
-    if let Some(c) = tls.tonic_config() {
-        builder = builder.tls_config(c)?;
-    }
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-        if let Ok(s) = &s {
-            // Small messages (acks, digests) should not wait for Nagle.
-            let _ = s.set_nodelay(true);
-        }
-        s
-    });
-    let mut stop_signal = stop_rx;
-    let router = builder.add_service(svc);
-    let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        .max_concurrent_streams(Some(config.max_concurrent_streams.max(1)))
+        .add_service(svc);
+    let stats = Arc::new(ListenerStats::default());
+    let mut stop_signal = stop_rx.clone();
+    let signal = async move {
         // Also ends when the handle is dropped (the sender goes away).
         let _ = stop_signal.wait_for(|s| *s).await;
-    }));
+    };
+    let task = match tls.rustls_config()? {
+        None => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+                if let Ok(s) = &s {
+                    // Small messages (acks, digests) should not wait for Nagle.
+                    let _ = s.set_nodelay(true);
+                }
+                s
+            });
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, signal))
+        }
+        Some(rustls) => {
+            let (tx, rx) = mpsc::channel(64);
+            tokio::spawn(accept_tls(
+                listener,
+                tokio_rustls::TlsAcceptor::from(rustls),
+                tx,
+                config.clone(),
+                Arc::clone(&stats),
+                stop_rx,
+            ));
+            let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, signal))
+        }
+    };
     Ok(ServerHandle {
         local_addr,
         stop,
         task,
         grace: config.shutdown_grace,
+        stats,
     })
+}
+
+type TlsConn = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// Accepts TCP connections and completes each one's TLS handshake in its own
+/// task, within [`ServerConfig::handshake_timeout`] and the pending-handshake
+/// limits, so that connections that never speak TLS hold nobody up. A
+/// handshake that fails is logged with the peer and the reason; the socket
+/// is then closed gracefully, so that the agent reads the TLS alert (which
+/// says why) instead of a reset.
+async fn accept_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    out: mpsc::Sender<std::io::Result<TlsConn>>,
+    config: ServerConfig,
+    stats: Arc<ListenerStats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let pending: Arc<Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
+    let total = Arc::new(AtomicU64::new(0));
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            () = out.closed() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let ip = peer.ip();
+        let admitted = {
+            let mut p = pending.lock().unwrap_or_else(PoisonError::into_inner);
+            let n = p.entry(ip).or_insert(0);
+            if *n >= config.max_pending_handshakes_per_ip
+                || total.load(Ordering::Relaxed) >= config.max_pending_handshakes as u64
+            {
+                false
+            } else {
+                *n += 1;
+                total.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+        };
+        if !admitted {
+            stats.over_limit.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "too many pending TLS handshakes; connection closed");
+            continue;
+        }
+        let (acceptor, out, stats) = (acceptor.clone(), out.clone(), Arc::clone(&stats));
+        let (pending, total) = (Arc::clone(&pending), Arc::clone(&total));
+        let limit = config.handshake_timeout;
+        tokio::spawn(async move {
+            let r = tokio::time::timeout(limit, acceptor.accept(tcp).into_fallible()).await;
+            {
+                let mut p = pending.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(n) = p.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        p.remove(&ip);
+                    }
+                }
+                total.fetch_sub(1, Ordering::Relaxed);
+            }
+            match r {
+                Ok(Ok(conn)) => {
+                    stats.handshakes.fetch_add(1, Ordering::Relaxed);
+                    let _ = out.send(Ok(conn)).await;
+                }
+                Ok(Err((e, tcp))) => {
+                    stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, error = %e, "TLS handshake refused");
+                    close_gracefully(tcp).await;
+                }
+                Err(_) => {
+                    stats.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, ?limit, "no TLS handshake in time; connection closed");
+                }
+            }
+        });
+    }
+}
+
+/// Half-closes and reads what the peer still sends (at most a second, 64
+/// KiB), so that the alert already written reaches it before the socket
+/// goes away: closing with unread data would reset the connection and the
+/// peer would lose the alert.
+async fn close_gracefully(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let _ = tcp.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let mut left = 64 * 1024usize;
+    let drain = async {
+        while left > 0 {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 struct Service {

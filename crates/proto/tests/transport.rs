@@ -730,3 +730,71 @@ async fn a_batch_the_crashed_operator_never_acknowledged_is_resent_to_the_next_o
     client.close(Duration::from_secs(5)).await;
     second.crash();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_that_never_speak_tls_are_closed_and_a_real_agent_is_still_served() {
+    use tokio::io::AsyncReadExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let m = material(dir.path());
+    let (rec, mut rx) = Recorder::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = ServerConfig {
+        handshake_timeout: Duration::from_secs(1),
+        ..ServerConfig::default()
+    };
+    let server = serve_with(
+        listener,
+        ServerTls::from_material(&m, true).unwrap(),
+        rec.clone(),
+        config,
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    // 300 connections that never start TLS.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // A real agent connects and its batch arrives while they hang on.
+    let tls = ClientTls::from_material(&m, Some("node-a")).unwrap();
+    let started = std::time::Instant::now();
+    let (client, _in) = AgentClient::connect_with(fast_config(addr), tls, hello("node-a"))
+        .await
+        .unwrap();
+    client
+        .send(with_workload("web", every_kind()[..1].to_vec()))
+        .unwrap();
+    let batch = next(&mut rx, |r| match r {
+        Record::Batch(a, b) => Some((a, b)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(batch.0.hello.node_name, "node-a");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the agent waited behind the idle connections: {:?}",
+        started.elapsed()
+    );
+    // Every idle connection is closed by the server after the timeout.
+    for mut c in idle {
+        let mut b = [0u8; 1];
+        let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b))
+            .await
+            .expect("an idle connection was still open 5 s later");
+        assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    }
+    let stats = server.stats();
+    assert_eq!(
+        stats
+            .handshake_timeouts
+            .load(std::sync::atomic::Ordering::Relaxed),
+        300
+    );
+    // The agent is still connected on its first stream.
+    assert_eq!(
+        client.state().borrow().clone(),
+        ConnectionState::Connected { session: 1 }
+    );
+    client.close(Duration::from_secs(1)).await;
+}

@@ -300,7 +300,7 @@ fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
 
 /// An agent connected to the operator at `addr` (mutual TLS, as `NODE`).
 fn connect_agent(runtime: &tokio::runtime::Runtime, tls: &Path, addr: &str) -> Result<AgentClient> {
-    let material = TlsMaterial::load_or_generate(tls, &["localhost", "127.0.0.1"], &[NODE])?;
+    let material = TlsMaterial::load_agent(tls, NODE)?;
     let client_tls = ClientTls::from_material(&material, Some(NODE))?;
     let hello = Hello {
         node_name: NODE.into(),

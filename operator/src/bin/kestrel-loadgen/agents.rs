@@ -104,9 +104,8 @@ fn print_report(shared: &Shared) {
 /// Runs the agents until `stop` arrives on stdin (or stdin closes).
 pub fn run(args: AgentsArgs) -> anyhow::Result<()> {
     let names: Vec<String> = (0..args.agents).map(node_name).collect();
-    let material =
-        TlsMaterial::load_or_generate(&args.tls_dir, &["localhost", "127.0.0.1"], &names)
-            .context("TLS material of the agents")?;
+    let material = TlsMaterial::ensure(&args.tls_dir, &["localhost", "127.0.0.1"], &names)
+        .context("TLS material of the agents")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .thread_name("loadgen-agent")

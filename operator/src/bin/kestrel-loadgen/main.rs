@@ -250,7 +250,7 @@ struct Snapshot {
     at: Instant,
     handled: u64,
     received: u64,
-    queue_dropped: u64,
+    backpressure_waits: u64,
     cpu: f64,
     engine_cpu: f64,
     threads: BTreeMap<String, f64>,
@@ -277,7 +277,7 @@ struct PhaseResult {
     offered: u64,
     received: u64,
     dropped_at_agents: u64,
-    queue_dropped: u64,
+    backpressure_waits: u64,
     anomalies: u64,
     alerts_created: usize,
     alert_updates: u64,
@@ -318,7 +318,7 @@ fn phase(a: &Snapshot, b: &Snapshot) -> PhaseResult {
         offered: b.agents.offered - a.agents.offered,
         received: b.received - a.received,
         dropped_at_agents: b.agents.dropped - a.agents.dropped,
-        queue_dropped: b.queue_dropped - a.queue_dropped,
+        backpressure_waits: b.backpressure_waits - a.backpressure_waits,
         anomalies: b.agents.anomalies.iter().sum::<u64>() - a.agents.anomalies.iter().sum::<u64>(),
         alerts_created: b.alerts - a.alerts,
         alert_updates: b.alert_updates - a.alert_updates,
@@ -373,10 +373,11 @@ impl Driver {
         let c = &self.counters;
         let received = c.received.load(Ordering::Relaxed);
         let handled = c.handled.load(Ordering::Relaxed);
-        let dropped = c.queue_dropped.load(Ordering::Relaxed);
-        let backlog = received.saturating_sub(handled + dropped);
-        let newly_dropped = self.samples.back().is_some_and(|s| dropped > s.2);
-        self.samples.push_back((now, received, dropped));
+        // A batch that waited for room means the queue was full.
+        let waits = c.backpressure_waits.load(Ordering::Relaxed);
+        let backlog = received.saturating_sub(handled);
+        let newly_dropped = self.samples.back().is_some_and(|s| waits > s.2);
+        self.samples.push_back((now, received, waits));
         while self
             .samples
             .front()
@@ -436,7 +437,7 @@ impl Harness {
             at: Instant::now(),
             handled: c.handled.load(Ordering::Relaxed),
             received: c.received.load(Ordering::Relaxed),
-            queue_dropped: c.queue_dropped.load(Ordering::Relaxed),
+            backpressure_waits: c.backpressure_waits.load(Ordering::Relaxed),
             cpu: usage::process_cpu(),
             engine_cpu: usage::thread_cpu(self.engine_tid),
             threads: usage::threads_by_name(),
@@ -769,9 +770,9 @@ fn print_table(r: &Report) {
         thousands(d.received as f64),
     );
     row(
-        "dropped at the operator's queue",
-        l.queue_dropped.to_string(),
-        d.queue_dropped.to_string(),
+        "batches that waited for the operator's queue",
+        l.backpressure_waits.to_string(),
+        d.backpressure_waits.to_string(),
     );
     row(
         "anomalous events sent",
