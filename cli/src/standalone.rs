@@ -208,7 +208,7 @@ pub fn run(
     pipeline.shutdown(
         serde_json::json!({ "edge": edge, "queueDropped": queue_dropped }),
         &mut emit,
-    );
+    )?;
     Ok(Summary {
         edge,
         queue_dropped,

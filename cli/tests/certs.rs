@@ -65,6 +65,33 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+/// The operator's gRPC address from its stderr; with `drain` the rest of
+/// its stderr is read (and echoed), else the pipe is closed, as a
+/// supervisor that stopped reading would leave it.
+fn listening(stderr: std::process::ChildStderr, drain: bool) -> String {
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the operator exited before listening")
+            .unwrap();
+        if let Some(a) = serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| v["listening"].as_str().map(String::from))
+        {
+            break a;
+        }
+    };
+    if drain {
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                eprintln!("operator: {l}");
+            }
+        });
+    }
+    addr
+}
+
 fn hello(node: &str) -> Hello {
     Hello {
         node_name: node.into(),
@@ -127,16 +154,7 @@ async fn issued_agents_connect_and_foreign_or_missing_certificates_are_refused_c
         .expect("start operator");
     let stderr = op.stderr.take().unwrap();
     let _op = Killed(op);
-    let mut addr = None;
-    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if let Some(a) = v["listening"].as_str() {
-                addr = Some(a.to_string());
-                break;
-            }
-        }
-    }
-    let addr = addr.expect("operator listening address");
+    let addr = listening(stderr, true);
     let operator_files = snapshot(&tls);
     assert!(operator_files.iter().any(|(n, _)| n == "ca-key.pem"));
 
@@ -229,16 +247,10 @@ fn an_operator_allow_list_refuses_a_signed_node_it_does_not_name() {
         .expect("start operator");
     let stderr = op.stderr.take().unwrap();
     let _op = Killed(op);
-    let mut addr = None;
-    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if let Some(a) = v["listening"].as_str() {
-                addr = Some(a.to_string());
-                break;
-            }
-        }
-    }
-    let addr = addr.expect("operator listening address");
+    // stderr closed: the refusal below is logged at warn to a closed pipe,
+    // which once panicked the connection's task (the agent then read a
+    // reset instead of the refusal)
+    let addr = listening(stderr, false);
     let n2 = root.join("node-2");
     issue(&tls, "node-2", &n2);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -253,4 +265,91 @@ fn an_operator_allow_list_refuses_a_signed_node_it_does_not_name() {
             "{why}"
         );
     });
+}
+
+fn agent_binary() -> PathBuf {
+    // target/<profile>/deps/<test> → target/<profile>/kestrel-agent
+    let me = std::env::current_exe().unwrap();
+    me.parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("kestrel-agent")
+}
+
+/// Without `RUST_LOG`: an agent with no credentials exits naming the file
+/// and the command that makes it, and generates nothing; an agent that
+/// cannot reach its operator says so.
+#[test]
+fn the_agent_says_why_at_the_default_log_level() {
+    if !kestrel_e2e::require_privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = Command::new(agent_binary())
+        .args([
+            "run",
+            "--node",
+            "node-1",
+            "--operator",
+            "https://127.0.0.1:9",
+        ])
+        .arg("--tls-dir")
+        .arg(&empty)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run kestrel-agent (make test builds it)");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ca.pem: missing") && err.contains("kestrel certs issue --node node-1"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&empty).unwrap().count(),
+        0,
+        "files were generated"
+    );
+
+    let tls = dir.path().join("op");
+    TlsMaterial::ensure(&tls, &["localhost", "127.0.0.1"], &[] as &[&str]).unwrap();
+    let node = dir.path().join("node");
+    issue(&tls, "node-1", &node);
+    // port 9 (discard): nothing listens on loopback
+    let mut child = Command::new(agent_binary())
+        .args([
+            "run",
+            "--node",
+            "node-1",
+            "--operator",
+            "https://127.0.0.1:9",
+        ])
+        .arg("--tls-dir")
+        .arg(&node)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _child = Killed(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let found = loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) if l.contains("operator stream down") => break Some(l),
+            Ok(l) => seen.push(l),
+            Err(_) => break None,
+        }
+    };
+    let line = found.unwrap_or_else(|| panic!("no warning; stderr was:\n{}", seen.join("\n")));
+    assert!(line.contains("connect"), "{line}");
 }

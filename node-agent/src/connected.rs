@@ -39,6 +39,28 @@ pub struct ConnectedStats {
     pub edge: EdgeCounters,
     /// Events refused by the full outbound queue (reported to the operator too).
     pub queue_full: u64,
+    /// What reached the operator: `forwarded` above counts what the edge
+    /// filter let through, this what was sent and acknowledged.
+    pub delivery: Delivery,
+}
+
+/// What reached the operator, from the client's own counters.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// Streams the operator accepted (0: it never saw this agent).
+    pub sessions: u64,
+    /// Events sent on a stream.
+    pub events_sent: u64,
+    /// Batches sent and acknowledged: `acked_seq` of `sent_seq`.
+    pub acked_seq: u64,
+    /// Highest batch sequence number sent.
+    pub sent_seq: u64,
+    /// Events still queued when closing began (the close sends them if the
+    /// operator is there).
+    pub queued_at_close: usize,
+    /// Sent once, then pushed out of the resend buffer before acknowledged.
+    pub resend_evicted: u64,
 }
 
 /// Why a connected run failed.
@@ -181,10 +203,28 @@ pub fn run(cfg: &ConnectedConfig, stop: &AtomicBool) -> Result<ConnectedStats, C
     )?;
     flush(&mut batch_cell.borrow_mut());
     let edge_counters = edge_cell.borrow().counters().clone();
+    let drops = client.counters().drops;
+    let stats_before_close = client.stats();
     runtime.block_on(client.close(Duration::from_secs(2)));
+    let s = stats_before_close;
+    if s.sessions == 0 {
+        tracing::error!(
+            operator = %cfg.operator,
+            forwarded = edge_counters.forwarded,
+            "the operator never accepted this agent: nothing was delivered"
+        );
+    }
     Ok(ConnectedStats {
         capture: capture_stats,
         edge: edge_counters,
         queue_full: queue_full.get(),
+        delivery: Delivery {
+            sessions: s.sessions,
+            events_sent: s.events_sent,
+            acked_seq: s.acked_seq,
+            sent_seq: s.sent_seq,
+            queued_at_close: s.queued,
+            resend_evicted: drops.unacked_evicted,
+        },
     })
 }

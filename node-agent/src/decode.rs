@@ -602,6 +602,30 @@ mod tests {
         );
     }
 
+    /// A bounded fuzz run: mutants of valid records (a failed exec with its
+    /// argv, file events with paths) never panic the decoder.
+    #[test]
+    fn mutated_records_never_panic() {
+        use kestrel_events::mutate::mutants;
+        let mut file = ft::file_event::default();
+        file.hdr.kind = KIND_FILE;
+        file.path_len = 11;
+        let mut file_rec = bytes_of(&file);
+        file_rec.extend_from_slice(b"/etc/passwd");
+        let seeds = [
+            failed_exec(-13, b"/dev/shm/x", b"/dev/shm/x\0-o\0\xff\xfe\0", 17),
+            failed_exec(-2, b"/usr/bin/curl", b"curl\0-s", 4000),
+            file_rec,
+        ];
+        let mut decoded = 0;
+        for (i, seed) in seeds.iter().enumerate() {
+            for m in mutants(seed, 20_000, 100 + i as u64) {
+                decoded += usize::from(decode(&m).is_ok());
+            }
+        }
+        assert!(decoded > 1_000, "{decoded}");
+    }
+
     proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..9000)) {

@@ -86,7 +86,15 @@ fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        // warnings by default: a lost operator or a refused certificate
+        // must show without RUST_LOG
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing::level_filters::LevelFilter::WARN.into())
+                .from_env_lossy(),
+        )
+        // a closed stderr must not make logging panic
+        .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

@@ -142,6 +142,14 @@ pub fn read_config(config: Option<&Path>) -> anyhow::Result<OperatorConfig> {
     }
 }
 
+/// `RUST_LOG`, or warnings and errors when it is unset (a lost operator, a
+/// refused certificate, a failed write must show without asking).
+pub fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing::level_filters::LevelFilter::WARN.into())
+        .from_env_lossy()
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default: warnings and errors).
 /// `KESTREL_LOG_FORMAT=json` writes one JSON object per line (`timestamp`,
 /// `level`, `target`, `message` and the event's fields at the top level),
@@ -149,7 +157,10 @@ pub fn read_config(config: Option<&Path>) -> anyhow::Result<OperatorConfig> {
 /// reported and text is used.
 pub fn init_logging() {
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(log_filter())
+        // a closed stderr must not make logging panic (it would report
+        // the failed write with eprintln!, which panics on a closed pipe)
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match std::env::var("KESTREL_LOG_FORMAT").ok().as_deref() {
         Some("json") => builder

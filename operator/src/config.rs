@@ -64,11 +64,45 @@ pub struct OperatorConfig {
 }
 
 impl OperatorConfig {
-    /// Reads and checks a config file; errors name the file and the field.
+    /// Reads and checks a config file ([`check`](Self::check)); errors
+    /// name the file and the field, and come before anything heavy loads.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        let text = read_bounded(path)?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Parses and checks a config's text ([`check`](Self::check)).
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let cfg: Self = serde_saphyr::from_str(text)?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// The rule set: the default pack and the config's rule files (each a
+    /// regular file of at most 1 MiB).
+    pub fn rule_set(&self) -> anyhow::Result<kestrel_scoring::RuleSet> {
+        let mut rules = kestrel_scoring::RuleSet::builder().default_pack();
+        for r in &self.rules {
+            let text = read_bounded(r).map_err(|e| anyhow::anyhow!("rules {e}"))?;
+            rules = rules.add_yaml(r.display().to_string(), text);
+        }
+        Ok(rules.build()?)
+    }
+
+    /// Checks everything the config says the way the pipeline will use it
+    /// (learning and compaction ranges, mode, rule files, scoring, the LLM
+    /// endpoint, the webhook), so that a mistake is reported at once, not
+    /// after the embedding model has loaded.
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.profile_config(kestrel_embed::UNCALIBRATED_THRESHOLD)?;
+        let rules = self.rule_set()?;
+        let scoring = self.scoring.clone().unwrap_or_default();
+        scoring.build_llm_engine()?;
+        if let Some(w) = &self.webhook {
+            kestrel_scoring::WebhookSink::new(w)?;
+        }
+        kestrel_scoring::Scorer::new(scoring, rules)?;
+        Ok(())
     }
 
     /// The settings of the profiles the engine creates, given the model's
@@ -106,6 +140,30 @@ impl OperatorConfig {
         }
         Ok(b.build()?)
     }
+}
+
+/// Largest config or rule file read: 1 MiB.
+pub const MAX_CONFIG_FILE: u64 = 1 << 20;
+
+/// Reads a regular file of at most [`MAX_CONFIG_FILE`] bytes (not a device
+/// or a pipe that never ends); errors name the file.
+fn read_bounded(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let bad = |e: String| anyhow::anyhow!("{}: {e}", path.display());
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(|e| bad(e.to_string()))?
+        .take(MAX_CONFIG_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| bad(e.to_string()))?;
+    if text.len() as u64 > MAX_CONFIG_FILE {
+        return Err(bad(format!("larger than {} KiB", MAX_CONFIG_FILE >> 10)));
+    }
+    Ok(text)
 }
 
 /// Loads the embedding model named by the config (or the environment).
@@ -153,5 +211,38 @@ mod tests {
         assert!(cfg.workloads[0].containers.is_match("web-7abc"));
         assert!(!cfg.workloads[0].containers.is_match("web-x"));
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn ranges_rules_and_the_webhook_are_checked_at_load_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        let err = |yaml: &str| {
+            std::fs::write(&path, yaml).unwrap();
+            OperatorConfig::load(&path).unwrap_err().to_string()
+        };
+        let e = err("learning:\n  cleanWindows: 4000000000\n");
+        assert!(
+            e.contains("`learning.cleanWindows`: 4000000000 is outside 1..=10000"),
+            "{e}"
+        );
+        let e = err("learning:\n  window: 9000h\n");
+        assert!(
+            e.contains("`learning.window`: must be at most 30 days"),
+            "{e}"
+        );
+        let e = err("learning:\n  cleanWindows: 0\n");
+        assert!(e.contains("learning.cleanWindows"), "{e}");
+        let e = err("rules: [/nonexistent/rules.yaml]\n");
+        assert!(e.contains("rules /nonexistent/rules.yaml"), "{e}");
+        // a device never ends: refused before it is read
+        let e = err("rules: [/dev/zero]\n");
+        assert!(e.contains("/dev/zero: not a regular file"), "{e}");
+        let e = err("webhook:\n  url: ftp://example\n");
+        assert!(e.contains("webhook url"), "{e}");
+        let e = err("mode: Sometimes\n");
+        assert!(e.contains("mode: \"Sometimes\""), "{e}");
+        std::fs::write(&path, "learning:\n  cleanWindows: 60\n").unwrap();
+        OperatorConfig::load(&path).unwrap();
     }
 }

@@ -1257,7 +1257,7 @@ pub(crate) mod tests {
         )
     }
 
-    fn exec(exe: &str, args: &str) -> Forwarded {
+    pub(crate) fn exec(exe: &str, args: &str) -> Forwarded {
         let argv: Vec<String> = std::iter::once(exe.to_string())
             .chain(args.split(' ').map(String::from))
             .collect();

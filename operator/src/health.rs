@@ -135,6 +135,25 @@ impl Health {
             &[],
             num(&status["backpressureWaits"]),
         );
+        let st = &status["store"];
+        m.gauge(
+            "store_pending_writes",
+            "Profiles and alerts whose write failed, retried every second until it lands",
+            &[],
+            num(&st["pendingWrites"]),
+        );
+        m.counter(
+            "store_write_failures_total",
+            "Failed write attempts of profiles and alerts",
+            &[],
+            num(&st["writeFailures"]),
+        );
+        m.gauge(
+            "store_quarantined",
+            "State files set aside at start because they could not be used",
+            &[],
+            st["quarantined"].as_array().map_or(0.0, |a| a.len() as f64),
+        );
         let l = &status["listener"];
         m.counter(
             "tls_handshakes_failed_total",
@@ -449,6 +468,7 @@ mod tests {
             "agentDrops": {"node-a": {"ring": 0, "queue": 3, "oversize": 0, "resendEvicted": 0},
                            "node-\"b\"": {"ring": 17, "queue": 0, "oversize": 1, "resendEvicted": 2}},
             "backpressureWaits": 4,
+            "store": {"pendingWrites": 2, "writeFailures": 7, "quarantined": [{"file": "x", "movedTo": "y", "reason": "z"}]},
             "listener": {"handshakes": 9, "handshakesFailed": 2, "handshakeTimeouts": 300, "overLimit": 0},
             "kubernetes": {"api": {"writes": 311, "failures": 2, "rejected": 0, "unchanged": 40,
                                     "coalesced": 900, "sizeLimited": 1, "throttled": 6},
@@ -481,6 +501,9 @@ mod tests {
             "kestrel_operator_agent_dropped_total{node=\"node-a\",stage=\"queue\"} 3",
             "kestrel_operator_agent_dropped_total{node=\"node-\\\"b\\\"\",stage=\"resendEvicted\"} 2",
             "kestrel_operator_backpressure_waits_total 4",
+            "kestrel_operator_store_pending_writes 2",
+            "kestrel_operator_store_write_failures_total 7",
+            "kestrel_operator_store_quarantined 1",
             "kestrel_operator_tls_handshake_timeouts_total 300",
             "kestrel_operator_tls_handshakes_failed_total 2",
             "kestrel_operator_leader 1",

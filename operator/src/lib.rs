@@ -24,6 +24,8 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod flood;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod health;
 pub mod k8s;
 pub mod output;

@@ -17,7 +17,7 @@ use crate::store::{AlertDocument, StatusSink, Store, StoredProfile};
 use kestrel_api::{AlertState, Condition, ConditionStatus, Triage};
 use kestrel_embed::Embedder;
 use kestrel_events::Forwarded;
-use kestrel_scoring::{RuleSet, Scorer, WebhookSink};
+use kestrel_scoring::{Scorer, WebhookSink};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,8 +33,31 @@ pub struct Pipeline {
     flood: crate::flood::FloodGate,
     /// People's triage per alert object (`namespace/name`), when not Open.
     triage: HashMap<String, AlertState>,
+    /// Writes that failed, by `profile/<workload>` or `alert/<name>`: the
+    /// latest version of each document, retried every tick until it lands.
+    pending: std::collections::BTreeMap<String, PendingWrite>,
+    /// Writes that failed so far (each attempt).
+    write_failures: u64,
+    /// State files set aside at start: `{file, movedTo, reason}`.
+    quarantined: Vec<serde_json::Value>,
     last_tick: Instant,
     last_progress: Instant,
+}
+
+/// A document whose write failed, kept until a retry lands.
+enum PendingWrite {
+    Profile(Box<StoredProfile>),
+    Alert(Box<crate::store::AlertDocument>),
+}
+
+/// The state writes that never landed, at shutdown.
+#[derive(Debug, thiserror::Error)]
+#[error("{} state write(s) never landed (first: {first}); the documents were printed on stdout only", .count)]
+pub struct UnsavedState {
+    /// How many documents.
+    pub count: usize,
+    /// The first one's key and last error.
+    pub first: String,
 }
 
 /// What the pipeline is built from besides the config.
@@ -84,12 +107,7 @@ impl Pipeline {
         } = parts;
         let threshold = kestrel_embed::default_threshold(embedder.model_id())
             .unwrap_or(kestrel_embed::UNCALIBRATED_THRESHOLD);
-        let mut rules = RuleSet::builder().default_pack();
-        for r in &cfg.rules {
-            let text = std::fs::read_to_string(r)
-                .map_err(|e| Error::Config(format!("rules {}: {e}", r.display())))?;
-            rules = rules.add_yaml(r.display().to_string(), text);
-        }
+        let rules = cfg.rule_set().map_err(|e| Error::Config(e.to_string()))?;
         let scoring = cfg.scoring.clone().unwrap_or_default();
         let llm = scoring.build_llm_engine()?;
         let webhook = cfg
@@ -98,7 +116,7 @@ impl Pipeline {
             .map(WebhookSink::new)
             .transpose()?
             .map(Arc::new);
-        let scorer = Scorer::new(scoring, rules.build()?)?;
+        let scorer = Scorer::new(scoring, rules)?;
         // LLM calls, webhook deliveries and store calls run here; one worker
         // is plenty
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -114,7 +132,7 @@ impl Pipeline {
                 profile,
                 node: hostname(),
                 namespace: namespace.clone(),
-                digest_seed: digest_seed(),
+                digest_seed: digest_seed()?,
             },
             embedder,
             scorer,
@@ -126,14 +144,56 @@ impl Pipeline {
             });
         }
         let now = clock.now();
+        let mut quarantined = Vec::new();
+        let mut set_aside = |e: &crate::store::StoreError| {
+            if let crate::store::StoreError::Quarantined {
+                path,
+                moved_to,
+                reason,
+            } = e
+            {
+                quarantined.push(serde_json::json!({
+                    "file": path.display().to_string(),
+                    "movedTo": moved_to.display().to_string(),
+                    "reason": reason,
+                }));
+            }
+        };
         for stored in runtime.block_on(store.load_profiles())? {
-            let loaded = stored.map_err(Error::from).and_then(|p| {
-                engine
-                    .load_profile(&p.workload, &p.object, now)
-                    .map_err(Error::from)
-            });
-            if let Err(e) = loaded {
-                emit(&Line::error(&e));
+            match stored {
+                Err(e) => {
+                    set_aside(&e);
+                    emit(&Line::error(&Error::from(e)));
+                }
+                Ok(p) => {
+                    if let Err(e) = engine.load_profile(&p.workload, &p.object, now) {
+                        // The workload starts afresh; what could not be
+                        // used is kept aside, never overwritten by it.
+                        let reason = e.to_string();
+                        match runtime.block_on(store.quarantine_profile(&p.workload, &reason)) {
+                            Ok(Some(moved_to)) => {
+                                let from = moved_to
+                                    .to_string_lossy()
+                                    .split(".corrupt-")
+                                    .next()
+                                    .map(std::path::PathBuf::from)
+                                    .unwrap_or_default();
+                                let e = crate::store::StoreError::Quarantined {
+                                    path: from,
+                                    moved_to,
+                                    reason: format!("{}: {reason}", p.workload),
+                                };
+                                set_aside(&e);
+                                emit(&Line::error(&Error::from(e)));
+                            }
+                            Ok(None) => emit(&Line::error(&Error::from(e))),
+                            Err(q) => {
+                                emit(&Line::error(&Error::from(e)));
+                                emit(&Line::error(&Error::from(q)));
+                            }
+                        }
+                    }
+                }
             }
         }
         let mut flood = crate::flood::FloodGate::new(cfg.alert_flood);
@@ -146,7 +206,10 @@ impl Pipeline {
                 for a in listed {
                     match a {
                         Ok(a) => alerts.push(a),
-                        Err(e) => emit(&Line::error(&Error::from(e))),
+                        Err(e) => {
+                            set_aside(&e);
+                            emit(&Line::error(&Error::from(e)));
+                        }
                     }
                 }
                 let restored = engine.restore_alerts(&alerts, now);
@@ -176,6 +239,9 @@ impl Pipeline {
             webhook,
             flood,
             triage,
+            pending: std::collections::BTreeMap::new(),
+            write_failures: 0,
+            quarantined,
             last_tick: Instant::now(),
             last_progress: Instant::now(),
         })
@@ -243,9 +309,7 @@ impl Pipeline {
                     };
                     let mut doc = AlertDocument::from_spec((*alert).clone());
                     let notify = self.apply_triage(&mut doc, notify);
-                    if let Err(e) = self.runtime.block_on(self.store.save_alert(&doc)) {
-                        emit(&Line::error(&Error::from(e)));
-                    }
+                    self.save(PendingWrite::Alert(Box::new(doc)), emit);
                     if let (Some(sink), true) = (&self.webhook, notify) {
                         let (sink, a) = (Arc::clone(sink), alert.clone());
                         self.runtime.spawn(async move {
@@ -388,6 +452,7 @@ impl Pipeline {
             self.last_tick = Instant::now();
             let outs = self.engine.tick(self.clock.now());
             self.outputs(outs, emit);
+            self.retry_pending(emit);
             self.persist(false, emit);
             digests = self.engine.take_digests();
             self.publish_status(extra_status());
@@ -411,26 +476,95 @@ impl Pipeline {
             self.engine.take_dirty()
         };
         for (name, document) in profiles {
-            let stored = StoredProfile::new(&name, document);
-            if let Err(e) = self.runtime.block_on(self.store.save_profile(&stored)) {
-                emit(&Line::error(&Error::from(e)));
+            self.save(
+                PendingWrite::Profile(Box::new(StoredProfile::new(&name, document))),
+                emit,
+            );
+        }
+    }
+
+    /// Writes a document; a write that fails is kept (the latest version per
+    /// document) and retried every tick until it lands. The first failure
+    /// of each document is reported; so is the write that finally lands.
+    fn save(&mut self, doc: PendingWrite, emit: &mut dyn FnMut(&Line)) {
+        let key = match &doc {
+            PendingWrite::Profile(p) => format!("profile/{}", p.workload),
+            PendingWrite::Alert(a) => format!("alert/{}", crate::store::alert_doc_name(a)),
+        };
+        let r = match &doc {
+            PendingWrite::Profile(p) => self.runtime.block_on(self.store.save_profile(p)),
+            PendingWrite::Alert(a) => self.runtime.block_on(self.store.save_alert(a)),
+        };
+        match r {
+            Ok(()) => {
+                if self.pending.remove(&key).is_some() {
+                    tracing::warn!(document = %key, "a state write that had failed has landed");
+                }
+            }
+            Err(e) => {
+                self.write_failures += 1;
+                if !self.pending.contains_key(&key) {
+                    emit(&Line::error(&Error::from(e)));
+                    tracing::warn!(document = %key, "state write failed; retrying every second");
+                }
+                self.pending.insert(key, doc);
             }
         }
     }
 
-    /// Persists everything and publishes the final status.
-    pub fn shutdown(&mut self, extra_status: serde_json::Value, emit: &mut dyn FnMut(&Line)) {
+    /// Tries the failed writes again.
+    fn retry_pending(&mut self, emit: &mut dyn FnMut(&Line)) {
+        for key in self.pending.keys().cloned().collect::<Vec<_>>() {
+            if let Some(doc) = self.pending.remove(&key) {
+                // back in before the attempt, so a failure keeps it (and
+                // does not report it again)
+                let again = match &doc {
+                    PendingWrite::Profile(p) => PendingWrite::Profile(p.clone()),
+                    PendingWrite::Alert(a) => PendingWrite::Alert(a.clone()),
+                };
+                self.pending.insert(key, again);
+                self.save(doc, emit);
+            }
+        }
+    }
+
+    /// State writes waiting for a retry.
+    pub fn pending_writes(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Persists everything and publishes the final status. Writes that
+    /// still fail (after one more try) are an error, so that the process
+    /// exits non-zero.
+    pub fn shutdown(
+        &mut self,
+        extra_status: serde_json::Value,
+        emit: &mut dyn FnMut(&Line),
+    ) -> std::result::Result<(), UnsavedState> {
+        self.retry_pending(emit);
         self.persist(true, emit);
         if let Err(e) = self.runtime.block_on(self.store.flush()) {
             emit(&Line::error(&Error::from(e)));
         }
         self.publish_status(extra_status);
+        match self.pending.keys().next() {
+            None => Ok(()),
+            Some(first) => Err(UnsavedState {
+                count: self.pending.len(),
+                first: first.clone(),
+            }),
+        }
     }
 
     fn publish_status(&mut self, extra: serde_json::Value) {
         let mut v = serde_json::json!({
             "workloads": self.engine.status(),
             "alerts": self.engine.scorer_stats(),
+            "store": {
+                "pendingWrites": self.pending.len(),
+                "writeFailures": self.write_failures,
+                "quarantined": self.quarantined,
+            },
         });
         if let (Some(obj), serde_json::Value::Object(more)) = (v.as_object_mut(), extra) {
             obj.extend(more);
@@ -448,14 +582,21 @@ fn object_key(doc: &AlertDocument) -> String {
     )
 }
 
-/// A per-process random seed for the digests (keys the edge filter's hashes).
-fn digest_seed() -> u64 {
+/// A per-process random seed for the digests (it keys the edge filter's
+/// hashes), from the operating system's random source. Without one the
+/// operator does not start: a guessable key would let an attacker aim
+/// activity at a known hash.
+fn digest_seed() -> Result<u64> {
+    use std::io::Read as _;
     let mut buf = [0u8; 8];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut buf);
-    }
-    u64::from_ne_bytes(buf) ^ u64::from(std::process::id())
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|e| {
+            Error::Config(format!(
+                "no random seed for the edge filter's hash (/dev/urandom: {e})"
+            ))
+        })?;
+    Ok(u64::from_ne_bytes(buf))
 }
 
 #[cfg(test)]
@@ -529,5 +670,185 @@ mod tests {
         );
         assert!(lines.iter().any(|l| l.contains("not_taught")), "{lines:?}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn build_collecting(dir: &std::path::Path, lines: &mut Vec<String>) -> Pipeline {
+        let parts = Parts {
+            store: Arc::new(DirStore::open(dir).unwrap()),
+            status: Box::new(StatusFile::in_dir(dir)),
+            clock: Box::new(SystemClock),
+            embedder: Arc::new(kestrel_profile::testing::TestEmbedder::new()),
+            namespace: "shop".into(),
+        };
+        Pipeline::build(&OperatorConfig::default(), parts, &mut |l| {
+            lines.push(serde_json::to_string(&l).unwrap_or_default())
+        })
+        .unwrap()
+    }
+
+    fn seen(p: &mut Pipeline, workload: &str) {
+        let mut f = crate::engine::tests::exec("date", "-u");
+        f.workload.name = workload.into();
+        p.handle(&f, &mut |_| {});
+    }
+
+    fn status(dir: &std::path::Path) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("status.json")).unwrap()).unwrap()
+    }
+
+    /// A profile file that does not parse and one the engine refuses (a
+    /// bound exceeded) are both set aside under a new name, reported, and
+    /// listed in the status; the third workload loads; the fresh profile a
+    /// set-aside workload gets never overwrites what was set aside.
+    #[test]
+    fn unusable_profiles_are_set_aside_reported_and_never_overwritten() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        {
+            let mut p = pipeline(dir);
+            for w in ["web", "db", "cache"] {
+                seen(&mut p, w);
+            }
+            p.shutdown(serde_json::json!({}), &mut |_| {}).unwrap();
+        }
+        let file = |w: &str| dir.join("profiles").join(format!("{w}.yaml"));
+        let broken = "apiVersion: kestrel.dev/v1alpha1\nkind: BehaviorProfile\nspec: [unclosed";
+        std::fs::write(file("web"), broken).unwrap();
+        let db = std::fs::read_to_string(file("db")).unwrap();
+        let (before, after) = db
+            .split_once("bucketsPerWindow: ")
+            .expect("the stored profile spells its learning settings");
+        let rest = after.split_once('\n').map_or("", |(_, r)| r);
+        let oversized = format!("{before}bucketsPerWindow: 4000000000\n{rest}");
+        std::fs::write(file("db"), &oversized).unwrap();
+
+        let mut lines = Vec::new();
+        let mut p = build_collecting(dir, &mut lines);
+        let errors: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains("store_quarantined"))
+            .collect();
+        assert_eq!(errors.len(), 2, "{lines:?}");
+        assert!(
+            errors.iter().any(|l| l.contains("profiles/web.yaml")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|l| l.contains("bucketsPerWindow")),
+            "{errors:?}"
+        );
+        p.publish_status(serde_json::json!({}));
+        let q = status(dir)["store"]["quarantined"].clone();
+        assert_eq!(q.as_array().map(Vec::len), Some(2), "{q}");
+        let aside: Vec<std::path::PathBuf> = q
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| std::path::PathBuf::from(e["movedTo"].as_str().unwrap()))
+            .collect();
+        let contents: Vec<String> = aside
+            .iter()
+            .map(|a| std::fs::read_to_string(a).unwrap())
+            .collect();
+        assert!(contents.contains(&broken.to_string()));
+        assert!(contents.contains(&oversized));
+        // cache loaded; web and db start afresh and are written anew
+        let workloads = serde_json::to_value(p.engine.status()).unwrap().to_string();
+        assert!(workloads.contains("\"cache\""), "{workloads}");
+        seen(&mut p, "web");
+        seen(&mut p, "db");
+        p.shutdown(serde_json::json!({}), &mut |_| {}).unwrap();
+        for w in ["web", "db", "cache"] {
+            let text = std::fs::read_to_string(file(w)).unwrap();
+            kestrel_api::profile_from_yaml(&text).unwrap();
+        }
+        for (a, c) in aside.iter().zip(&contents) {
+            assert_eq!(&std::fs::read_to_string(a).unwrap(), c, "{}", a.display());
+        }
+    }
+
+    /// A full disk (a real 256 KiB tmpfs, root only): the alert is printed
+    /// but its write fails; it is kept, shown in the status, and written
+    /// once space is freed, with no temporary file left behind. A write
+    /// still failing at shutdown makes shutdown an error.
+    #[test]
+    fn an_alert_written_on_a_full_disk_lands_once_space_is_freed() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to mount a tmpfs");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(mounted.success());
+        struct Unmount(std::path::PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(&self.0).status();
+            }
+        }
+        let _unmount = Unmount(dir.clone());
+        let mut p = pipeline(&dir);
+        let filler = dir.join("filler");
+        {
+            use std::io::Write as _;
+            let mut f = std::fs::File::create(&filler).unwrap();
+            while f.write_all(&[0u8; 4096]).is_ok() {}
+        }
+        let mut lines = Vec::new();
+        let doc = alert();
+        let name = crate::store::alert_doc_name(&doc);
+        p.save(PendingWrite::Alert(Box::new(doc.clone())), &mut |l| {
+            lines.push(serde_json::to_string(&l).unwrap_or_default())
+        });
+        assert_eq!(p.pending_writes(), 1);
+        assert!(lines.iter().any(|l| l.contains("store_io")), "{lines:?}");
+        p.retry_pending(&mut |l| lines.push(serde_json::to_string(&l).unwrap_or_default()));
+        assert_eq!(p.pending_writes(), 1);
+        // reported once, not once per retry
+        assert_eq!(lines.iter().filter(|l| l.contains("store_io")).count(), 1);
+        p.publish_status(serde_json::json!({}));
+        // status.json itself may not fit either; the write counters are
+        // checked through the gauge's source
+        assert!(p.write_failures >= 2);
+
+        std::fs::remove_file(&filler).unwrap();
+        p.retry_pending(&mut |_| {});
+        assert_eq!(p.pending_writes(), 0);
+        let alerts = dir.join("alerts");
+        let text = std::fs::read_to_string(
+            alerts.join(format!("{}.yaml", crate::store::file_stem(&name))),
+        )
+        .unwrap();
+        assert_eq!(
+            kestrel_api::alert_from_yaml(&text).unwrap().spec.id,
+            doc.spec.id
+        );
+        for e in std::fs::read_dir(&alerts).unwrap() {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(n.ends_with(".yaml"), "{n} left behind");
+        }
+        p.publish_status(serde_json::json!({}));
+        assert_eq!(status(&dir)["store"]["pendingWrites"], 0);
+
+        // still full at shutdown: an error naming what was not saved
+        {
+            use std::io::Write as _;
+            let mut f = std::fs::File::create(&filler).unwrap();
+            while f.write_all(&[0u8; 4096]).is_ok() {}
+        }
+        let mut other = alert();
+        other.spec.id = "second".into();
+        other.metadata.name = Some("webapp-second".into());
+        p.save(PendingWrite::Alert(Box::new(other)), &mut |_| {});
+        let err = p.shutdown(serde_json::json!({}), &mut |_| {}).unwrap_err();
+        assert_eq!(err.count, 1);
+        assert!(err.to_string().contains("alert/webapp-second"), "{err}");
     }
 }

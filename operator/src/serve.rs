@@ -608,11 +608,11 @@ pub fn run(
         pipeline.handle(&f, &mut emit);
         handled.fetch_add(1, Ordering::Relaxed);
     }
-    pipeline.shutdown(serde_json::json!({}), &mut emit);
+    let saved = pipeline.shutdown(serde_json::json!({}), &mut emit);
     if let Some(l) = leadership {
         runtime.block_on(l.release(Duration::from_secs(5)));
     }
-    Ok(())
+    Ok(saved?)
 }
 
 #[cfg(test)]

@@ -49,6 +49,17 @@ pub enum StoreError {
         /// What went wrong.
         message: String,
     },
+    /// A stored file could not be used and was moved aside, never to be
+    /// overwritten; its workload starts afresh.
+    #[error("{path}: {reason}; moved aside to {moved_to} (kept, never overwritten)")]
+    Quarantined {
+        /// Where the file was.
+        path: PathBuf,
+        /// Where it is now.
+        moved_to: PathBuf,
+        /// Why it could not be used.
+        reason: String,
+    },
     /// No such document.
     #[error("{what} {name:?} not found")]
     NotFound {
@@ -67,6 +78,7 @@ impl StoreError {
             StoreError::Format { .. } => "store_format",
             StoreError::Api { .. } => "store_api",
             StoreError::NotFound { .. } => "store_not_found",
+            StoreError::Quarantined { .. } => "store_quarantined",
         }
     }
 }
@@ -164,6 +176,16 @@ pub trait Store: Send + Sync {
     async fn save_alert(&self, alert: &AlertDocument) -> Result<(), StoreError>;
     /// Deletes an alert by object name.
     async fn delete_alert(&self, name: &str) -> Result<(), StoreError>;
+    /// Sets aside the stored profile of `workload`, which the engine could
+    /// not use, so that the fresh profile that replaces it never overwrites
+    /// it. Returns where it went (None: this store keeps nothing aside).
+    async fn quarantine_profile(
+        &self,
+        _workload: &str,
+        _reason: &str,
+    ) -> Result<Option<PathBuf>, StoreError> {
+        Ok(None)
+    }
     /// Writes whatever the store holds back (a write-behind store); the
     /// pipeline calls it at shutdown.
     async fn flush(&self) -> Result<(), StoreError> {
@@ -221,6 +243,8 @@ pub struct DirStore {
     /// The file each loaded or saved workload's profile lives in (a file
     /// written by an older release keeps its name).
     files: Mutex<HashMap<String, PathBuf>>,
+    /// Opened for reading: unusable files are reported, not moved.
+    read_only: bool,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -237,11 +261,122 @@ fn format_error<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> StoreErr
     }
 }
 
-/// Writes through a temporary file and a rename, so readers never see half a file.
-fn write_atomic(path: &Path, data: &str) -> Result<(), StoreError> {
-    let tmp = path.with_extension("yaml.tmp");
-    std::fs::write(&tmp, data).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+/// Largest state file read (16 MiB); a larger one is set aside.
+pub const MAX_STATE_FILE: u64 = 16 << 20;
+
+/// Writes `data` durably and atomically: a temporary file (mode 0600) in
+/// the same directory, written and synced, renamed over `path`, then the
+/// directory synced. A reader, or a process killed at any moment, finds the
+/// old file or the new one, never half of one; a failed write leaves no
+/// temporary file behind.
+pub fn write_atomic(path: &Path, data: &str) -> Result<(), StoreError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Not `.yaml`: a leftover is never listed as a document.
+    let tmp = path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(data.as_bytes())?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(path)(e)
+    })
+}
+
+/// Reads a state file of at most [`MAX_STATE_FILE`] bytes.
+fn read_state_file(path: &Path) -> Result<String, StoreError> {
+    use std::io::Read as _;
+    let f = std::fs::File::open(path).map_err(io(path))?;
+    let mut text = String::new();
+    let n = f
+        .take(MAX_STATE_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => StoreError::Format {
+                path: path.to_path_buf(),
+                message: "not UTF-8 text".into(),
+            },
+            _ => io(path)(e),
+        })?;
+    if n as u64 > MAX_STATE_FILE {
+        return Err(StoreError::Format {
+            path: path.to_path_buf(),
+            message: format!("larger than {} MiB", MAX_STATE_FILE >> 20),
+        });
+    }
+    Ok(text)
+}
+
+/// Moves `path` aside as `<name>.corrupt-<UTC time>` (not `.yaml`, so it is
+/// never listed or overwritten again) and says so.
+fn quarantine(path: &Path, reason: String) -> StoreError {
+    let stamp = time_stamp();
+    let name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut moved_to = path.with_file_name(format!("{name}.corrupt-{stamp}"));
+    let mut k = 1;
+    while moved_to.exists() {
+        moved_to = path.with_file_name(format!("{name}.corrupt-{stamp}-{k}"));
+        k += 1;
+    }
+    match std::fs::rename(path, &moved_to) {
+        Ok(()) => {
+            tracing::error!(file = %path.display(), moved_to = %moved_to.display(), %reason, "unreadable state file set aside");
+            StoreError::Quarantined {
+                path: path.to_path_buf(),
+                moved_to,
+                reason,
+            }
+        }
+        Err(e) => StoreError::Format {
+            path: path.to_path_buf(),
+            message: format!("{reason} (and it could not be moved aside: {e})"),
+        },
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ` now, UTC.
+fn time_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // civil date from days since 1970-01-01 (Howard Hinnant's algorithm)
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
 }
 
 fn remove(path: &Path, what: &'static str, name: &str) -> Result<(), StoreError> {
@@ -256,16 +391,74 @@ fn remove(path: &Path, what: &'static str, name: &str) -> Result<(), StoreError>
 }
 
 impl DirStore {
-    /// A store under `root` (created if missing).
+    /// A store under `root` (created if missing). `profiles/` and
+    /// `alerts/` are made mode 0700 (they hold full command lines); a
+    /// directory that cannot be written is an error now, not at the first
+    /// save.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
         let root = root.into();
+        if !root.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&root)
+                .map_err(io(&root))?;
+        }
         for sub in ["profiles", "alerts"] {
             let d = root.join(sub);
-            std::fs::create_dir_all(&d).map_err(io(&d))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&d)
+                .map_err(io(&d))?;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).map_err(io(&d))?;
+            // temporary files of a process killed while writing
+            for e in std::fs::read_dir(&d).map_err(io(&d))?.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+            let probe = d.join(format!(".probe.{}", std::process::id()));
+            std::fs::write(&probe, b"")
+                .and_then(|()| std::fs::remove_file(&probe))
+                .map_err(|e| StoreError::Io {
+                    path: d.clone(),
+                    source: std::io::Error::new(
+                        e.kind(),
+                        format!("the state directory cannot be written: {e}"),
+                    ),
+                })?;
         }
         Ok(DirStore {
             root,
             files: Mutex::new(HashMap::new()),
+            read_only: false,
+        })
+    }
+
+    /// A store under an existing `root`, for reading (`kestrel status`,
+    /// `kestrel profile`): creates, probes and cleans nothing.
+    pub fn open_read_only(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        for sub in ["profiles", "alerts"] {
+            let d = root.join(sub);
+            if !d.is_dir() {
+                return Err(StoreError::Io {
+                    path: d,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "not a Kestrel state directory (no such directory)",
+                    ),
+                });
+            }
+        }
+        Ok(DirStore {
+            root,
+            files: Mutex::new(HashMap::new()),
+            read_only: true,
         })
     }
 
@@ -306,9 +499,32 @@ impl DirStore {
         }
     }
 
+    /// Sets a file that cannot be used aside (read-only: only says why).
+    fn set_aside(&self, path: &Path, reason: String) -> StoreError {
+        if self.read_only {
+            StoreError::Format {
+                path: path.to_path_buf(),
+                message: reason,
+            }
+        } else {
+            quarantine(path, reason)
+        }
+    }
+
+    /// A file that was read but cannot be used (not UTF-8, too large) is
+    /// set aside; one that could not be read at all (permissions, I/O)
+    /// stays where it is and the error says why.
+    fn unusable(&self, path: &Path, e: StoreError) -> StoreError {
+        match e {
+            StoreError::Format { message, .. } => self.set_aside(path, message),
+            other => other,
+        }
+    }
+
     fn read_profile(&self, path: &Path) -> Result<StoredProfile, StoreError> {
-        let text = std::fs::read_to_string(path).map_err(io(path))?;
-        let stored = kestrel_api::profile_from_yaml(&text).map_err(format_error(path))?;
+        let text = read_state_file(path).map_err(|e| self.unusable(path, e))?;
+        let stored = kestrel_api::profile_from_yaml(&text)
+            .map_err(|e| self.set_aside(path, e.to_string()))?;
         // the exact name is inside (annotation, spec.workload or
         // metadata.name); files without one (hand-written) are named by
         // their file stem
@@ -358,10 +574,25 @@ impl Store for DirStore {
             .yaml_files("alerts")?
             .into_iter()
             .map(|p| {
-                let text = std::fs::read_to_string(&p).map_err(io(&p))?;
-                kestrel_api::alert_from_yaml(&text).map_err(format_error(&p))
+                let text = read_state_file(&p).map_err(|e| self.unusable(&p, e))?;
+                kestrel_api::alert_from_yaml(&text).map_err(|e| self.set_aside(&p, e.to_string()))
             })
             .collect())
+    }
+
+    async fn quarantine_profile(
+        &self,
+        workload: &str,
+        reason: &str,
+    ) -> Result<Option<PathBuf>, StoreError> {
+        let path = self.profile_path(workload);
+        if self.read_only || !path.is_file() {
+            return Ok(None);
+        }
+        match quarantine(&path, reason.to_string()) {
+            StoreError::Quarantined { moved_to, .. } => Ok(Some(moved_to)),
+            other => Err(other),
+        }
     }
 
     async fn save_alert(&self, alert: &AlertDocument) -> Result<(), StoreError> {

@@ -66,12 +66,26 @@ async fn a_corrupt_profile_file_is_named_and_the_others_still_load() {
             }
             Err(e) => {
                 assert!(e.to_string().contains("profiles/bad.yaml"), "{e}");
-                assert_eq!(e.label(), "store_format");
+                assert!(e.to_string().contains("moved aside to"), "{e}");
+                assert_eq!(e.label(), "store_quarantined");
                 bad += 1;
             }
         }
     }
     assert_eq!((good, bad), (1, 1));
+    // Kept aside under a name that is never listed nor overwritten.
+    let aside: Vec<String> = std::fs::read_dir(dir.join("profiles"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("bad.yaml.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(
+        std::fs::read_to_string(dir.join("profiles").join(&aside[0]))
+            .unwrap()
+            .ends_with("spec: [unclosed")
+    );
+    assert_eq!(store.load_profiles().await.unwrap().len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -223,5 +237,75 @@ async fn the_previous_releases_state_directory_loads() {
         .find(|a| a.metadata.name == first.metadata.name)
         .unwrap();
     assert_eq!(again, first);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A writer killed (SIGKILL) at random moments while it rewrites profiles
+/// and alerts: every file left is a whole document, old or new, and a
+/// restart loads them all. The writer is this test binary run again.
+#[test]
+fn a_process_killed_while_writing_leaves_every_file_old_or_new() {
+    if let Ok(dir) = std::env::var("KESTREL_STORE_WRITER") {
+        let store = DirStore::open(&dir).unwrap();
+        let emb = TestEmbedder::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut p = learned(&emb);
+        for i in 0u64.. {
+            // each version differs (and grows), so a torn write would show
+            let args = format!("-jar app.jar --instance {i}");
+            p.learn(
+                &Event::Process(ProcessEvent {
+                    image: b"web:v1",
+                    parent: b"sh",
+                    exe: b"java",
+                    args: &args,
+                }),
+                &emb,
+            )
+            .unwrap();
+            for w in 0..4 {
+                rt.block_on(store.save_profile(&stored(&format!("w{w}"), &p)))
+                    .unwrap();
+            }
+        }
+        return;
+    }
+    let dir = tmp("killed");
+    let me = std::env::current_exe().unwrap();
+    let emb = TestEmbedder::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for round in 0..12u64 {
+        let mut child = std::process::Command::new(&me)
+            .args([
+                "--exact",
+                "a_process_killed_while_writing_leaves_every_file_old_or_new",
+                "--nocapture",
+            ])
+            .env("KESTREL_STORE_WRITER", &dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(150 + 37 * round));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let store = DirStore::open(&dir).unwrap();
+        let loaded = rt.block_on(store.load_profiles()).unwrap();
+        assert!(!loaded.is_empty(), "round {round}: nothing written yet");
+        for item in loaded {
+            let p = item.unwrap_or_else(|e| panic!("round {round}: a torn file: {e}"));
+            Profile::from_object(&p.object, &emb, Duration::ZERO)
+                .unwrap_or_else(|e| panic!("round {round}: {}: {e}", p.workload));
+        }
+        // nothing set aside, and no temporary file left behind once opened
+        for e in std::fs::read_dir(dir.join("profiles")).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(name.ends_with(".yaml"), "round {round}: {name} left behind");
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -19,6 +19,7 @@ mod container;
 mod event;
 pub mod glob;
 pub mod hash;
+pub mod mutate;
 mod path;
 mod workload;
 

@@ -166,73 +166,157 @@ impl ProfileConfig {
         ProfileConfigBuilder(ProfileConfig::default())
     }
 
-    /// Checks every value; the error names the setting.
+    /// Checks every value against its range; the error names the setting
+    /// as the YAML and the CRD spell it (`learning.bucketsPerWindow`). The
+    /// upper bounds keep a profile's memory bounded whatever a config file
+    /// or a stored profile says.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field, reason: &str| {
-            Err(Error::InvalidConfig {
-                field,
-                reason: reason.into(),
-            })
+        let bad = |field, reason: String| Err(Error::InvalidConfig { field, reason });
+        let range = |field, v: usize, lo: usize, hi: usize| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                bad(field, format!("{v} is outside {lo}..={hi}"))
+            }
         };
         let t = self.similarity_threshold;
         if !(t.is_finite() && (-1.0..=1.0).contains(&t)) {
-            return bad("similarity_threshold", "must be within [-1, 1]");
+            return bad("similarityThreshold", "must be within [-1, 1]".into());
         }
         let l = &self.learning;
-        if l.buckets_per_window == 0 {
-            return bad("learning.buckets_per_window", "must be at least 1");
-        }
+        range(
+            "learning.bucketsPerWindow",
+            l.buckets_per_window as usize,
+            1,
+            limits::BUCKETS_PER_WINDOW,
+        )?;
         if l.window.as_nanos() < u128::from(l.buckets_per_window) {
             return bad(
                 "learning.window",
-                "must be at least one nanosecond per bucket",
+                "must be at least one nanosecond per bucket".into(),
             );
         }
-        if l.clean_windows == 0 {
-            return bad("learning.clean_windows", "must be at least 1");
+        if l.window > limits::WINDOW {
+            return bad("learning.window", "must be at most 30 days".into());
         }
-        let c = &self.compaction;
-        if c.child_limit == 0 || c.child_limit > c.hard_child_limit {
+        if l.min_learning_time > limits::MIN_LEARNING_TIME {
             return bad(
-                "compaction.child_limit",
-                "must be within 1..=hard_child_limit",
+                "learning.minLearningTime",
+                "must be at most 365 days".into(),
             );
         }
-        if c.prefix_limits
+        range(
+            "learning.cleanWindows",
+            l.clean_windows as usize,
+            1,
+            limits::CLEAN_WINDOWS,
+        )?;
+        let c = &self.compaction;
+        range(
+            "compaction.hardChildLimit",
+            c.hard_child_limit,
+            1,
+            limits::HARD_CHILD_LIMIT,
+        )?;
+        range(
+            "compaction.childLimit",
+            c.child_limit,
+            1,
+            c.hard_child_limit,
+        )?;
+        if c.prefix_limits.len() > limits::PREFIXES {
+            return bad(
+                "compaction.prefixLimits",
+                format!(
+                    "{} entries; at most {}",
+                    c.prefix_limits.len(),
+                    limits::PREFIXES
+                ),
+            );
+        }
+        if c.prefix_limits.iter().any(|p| {
+            p.limit == 0
+                || p.limit > c.hard_child_limit
+                || !p.prefix.starts_with('/')
+                || p.prefix.len() > limits::PREFIX_BYTES
+        }) {
+            return bad(
+                "compaction.prefixLimits",
+                "prefixes must be absolute (at most 4096 bytes) and limits within 1..=hardChildLimit"
+                    .into(),
+            );
+        }
+        if c.never_collapse.len() > limits::PREFIXES {
+            return bad(
+                "compaction.neverCollapse",
+                format!(
+                    "{} entries; at most {}",
+                    c.never_collapse.len(),
+                    limits::PREFIXES
+                ),
+            );
+        }
+        if c.never_collapse
             .iter()
-            .any(|p| p.limit == 0 || p.limit > c.hard_child_limit || !p.prefix.starts_with('/'))
+            .any(|p| !p.starts_with('/') || p.len() > limits::PREFIX_BYTES)
         {
             return bad(
-                "compaction.prefix_limits",
-                "prefixes must be absolute and limits within 1..=hard_child_limit",
+                "compaction.neverCollapse",
+                "prefixes must be absolute paths of at most 4096 bytes".into(),
             );
         }
-        if c.never_collapse.iter().any(|p| !p.starts_with('/')) {
-            return bad(
-                "compaction.never_collapse",
-                "prefixes must be absolute paths",
-            );
-        }
-        if c.exemplar_cap == 0 {
-            return bad("compaction.exemplar_cap", "must be at least 1");
-        }
-        if c.peer_ip_limit < 2 {
-            return bad("compaction.peer_ip_limit", "must be at least 2");
-        }
-        if c.port_limit == 0 || c.port_limit > c.hard_child_limit {
-            return bad(
-                "compaction.port_limit",
-                "must be within 1..=hard_child_limit",
-            );
-        }
-        if c.max_path_depth == 0 || c.max_path_depth > 4096 {
-            return bad("compaction.max_path_depth", "must be within 1..=4096");
-        }
-        if c.node_budget < 16 {
-            return bad("compaction.node_budget", "must be at least 16");
-        }
+        range(
+            "compaction.exemplarCap",
+            c.exemplar_cap,
+            1,
+            limits::EXEMPLAR_CAP,
+        )?;
+        range(
+            "compaction.peerIpLimit",
+            c.peer_ip_limit,
+            2,
+            c.hard_child_limit.max(2),
+        )?;
+        range("compaction.portLimit", c.port_limit, 1, c.hard_child_limit)?;
+        range(
+            "compaction.maxPathDepth",
+            c.max_path_depth,
+            1,
+            limits::MAX_PATH_DEPTH,
+        )?;
+        range(
+            "compaction.nodeBudget",
+            c.node_budget,
+            16,
+            limits::NODE_BUDGET,
+        )?;
         Ok(())
     }
+}
+
+/// The upper bounds [`ProfileConfig::validate`] enforces.
+pub mod limits {
+    use std::time::Duration;
+    /// `learning.bucketsPerWindow` (default 12).
+    pub const BUCKETS_PER_WINDOW: usize = 1_440;
+    /// `learning.window` (default 1 h).
+    pub const WINDOW: Duration = Duration::from_secs(30 * 86_400);
+    /// `learning.minLearningTime` (default 2 h).
+    pub const MIN_LEARNING_TIME: Duration = Duration::from_secs(365 * 86_400);
+    /// `learning.cleanWindows` (default 3).
+    pub const CLEAN_WINDOWS: usize = 10_000;
+    /// `compaction.hardChildLimit` (default 4096).
+    pub const HARD_CHILD_LIMIT: usize = 65_536;
+    /// Entries of `compaction.prefixLimits` and of `compaction.neverCollapse`.
+    pub const PREFIXES: usize = 1_024;
+    /// Bytes of one of their prefixes.
+    pub const PREFIX_BYTES: usize = 4_096;
+    /// `compaction.exemplarCap` (default 16).
+    pub const EXEMPLAR_CAP: usize = 1_024;
+    /// `compaction.maxPathDepth` (default 32).
+    pub const MAX_PATH_DEPTH: usize = 4_096;
+    /// `compaction.nodeBudget` (default 65 536).
+    pub const NODE_BUDGET: usize = 4_000_000;
 }
 
 /// Builder of a [`ProfileConfig`], validated by [`ProfileConfigBuilder::build`].

@@ -7,16 +7,21 @@
 //! Patterns (wildcards, CIDRs, `**`) are not in the digest: events they match are
 //! forwarded and matched by the profile itself, so the filter is conservative.
 //!
-//! The hash ("kestrel-digest-v2") is stable across builds and platforms. It is
-//! keyed by the digest's seed; it is fast, not cryptographic.
+//! The hash ("kestrel-digest-v3") is stable across builds and platforms: the
+//! event's fields, framed (each field's length is folded into its last
+//! 16-byte block), go through SipHash-1-3, a keyed pseudo-random function,
+//! with a 128-bit key derived from the digest's seed and the activity class.
+//! Whoever does not know the seed cannot aim a command line or a path at a
+//! known entry's hash: a collision would make attacker activity invisible at
+//! the edge, so the filter's hash must be keyed, not merely fast. The seed
+//! comes from the operating system's random source at the operator's start
+//! and never leaves the operator and its agents.
 //!
-//! v2 hashes every 16-byte block on its own, keyed by the seed and by the
-//! block's position, and adds the results up; only that addition is serial,
-//! so the multiplies of one event run in parallel (v1 chained them, which made
-//! a seven-segment file event cost eleven dependent multiplies). Both keys are
-//! derived from the seed, so no block content is special without knowing it.
+//! (v2, a multiply-fold per block, was faster but not a PRF: its per-block
+//! mixing is linear enough that structure in the input survives it.)
 //! Agents and operators must run the same version: the digest travels as
-//! plain hashes.
+//! plain hashes. An agent of another version matches nothing and forwards
+//! everything, which is safe.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -38,25 +43,96 @@ fn mix(a: u64, b: u64) -> u64 {
     (r as u64) ^ ((r >> 64) as u64)
 }
 
-/// Stable 64-bit hash of one byte string (kestrel-digest-v2 field hash).
+/// Stable 64-bit hash of one byte string: the fast multiply-fold of the
+/// profile's own keys (argument interning, long segment keys, shape
+/// buckets), which are stored in profiles and so must never change. Not the
+/// edge filter's hash ([`DigestHasher`]).
 pub(crate) fn stable_hash(seed: u64, bytes: &[u8]) -> u64 {
-    let mut h = DigestHasher::keyed(seed ^ K0, 0);
-    h.text(bytes);
+    let mut h = FieldHasher::keyed(seed ^ K0, 0);
+    text(&mut h, bytes);
     h.finish()
 }
 
-/// Streaming builder of digest hashes (the kestrel-digest-v2 hash).
+/// 16-byte blocks in, one hash out.
+trait Blocks {
+    fn absorb(&mut self, a: u64, b: u64);
+}
+
+/// Adds a byte field (16 bytes per block; the last block carries the
+/// field's length, so fields are framed).
+#[inline(always)]
+fn text<B: Blocks>(h: &mut B, bytes: &[u8]) {
+    let len = bytes.len();
+    let mut at = 0;
+    while len - at >= 16 {
+        h.absorb(le64(bytes, at), le64(bytes, at + 8));
+        at += 16;
+    }
+    let rest = &bytes[at..];
+    // The tail, zero-padded to 16 bytes, read without a copy.
+    let (a, b) = le_upto16(rest);
+    // At most 15 tail bytes: the top byte of `b` is free for the tail length;
+    // the whole length is folded into `a`.
+    h.absorb(
+        a ^ (len as u64).rotate_left(40) ^ K2,
+        b ^ ((rest.len() as u64) << 56),
+    );
+}
+
+/// The multiply-fold of [`stable_hash`]: every block hashed on its own,
+/// keyed by its position, and summed.
+#[derive(Debug, Clone, Copy)]
+struct FieldHasher {
+    acc: u64,
+    key: u64,
+    key2: u64,
+}
+
+impl FieldHasher {
+    fn keyed(seed: u64, tag: u64) -> Self {
+        FieldHasher {
+            acc: 0,
+            key: mix(seed ^ K0, K1 ^ tag),
+            key2: mix(seed ^ K1, K2 ^ tag),
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        // the final key encodes the number of blocks
+        let s = mix(self.acc ^ K2, (self.key ^ K0) | 1);
+        s ^ (s >> 31)
+    }
+}
+
+impl Blocks for FieldHasher {
+    #[inline(always)]
+    fn absorb(&mut self, a: u64, b: u64) {
+        self.acc = self.acc.wrapping_add(mix(a ^ self.key, b ^ self.key2));
+        self.key = self.key.wrapping_add(K2);
+    }
+}
+
+/// Streaming builder of digest hashes (the kestrel-digest-v3 hash):
+/// SipHash-1-3 over the framed fields.
 ///
 /// Fields are framed (tagged and length-terminated), so `["ab","c"]` and
 /// `["a","bc"]` hash differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DigestHasher {
-    /// Sum of the blocks' hashes.
-    acc: u64,
-    /// Key of the next block: advances by `K2` per block (position keying).
-    key: u64,
-    /// Key of every block's second word.
-    key2: u64,
+    v0: u64,
+    v1: u64,
+    v2: u64,
+    v3: u64,
+    /// 8-byte words absorbed.
+    words: u64,
+}
+
+impl Blocks for DigestHasher {
+    #[inline(always)]
+    fn absorb(&mut self, a: u64, b: u64) {
+        self.word(a);
+        self.word(b);
+    }
 }
 
 impl DigestHasher {
@@ -71,41 +147,53 @@ impl DigestHasher {
         Self::keyed(seed, tag)
     }
 
+    /// The SipHash key `(k0, k1)` of one seed and class: 128 bits spread
+    /// from the seed (once per digest, not per event).
     #[inline(always)]
     fn keyed(seed: u64, tag: u64) -> Self {
+        Self::with_keys(mix(seed ^ K0, K1 ^ tag), mix(seed ^ K1, K2 ^ tag))
+    }
+
+    /// SipHash's initial state for the key `(k0, k1)`.
+    #[inline(always)]
+    const fn with_keys(k0: u64, k1: u64) -> Self {
         DigestHasher {
-            acc: 0,
-            key: mix(seed ^ K0, K1 ^ tag),
-            key2: mix(seed ^ K1, K2 ^ tag),
+            v0: k0 ^ 0x736f_6d65_7073_6575,
+            v1: k1 ^ 0x646f_7261_6e64_6f6d,
+            v2: k0 ^ 0x6c79_6765_6e65_7261,
+            v3: k1 ^ 0x7465_6462_7974_6573,
+            words: 0,
         }
     }
 
-    /// One 16-byte block: hashed independently of the blocks before it.
     #[inline(always)]
-    fn absorb(&mut self, a: u64, b: u64) {
-        self.acc = self.acc.wrapping_add(mix(a ^ self.key, b ^ self.key2));
-        self.key = self.key.wrapping_add(K2);
+    fn round(&mut self) {
+        self.v0 = self.v0.wrapping_add(self.v1);
+        self.v1 = self.v1.rotate_left(13) ^ self.v0;
+        self.v0 = self.v0.rotate_left(32);
+        self.v2 = self.v2.wrapping_add(self.v3);
+        self.v3 = self.v3.rotate_left(16) ^ self.v2;
+        self.v0 = self.v0.wrapping_add(self.v3);
+        self.v3 = self.v3.rotate_left(21) ^ self.v0;
+        self.v2 = self.v2.wrapping_add(self.v1);
+        self.v1 = self.v1.rotate_left(17) ^ self.v2;
+        self.v2 = self.v2.rotate_left(32);
     }
 
-    /// Adds a byte field (16 bytes per multiply; the last block carries the
-    /// field's length, so fields are framed).
+    /// One 8-byte message word (one compression round: SipHash-1-3).
+    #[inline(always)]
+    fn word(&mut self, m: u64) {
+        self.v3 ^= m;
+        self.round();
+        self.v0 ^= m;
+        self.words += 1;
+    }
+
+    /// Adds a byte field (the last 16-byte block carries the field's
+    /// length, so fields are framed).
     #[inline(always)]
     pub fn text(&mut self, bytes: &[u8]) {
-        let len = bytes.len();
-        let mut at = 0;
-        while len - at >= 16 {
-            self.absorb(le64(bytes, at), le64(bytes, at + 8));
-            at += 16;
-        }
-        let rest = &bytes[at..];
-        // The tail, zero-padded to 16 bytes, read without a copy.
-        let (a, b) = le_upto16(rest);
-        // At most 15 tail bytes: the top byte of `b` is free for the tail length;
-        // the whole length is folded into `a`.
-        self.absorb(
-            a ^ (len as u64).rotate_left(40) ^ K2,
-            b ^ ((rest.len() as u64) << 56),
-        );
+        text(self, bytes);
     }
 
     /// Adds an IP address field.
@@ -188,12 +276,20 @@ impl DigestHasher {
         *self = s.finish();
     }
 
-    /// The hash.
+    /// The hash: SipHash-1-3's finalisation (the message length in the
+    /// last word, three rounds).
     #[inline]
     pub fn finish(&self) -> u64 {
-        // the final key encodes the number of blocks
-        let s = mix(self.acc ^ K2, (self.key ^ K0) | 1);
-        s ^ (s >> 31)
+        let mut s = *self;
+        let b = s.words.wrapping_mul(8) << 56;
+        s.v3 ^= b;
+        s.round();
+        s.v0 ^= b;
+        s.v2 ^= 0xff;
+        s.round();
+        s.round();
+        s.round();
+        s.v0 ^ s.v1 ^ s.v2 ^ s.v3
     }
 }
 
@@ -509,6 +605,24 @@ mod tests {
         assert_ne!(hash(&[b"", b""]), hash(&[b""]));
     }
 
+    /// The digest hash is SipHash-1-3 of the framed fields: the same as the
+    /// `siphasher` crate's over the same words.
+    #[test]
+    fn the_digest_hash_is_siphash_1_3() {
+        use std::hash::Hasher as _;
+        let (k0, k1) = (0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908);
+        for words in [&[][..], &[1u64][..], &[1, 2, 3, 0xdead_beef, u64::MAX][..]] {
+            let mut h = DigestHasher::with_keys(k0, k1);
+            for &w in words {
+                h.word(w);
+            }
+            let mut r = siphasher::sip::SipHasher13::new_with_keys(k0, k1);
+            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            r.write(&bytes);
+            assert_eq!(h.finish(), r.finish(), "{words:?}");
+        }
+    }
+
     #[test]
     fn the_hash_is_stable_across_builds() {
         // Pinned values: agents and operators of different builds must agree.
@@ -676,7 +790,7 @@ mod tests {
         }
     }
 
-    const PINNED_EVENT: u64 = 6_953_352_412_477_603_468;
+    const PINNED_EVENT: u64 = 15_188_380_130_242_319_058;
     const PINNED_ABC: u64 = 15_251_840_977_615_175_591;
 
     #[test]

@@ -92,13 +92,76 @@ fn argv_to_wire(a: &ev::Argv) -> wire::Argv {
     }
 }
 
+/// Bounds on what one event from the wire may hold. The kernel side never
+/// comes near them (`bpf/kestrel.h`: 4 KiB of argv, 4 KiB paths); they
+/// stop an agent (or anyone holding its certificate) from pouring whole
+/// messages into one field, and so into profiles and exemplars. Content
+/// fields that carry a truncation flag are cut and flagged; identifiers are
+/// refused, naming the field, since a cut name would be another name.
+pub mod limits {
+    /// Argument bytes of one exec, all arguments together.
+    pub const ARGV_BYTES: usize = 64 * 1024;
+    /// Arguments of one exec.
+    pub const ARGS: usize = 4_096;
+    /// Bytes of a path, a filename or a resolved directory.
+    pub const PATH: usize = 4_096;
+    /// Bytes of a workload name, container id or the Hello's names.
+    pub const NAME: usize = 512;
+    /// Bytes of an image reference.
+    pub const IMAGE: usize = 1_024;
+    /// Bytes of a comm or an executable's basename.
+    pub const COMM: usize = 256;
+    /// Ancestors in a process chain.
+    pub const CHAIN: usize = 64;
+    /// Bytes of an ancestor's executable or argument text.
+    pub const ANCESTOR_TEXT: usize = 4_096;
+}
+
 fn argv_from_wire(a: wire::Argv) -> ev::Argv {
+    let mut truncated = a.truncated;
+    let mut budget = limits::ARGV_BYTES;
+    let mut args = Vec::with_capacity(a.args.len().min(limits::ARGS));
+    for mut arg in a.args {
+        if args.len() == limits::ARGS || budget == 0 {
+            truncated = true;
+            break;
+        }
+        if arg.len() > budget {
+            arg.truncate(budget);
+            arg.shrink_to_fit();
+            truncated = true;
+        }
+        budget -= arg.len();
+        args.push(ByteStr::new(arg));
+    }
     ev::Argv {
-        args: a.args.into_iter().map(ByteStr::new).collect(),
+        args,
         size: a.size,
-        truncated: a.truncated,
+        truncated,
         read_failed: a.read_failed,
     }
+}
+
+/// A field without a truncation flag: refused above `max` bytes.
+fn bounded(field: &str, value: &[u8], max: usize) -> Result<()> {
+    if value.len() > max {
+        return Err(ConvertError::OutOfRange {
+            field: format!("{field} (bytes)"),
+            value: value.len() as u64,
+            max: max as u64,
+        });
+    }
+    Ok(())
+}
+
+/// A path with a truncation flag: cut to [`limits::PATH`] and flagged.
+fn cut_path(mut p: Vec<u8>, truncated: &mut bool) -> Vec<u8> {
+    if p.len() > limits::PATH {
+        p.truncate(limits::PATH);
+        p.shrink_to_fit();
+        *truncated = true;
+    }
+    p
 }
 
 fn kind_to_wire(k: &ev::EventKind) -> wire::event::Kind {
@@ -205,11 +268,40 @@ fn ancestor_to_wire(a: &ev::Ancestor) -> wire::Ancestor {
     }
 }
 
+/// Marks an ancestor's argument list that was cut to fit
+/// [`limits::ANCESTOR_TEXT`].
+pub const CUT_MARK: &str = "…(cut)";
+
 fn ancestor_from_wire(a: wire::Ancestor) -> ev::Ancestor {
+    let mut exe = a.exe;
+    if exe.len() > limits::ANCESTOR_TEXT {
+        let mut end = limits::ANCESTOR_TEXT;
+        while !exe.is_char_boundary(end) {
+            end -= 1;
+        }
+        exe.truncate(end);
+        exe.push_str(CUT_MARK);
+    }
+    let mut budget = limits::ANCESTOR_TEXT;
+    let mut argv = Vec::with_capacity(a.argv.len().min(64));
+    for mut arg in a.argv {
+        if arg.len() >= budget {
+            let mut end = budget;
+            while !arg.is_char_boundary(end) {
+                end -= 1;
+            }
+            arg.truncate(end);
+            argv.push(arg);
+            argv.push(CUT_MARK.to_string());
+            break;
+        }
+        budget -= arg.len() + 1;
+        argv.push(arg);
+    }
     ev::Ancestor {
         pid: a.pid,
-        exe: a.exe,
-        argv: a.argv,
+        exe,
+        argv,
     }
 }
 
@@ -278,6 +370,9 @@ fn tcp_state_from_wire(v: u32, field: &str) -> Result<ev::TcpState> {
 /// A resolved directory must be absolute: a relative one would name the
 /// file from wherever the operator stands.
 fn dir_from_wire(field: &str, dir: Option<Vec<u8>>) -> Result<Option<ByteStr>> {
+    if let Some(d) = &dir {
+        bounded(field, d, limits::PATH)?;
+    }
     match dir {
         Some(d) if d.first() != Some(&b'/') => Err(ConvertError::Invalid {
             field: field.into(),
@@ -295,6 +390,9 @@ fn kind_from_wire(k: wire::event::Kind) -> Result<ev::EventKind> {
     Ok(match k {
         Kind::Exec(x) => {
             let argv = x.argv.ok_or_else(|| ConvertError::missing("exec.argv"))?;
+            bounded("exec.filename", &x.filename, limits::PATH)?;
+            bounded("exec.exe", &x.exe, limits::COMM)?;
+            bounded("exec.parent_comm", &x.parent_comm, limits::COMM)?;
             ev::EventKind::Exec(ev::Exec {
                 filename: ByteStr::new(x.filename),
                 exe: ByteStr::new(x.exe),
@@ -309,6 +407,7 @@ fn kind_from_wire(k: wire::event::Kind) -> Result<ev::EventKind> {
             let argv = x
                 .argv
                 .ok_or_else(|| ConvertError::missing("exec_failed.argv"))?;
+            bounded("exec_failed.filename", &x.filename, limits::PATH)?;
             if x.errno <= 0 {
                 return Err(ConvertError::Invalid {
                     field: "exec_failed.errno".into(),
@@ -330,27 +429,32 @@ fn kind_from_wire(k: wire::event::Kind) -> Result<ev::EventKind> {
             code: narrow("exit.code", x.code, u8::MAX)?,
             signal: narrow("exit.signal", x.signal, u8::MAX)?,
         }),
-        Kind::File(f) => ev::EventKind::File(ev::FileOp {
-            op: match wire::FileOpKind::try_from(f.op) {
-                Ok(wire::FileOpKind::Open) => ev::FileOpKind::Open,
-                Ok(wire::FileOpKind::Rename) => ev::FileOpKind::Rename,
-                Ok(wire::FileOpKind::Unlink) => ev::FileOpKind::Unlink,
-                Ok(wire::FileOpKind::Unspecified) | Err(_) => {
-                    return Err(ConvertError::unknown_enum("file.op", f.op))
-                }
-            },
-            syscall_nr: f.syscall_nr,
-            dfd: f.dfd,
-            path: ByteStr::new(f.path),
-            new_path: f.new_path.map(ByteStr::new),
-            new_dfd: f.new_dfd,
-            flags: f.flags,
-            mode: f.mode,
-            truncated: f.truncated,
-            read_failed: f.read_failed,
-            dir: dir_from_wire("file.dir", f.dir)?,
-            new_dir: dir_from_wire("file.new_dir", f.new_dir)?,
-        }),
+        Kind::File(f) => {
+            let mut truncated = f.truncated;
+            let path = cut_path(f.path, &mut truncated);
+            let new_path = f.new_path.map(|p| cut_path(p, &mut truncated));
+            ev::EventKind::File(ev::FileOp {
+                op: match wire::FileOpKind::try_from(f.op) {
+                    Ok(wire::FileOpKind::Open) => ev::FileOpKind::Open,
+                    Ok(wire::FileOpKind::Rename) => ev::FileOpKind::Rename,
+                    Ok(wire::FileOpKind::Unlink) => ev::FileOpKind::Unlink,
+                    Ok(wire::FileOpKind::Unspecified) | Err(_) => {
+                        return Err(ConvertError::unknown_enum("file.op", f.op))
+                    }
+                },
+                syscall_nr: f.syscall_nr,
+                dfd: f.dfd,
+                path: ByteStr::new(path),
+                new_path: new_path.map(ByteStr::new),
+                new_dfd: f.new_dfd,
+                flags: f.flags,
+                mode: f.mode,
+                truncated,
+                read_failed: f.read_failed,
+                dir: dir_from_wire("file.dir", f.dir)?,
+                new_dir: dir_from_wire("file.new_dir", f.new_dir)?,
+            })
+        }
         Kind::Net(n) => ev::EventKind::Net(ev::NetOp {
             op: match wire::NetOpKind::try_from(n.op) {
                 Ok(wire::NetOpKind::Connect) => ev::NetOpKind::Connect,
@@ -397,6 +501,12 @@ impl TryFrom<wire::Event> for ev::Event {
 
     fn try_from(w: wire::Event) -> Result<Self> {
         let ns = w.ns.ok_or_else(|| ConvertError::missing("ns"))?;
+        if let Some(c) = &w.container {
+            bounded("container.id", c.id.as_bytes(), limits::NAME)?;
+        }
+        if let Some(t) = &w.task {
+            bounded("task.comm", &t.comm, limits::COMM)?;
+        }
         let container = match w.container {
             None => None,
             Some(c) => Some(ev::ContainerRef {
@@ -429,6 +539,11 @@ impl TryFrom<wire::Event> for WorkloadEvent {
     type Error = ConvertError;
 
     fn try_from(mut w: wire::Event) -> Result<Self> {
+        bounded("workload", w.workload.as_bytes(), limits::NAME)?;
+        bounded("image", w.image.as_bytes(), limits::IMAGE)?;
+        // the agent's own process table: cut, never refused (a refused
+        // event would be resent forever)
+        w.chain.truncate(limits::CHAIN);
         let workload = std::mem::take(&mut w.workload);
         let image = std::mem::take(&mut w.image);
         let process = w.process.take().map(ancestor_from_wire);
@@ -457,6 +572,16 @@ impl From<&Hello> for wire::Hello {
             boot_id: h.boot_id.clone(),
             instance: h.instance,
         }
+    }
+}
+
+impl Hello {
+    /// Checks the lengths of the Hello's fields ([`limits::NAME`]).
+    pub fn check(&self) -> Result<()> {
+        bounded("hello.node_name", self.node_name.as_bytes(), limits::NAME)?;
+        bounded("hello.agent_id", self.agent_id.as_bytes(), limits::NAME)?;
+        bounded("hello.version", self.version.as_bytes(), limits::NAME)?;
+        bounded("hello.boot_id", self.boot_id.as_bytes(), limits::NAME)
     }
 }
 

@@ -38,6 +38,7 @@ pub mod server;
 mod tls;
 pub mod wire;
 
+pub use convert::{limits, CUT_MARK};
 pub use error::{ConvertError, Error, Result};
 pub use messages::{
     ContainerTarget, Counters, DigestUpdate, DropCounters, EventBatch, Hello, OperatorMessage,

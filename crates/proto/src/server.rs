@@ -525,7 +525,45 @@ impl AgentService for Service {
             .map(|d| certificate_names(d))
             .unwrap_or_default();
         let mut inbound = request.into_inner();
+        let admitted = self
+            .admit(&mut inbound, peer_addr, has_cert, cert_names)
+            .await;
+        let (agent, tx, rx) = admitted?;
+        tracing::debug!(node = %agent.hello.node_name, connection = agent.connection, "agent connected");
+        let (end_tx, end_rx) = oneshot::channel();
+        tokio::spawn(read_loop(
+            Arc::clone(&self.handler),
+            Arc::clone(&self.seen),
+            agent,
+            inbound,
+            tx,
+            end_tx,
+            self.stop.clone(),
+        ));
+        Ok(Response::new(Outbound {
+            rx,
+            end: Some(end_rx),
+        }))
+    }
+}
 
+impl Service {
+    /// Reads the Hello and checks who is there: the certificate's names,
+    /// then the handler's `on_connect`.
+    async fn admit(
+        &self,
+        inbound: &mut Streaming<wire::AgentMessage>,
+        peer_addr: Option<SocketAddr>,
+        has_cert: bool,
+        cert_names: Vec<String>,
+    ) -> std::result::Result<
+        (
+            AgentIdentity,
+            mpsc::Sender<OutItem>,
+            mpsc::Receiver<OutItem>,
+        ),
+        Status,
+    > {
         let first = tokio::time::timeout(self.config.hello_timeout, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no Hello within the hello timeout"))?
@@ -544,6 +582,9 @@ impl AgentService for Service {
         if hello.node_name.is_empty() {
             return Err(Status::invalid_argument("hello.node_name: missing"));
         }
+        hello
+            .check()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if has_cert && !cert_names.contains(&hello.node_name) {
             tracing::warn!(node = %hello.node_name, ?cert_names, ?peer_addr, "agent identity mismatch");
             return Err(Status::permission_denied(format!(
@@ -563,21 +604,7 @@ impl AgentService for Service {
             .on_connect(&agent, OperatorSender { tx: tx.clone() })
             .await
             .map_err(Refusal::into_status)?;
-        tracing::debug!(node = %agent.hello.node_name, connection = agent.connection, "agent connected");
-        let (end_tx, end_rx) = oneshot::channel();
-        tokio::spawn(read_loop(
-            Arc::clone(&self.handler),
-            Arc::clone(&self.seen),
-            agent,
-            inbound,
-            tx,
-            end_tx,
-            self.stop.clone(),
-        ));
-        Ok(Response::new(Outbound {
-            rx,
-            end: Some(end_rx),
-        }))
+        Ok((agent, tx, rx))
     }
 }
 

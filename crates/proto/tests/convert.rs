@@ -223,3 +223,178 @@ fn truncated_protobuf_bytes_fail_to_decode_instead_of_panicking() {
         }
     }
 }
+
+/// Oversized fields: content with a truncation flag is cut to its limit
+/// and flagged (never silently), identifiers are refused naming the field;
+/// nothing kept is larger than its limit.
+#[test]
+fn oversized_fields_are_cut_and_flagged_or_refused_naming_the_field() {
+    use kestrel_proto::limits;
+    // 100 000 arguments of 40 bytes (4 MB): cut to the byte budget, flagged.
+    let mut w = wire::Event::from(&every_kind()[0]);
+    let Some(wire::event::Kind::Exec(x)) = w.kind.as_mut() else {
+        panic!()
+    };
+    let argv = x.argv.as_mut().unwrap();
+    argv.truncated = false;
+    argv.args = (0..100_000)
+        .map(|i| format!("{i:040}").into_bytes())
+        .collect();
+    let e = Event::try_from(w).unwrap();
+    let EventKind::Exec(x) = &e.kind else {
+        panic!()
+    };
+    let bytes: usize = x.argv.args.iter().map(|a| a.as_bytes().len()).sum();
+    assert!(bytes <= limits::ARGV_BYTES, "{bytes}");
+    assert!(x.argv.args.len() <= limits::ARGS);
+    assert!(x.argv.truncated);
+    // One 1 MiB argument: cut, flagged.
+    let mut w = wire::Event::from(&every_kind()[0]);
+    let Some(wire::event::Kind::Exec(x)) = w.kind.as_mut() else {
+        panic!()
+    };
+    x.argv.as_mut().unwrap().args = vec![b"xmrig".to_vec(), vec![b'a'; 1 << 20]];
+    let e = Event::try_from(w).unwrap();
+    let EventKind::Exec(x) = &e.kind else {
+        panic!()
+    };
+    assert_eq!(x.argv.args[1].as_bytes().len(), limits::ARGV_BYTES - 5);
+    assert!(x.argv.truncated);
+    // A 1 MiB path and new path: cut to PATH_MAX, flagged.
+    let mut w = wire::Event::from(&every_kind()[3]);
+    let Some(wire::event::Kind::File(f)) = w.kind.as_mut() else {
+        panic!()
+    };
+    f.truncated = false;
+    f.path = vec![b'/'; 1 << 20];
+    let e = Event::try_from(w).unwrap();
+    let EventKind::File(f) = &e.kind else {
+        panic!()
+    };
+    assert_eq!(f.path.as_bytes().len(), limits::PATH);
+    assert!(f.truncated);
+    // Identifiers: refused, naming the field and the limit.
+    let refused = |edit: &dyn Fn(&mut wire::Event)| {
+        let mut w = wire::Event::from(&WorkloadEvent::new("web", every_kind()[0].clone()));
+        edit(&mut w);
+        WorkloadEvent::try_from(w).unwrap_err().to_string()
+    };
+    assert_eq!(
+        refused(&|w| w.workload = "w".repeat(10_000)),
+        "workload (bytes): 10000 out of range (maximum 512)"
+    );
+    assert!(refused(&|w| w.image = "i".repeat(5_000)).starts_with("image (bytes)"));
+    assert!(
+        refused(&|w| w.container.as_mut().unwrap().id = "c".repeat(5_000))
+            .starts_with("container.id (bytes)")
+    );
+    assert!(refused(&|w| {
+        let Some(wire::event::Kind::Exec(x)) = w.kind.as_mut() else {
+            panic!()
+        };
+        x.filename = vec![b'/'; 8_192];
+    })
+    .starts_with("exec.filename (bytes): 8192"));
+    // The process chain comes from the agent's own table: cut and marked,
+    // never refused (a refused event would be sent again forever).
+    let mut w = wire::Event::from(&WorkloadEvent::new("web", every_kind()[0].clone()));
+    w.chain = vec![
+        wire::Ancestor {
+            pid: 1,
+            exe: "j".repeat(100_000),
+            argv: vec![
+                "java".into(),
+                "-cp".into(),
+                "x".repeat(100_000),
+                "Main".into()
+            ],
+        };
+        1_000
+    ];
+    let e = WorkloadEvent::try_from(w).unwrap();
+    assert_eq!(e.chain.len(), limits::CHAIN);
+    let a = &e.chain[0];
+    assert!(a.exe.ends_with(kestrel_proto::CUT_MARK) && a.exe.len() < limits::ANCESTOR_TEXT + 16);
+    assert_eq!(
+        a.argv.last().map(String::as_str),
+        Some(kestrel_proto::CUT_MARK)
+    );
+    assert_eq!(a.argv.len(), 4);
+    assert!(a.argv.iter().map(|s| s.len() + 1).sum::<usize>() <= limits::ANCESTOR_TEXT + 16);
+    assert!(
+        refused(&|w| w.task.as_mut().unwrap().comm = vec![b'c'; 10_000])
+            .starts_with("task.comm (bytes)")
+    );
+}
+
+/// A bounded fuzz run (`cargo test`): mutants of real messages — a batch of
+/// every event kind, a Hello, counters — and random bytes are decoded and
+/// converted as the server does; nothing panics, and whatever converts
+/// respects the limits.
+#[test]
+fn mutated_and_random_wire_messages_never_panic_and_stay_within_limits() {
+    use kestrel_events::mutate::{mutants, Rng};
+    use kestrel_proto::{limits, Counters, Hello};
+    let batch = wire::AgentMessage {
+        msg: Some(wire::agent_message::Msg::Events(wire::EventBatch::from(
+            &EventBatch {
+                seq: 7,
+                events: with_workload("web", every_kind()),
+            },
+        ))),
+    };
+    let hello = wire::AgentMessage {
+        msg: Some(wire::agent_message::Msg::Hello(wire::Hello::from(
+            &common::hello("node-a"),
+        ))),
+    };
+    let mut counters = Counters::default();
+    counters.matched.insert("web".into(), 3);
+    counters.drops.queue_dropped = 2;
+    let counters = wire::AgentMessage {
+        msg: Some(wire::agent_message::Msg::Counters(wire::Counters::from(
+            &counters,
+        ))),
+    };
+    let mut converted = 0;
+    let check = |bytes: &[u8], converted: &mut usize| {
+        let Ok(m) = wire::AgentMessage::decode(bytes) else {
+            return;
+        };
+        match m.msg {
+            Some(wire::agent_message::Msg::Events(b)) => {
+                if let Ok(b) = EventBatch::try_from(b) {
+                    *converted += 1;
+                    for e in &b.events {
+                        assert!(e.workload.len() <= limits::NAME);
+                        if let EventKind::Exec(x) = &e.event.kind {
+                            let n: usize = x.argv.args.iter().map(|a| a.as_bytes().len()).sum();
+                            assert!(n <= limits::ARGV_BYTES);
+                        }
+                    }
+                }
+            }
+            Some(wire::agent_message::Msg::Hello(h)) => {
+                let _ = Hello::from(h).check();
+            }
+            Some(wire::agent_message::Msg::Counters(c)) => {
+                let _ = Counters::from(c);
+            }
+            None => {}
+        }
+    };
+    for (i, seed) in [batch, hello, counters].iter().enumerate() {
+        let bytes = seed.encode_to_vec();
+        for m in mutants(&bytes, 20_000, 1 + i as u64) {
+            check(&m, &mut converted);
+        }
+    }
+    let mut rng = Rng::new(99);
+    for _ in 0..20_000 {
+        let n = rng.below(512);
+        let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
+        check(&bytes, &mut converted);
+    }
+    // the mutants reached the conversion, not only the decoder
+    assert!(converted > 1_000, "{converted}");
+}

@@ -272,10 +272,22 @@ async fn the_client_splits_batches_below_the_limit_and_counts_an_event_that_cann
 
     let mut events = Vec::new();
     for i in 0..200u32 {
-        let mut e = common::base(kestrel_events::EventKind::Fork(kestrel_events::Fork {
-            parent_pid: i,
+        // 1000 bytes of argument each (a comm that long would be refused)
+        let mut e = common::base(kestrel_events::EventKind::Exec(kestrel_events::Exec {
+            filename: "/bin/c".into(),
+            exe: "c".into(),
+            parent_comm: "sh".into(),
+            ns_pid: i,
+            argv: kestrel_events::Argv {
+                args: vec![kestrel_events::ByteStr::new(vec![b'c'; 1000])],
+                size: 1000,
+                truncated: false,
+                read_failed: false,
+            },
+            from_proc_scan: false,
+            dir: None,
         }));
-        e.task.as_mut().unwrap().comm = kestrel_events::ByteStr::new(vec![b'c'; 1000]);
+        e.task.as_mut().unwrap().pid = i;
         events.push(WorkloadEvent {
             image: String::new(),
             process: None,
@@ -285,7 +297,9 @@ async fn the_client_splits_batches_below_the_limit_and_counts_an_event_that_cann
         });
     }
     let mut huge = events[0].clone();
-    huge.event.task.as_mut().unwrap().comm = kestrel_events::ByteStr::new(vec![b'h'; 100 * 1024]);
+    if let kestrel_events::EventKind::Exec(x) = &mut huge.event.kind {
+        x.argv.args = vec![kestrel_events::ByteStr::new(vec![b'h'; 100 * 1024])];
+    }
     events.insert(100, huge);
     client.send(events).unwrap();
 
