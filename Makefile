@@ -5,7 +5,7 @@ export KESTREL_MODEL_DIR ?= /var/cache/kestrel/models
 # one profile for everything: tests, e2e and the demo reuse the same binaries
 PROFILE := --release
 
-.PHONY: deps build test lint fmt bench bench-k8s demo e2e e2e-k8s scenarios model vmlinux crds clean
+.PHONY: deps build test lint fmt bench bench-k8s demo e2e e2e-k8s scenarios model vmlinux crds clean fuzz soak
 
 deps:
 	@scripts/deps.sh
@@ -37,6 +37,13 @@ bench: deps
 	$(CARGO) run $(PROFILE) -p kestrel-node-agent --example agent-load -- 5 2
 	$(CARGO) run $(PROFILE) -p kestrel-operator --bin kestrel-loadgen -- --seconds 10
 	$(CARGO) run $(PROFILE) -p kestrel-proto --bin kestrel-transport-load -- --agents 50 --seconds 10
+	$(MAKE) --no-print-directory soak
+
+# The real agent and operator under a sustained mixed load for
+# KESTREL_SOAK_SECS (600), RSS sampled every second into
+# docs/benchmarks/soak.csv (root; docs/BENCHMARKS.md).
+soak: build
+	target/release/kestrel-soak --out docs/benchmarks/soak.csv
 
 demo: build
 	$(CARGO) run $(PROFILE) -p kestrel-e2e --bin kestrel-demo
@@ -61,6 +68,18 @@ e2e-k8s: build
 # Not part of `make test` (about 5 minutes).
 bench-k8s: build
 	KESTREL_E2E_LOAD=$${KESTREL_E2E_LOAD:-1000} target/release/kestrel-e2e-k8s
+
+# Coverage-guided fuzzing (cargo-fuzz, libFuzzer, stable with
+# --sanitizer none) of the parsers that face untrusted input, FUZZ_SECS per
+# target; crashes land in fuzz/artifacts/ (docs/fuzzing.md). `make test`
+# runs bounded mutation runs of the same calls instead.
+FUZZ_SECS ?= 60
+FUZZ_TARGETS := decode_record wire_message profile_yaml alert_yaml rules_yaml config_yaml
+fuzz: deps
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  $(CARGO) fuzz run --sanitizer none $$t -- -max_total_time=$(FUZZ_SECS) -rss_limit_mb=2048 || exit 1; \
+	done
 
 fmt:
 	$(CARGO) fmt --all

@@ -61,7 +61,24 @@ pub struct OperatorConfig {
     /// ([`crate::flood`]).
     #[serde(default)]
     pub alert_flood: crate::flood::FloodSettings,
+    /// Workloads whose profiles stay in memory (state directory only; in a
+    /// cluster the workloads are the API server's). Default 10 000, at
+    /// most 1 000 000. Past it, the one seen longest ago is saved and
+    /// leaves memory; its profile comes back from disk when it is seen
+    /// again.
+    #[serde(default)]
+    pub max_workloads: Option<usize>,
+    /// Seconds without an event after which a workload's profile is saved
+    /// and leaves memory (state directory only). Default 86 400 (a day);
+    /// 0: never.
+    #[serde(default)]
+    pub workload_idle_secs: Option<u64>,
 }
+
+/// Default of `maxWorkloads`.
+pub const DEFAULT_MAX_WORKLOADS: usize = 10_000;
+/// Default of `workloadIdleSecs`.
+pub const DEFAULT_WORKLOAD_IDLE_SECS: u64 = 86_400;
 
 impl OperatorConfig {
     /// Reads and checks a config file ([`check`](Self::check)); errors
@@ -95,6 +112,11 @@ impl OperatorConfig {
     /// after the embedding model has loaded.
     pub fn check(&self) -> anyhow::Result<()> {
         self.profile_config(kestrel_embed::UNCALIBRATED_THRESHOLD)?;
+        if let Some(n) = self.max_workloads {
+            if !(1..=1_000_000).contains(&n) {
+                anyhow::bail!("invalid configuration `maxWorkloads`: {n} is outside 1..=1000000");
+            }
+        }
         let rules = self.rule_set()?;
         let scoring = self.scoring.clone().unwrap_or_default();
         scoring.build_llm_engine()?;

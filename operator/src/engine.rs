@@ -987,6 +987,18 @@ impl Engine {
             .collect()
     }
 
+    /// Takes `workload` out of memory and returns its document (to be
+    /// saved; [`load_profile`](Self::load_profile) brings it back).
+    pub fn evict(&mut self, workload: &str) -> Option<BehaviorProfile> {
+        let st = self.workloads.remove(workload)?;
+        Some(document_of(workload, &self.cfg.namespace, &st))
+    }
+
+    /// Whether `workload` has a profile in memory.
+    pub fn knows(&self, workload: &str) -> bool {
+        self.workloads.contains_key(workload)
+    }
+
     /// Documents of every profile.
     pub fn all_documents(&self) -> Vec<(String, BehaviorProfile)> {
         self.workloads

@@ -40,6 +40,15 @@ pub struct Pipeline {
     write_failures: u64,
     /// State files set aside at start: `{file, movedTo, reason}`.
     quarantined: Vec<serde_json::Value>,
+    /// When each workload in memory last had an event (state directory
+    /// only: a store that can read one profile back).
+    last_seen: HashMap<String, Duration>,
+    /// Workloads saved and taken out of memory.
+    evicted: std::collections::HashSet<String>,
+    /// Evictions so far.
+    evictions: u64,
+    max_workloads: usize,
+    workload_idle: Option<Duration>,
     last_tick: Instant,
     last_progress: Instant,
 }
@@ -159,7 +168,11 @@ impl Pipeline {
                 }));
             }
         };
+        let mut last_seen = HashMap::new();
         for stored in runtime.block_on(store.load_profiles())? {
+            if let Ok(p) = &stored {
+                last_seen.insert(p.workload.clone(), now);
+            }
             match stored {
                 Err(e) => {
                     set_aside(&e);
@@ -242,6 +255,19 @@ impl Pipeline {
             pending: std::collections::BTreeMap::new(),
             write_failures: 0,
             quarantined,
+            last_seen,
+            evicted: std::collections::HashSet::new(),
+            evictions: 0,
+            max_workloads: cfg
+                .max_workloads
+                .unwrap_or(crate::config::DEFAULT_MAX_WORKLOADS),
+            workload_idle: match cfg
+                .workload_idle_secs
+                .unwrap_or(crate::config::DEFAULT_WORKLOAD_IDLE_SECS)
+            {
+                0 => None,
+                s => Some(Duration::from_secs(s)),
+            },
             last_tick: Instant::now(),
             last_progress: Instant::now(),
         })
@@ -249,6 +275,9 @@ impl Pipeline {
 
     /// Handles one forwarded event.
     pub fn handle(&mut self, f: &Forwarded, emit: &mut dyn FnMut(&Line)) {
+        if self.store.reloads() {
+            self.make_room(&f.workload.name, emit);
+        }
         match self.engine.handle(f, self.clock.now()) {
             Ok(outs) => self.outputs(outs, emit),
             Err(e) => emit(&Line::error(&Error::from(e))),
@@ -454,6 +483,7 @@ impl Pipeline {
             self.outputs(outs, emit);
             self.retry_pending(emit);
             self.persist(false, emit);
+            self.evict_idle(emit);
             digests = self.engine.take_digests();
             self.publish_status(extra_status());
         }
@@ -528,6 +558,70 @@ impl Pipeline {
         }
     }
 
+    /// Before an event of `workload`: an evicted profile comes back from
+    /// the store; a workload new to memory past `maxWorkloads` first sends
+    /// the one seen longest ago to disk.
+    fn make_room(&mut self, workload: &str, emit: &mut dyn FnMut(&Line)) {
+        let now = self.clock.now();
+        if self.last_seen.insert(workload.to_string(), now).is_some() {
+            return;
+        }
+        if self.evicted.remove(workload) {
+            match self.runtime.block_on(self.store.load_profile(workload)) {
+                Ok(Some(p)) => {
+                    if let Err(e) = self.engine.load_profile(workload, &p.object, now) {
+                        emit(&Line::error(&Error::from(e)));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => emit(&Line::error(&Error::from(e))),
+            }
+        }
+        while self.last_seen.len() > self.max_workloads {
+            let Some(oldest) = self
+                .last_seen
+                .iter()
+                .filter(|(w, _)| w.as_str() != workload)
+                .min_by_key(|(_, t)| **t)
+                .map(|(w, _)| w.clone())
+            else {
+                break;
+            };
+            self.evict(&oldest, emit);
+        }
+    }
+
+    /// Saves `workload`'s profile and takes it out of memory.
+    fn evict(&mut self, workload: &str, emit: &mut dyn FnMut(&Line)) {
+        self.last_seen.remove(workload);
+        if let Some(doc) = self.engine.evict(workload) {
+            self.save(
+                PendingWrite::Profile(Box::new(StoredProfile::new(workload, doc))),
+                emit,
+            );
+            self.evicted.insert(workload.to_string());
+            self.evictions += 1;
+            tracing::info!(%workload, "idle or over maxWorkloads: profile saved, out of memory until seen again");
+        }
+    }
+
+    /// Workloads idle longer than `workloadIdleSecs` leave memory.
+    fn evict_idle(&mut self, emit: &mut dyn FnMut(&Line)) {
+        let (Some(idle), true) = (self.workload_idle, self.store.reloads()) else {
+            return;
+        };
+        let now = self.clock.now();
+        let idle: Vec<String> = self
+            .last_seen
+            .iter()
+            .filter(|(_, t)| now.saturating_sub(**t) > idle)
+            .map(|(w, _)| w.clone())
+            .collect();
+        for w in idle {
+            self.evict(&w, emit);
+        }
+    }
+
     /// State writes waiting for a retry.
     pub fn pending_writes(&self) -> usize {
         self.pending.len()
@@ -561,6 +655,9 @@ impl Pipeline {
             "workloads": self.engine.status(),
             "alerts": self.engine.scorer_stats(),
             "store": {
+                "workloadsInMemory": self.last_seen.len(),
+                "workloadsEvicted": self.evicted.len(),
+                "evictions": self.evictions,
                 "pendingWrites": self.pending.len(),
                 "writeFailures": self.write_failures,
                 "quarantined": self.quarantined,
@@ -850,5 +947,64 @@ mod tests {
         let err = p.shutdown(serde_json::json!({}), &mut |_| {}).unwrap_err();
         assert_eq!(err.count, 1);
         assert!(err.to_string().contains("alert/webapp-second"), "{err}");
+    }
+
+    /// Past `maxWorkloads`, the workload seen longest ago is saved and
+    /// leaves memory; seen again, it comes back from disk with what it had
+    /// learned. A workload idle past `workloadIdleSecs` leaves too.
+    #[test]
+    fn workloads_past_the_limit_or_idle_leave_memory_and_come_back_from_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let cfg = OperatorConfig {
+            max_workloads: Some(2),
+            workload_idle_secs: Some(1),
+            ..OperatorConfig::default()
+        };
+        let parts = Parts {
+            store: Arc::new(DirStore::open(dir).unwrap()),
+            status: Box::new(StatusFile::in_dir(dir)),
+            clock: Box::new(SystemClock),
+            embedder: Arc::new(kestrel_profile::testing::TestEmbedder::new()),
+            namespace: "shop".into(),
+        };
+        let mut p = Pipeline::build(&cfg, parts, &mut |_| {}).unwrap();
+        let branches = |p: &Pipeline, w: &str| {
+            p.engine
+                .status()
+                .into_iter()
+                .find(|s| s.workload == w)
+                .map(|s| s.branches)
+        };
+        let mut f = crate::engine::tests::exec("date", "-u");
+        f.workload.name = "w1".into();
+        p.handle(&f, &mut |_| {});
+        let mut g = crate::engine::tests::exec("ls", "-l /srv");
+        g.workload.name = "w1".into();
+        p.handle(&g, &mut |_| {});
+        let learned = branches(&p, "w1").unwrap();
+        seen(&mut p, "w2");
+        std::thread::sleep(Duration::from_millis(5));
+        seen(&mut p, "w3");
+        assert!(
+            !p.engine.knows("w1"),
+            "the workload seen longest ago left memory"
+        );
+        assert!(p.engine.knows("w2") && p.engine.knows("w3"));
+        assert!(dir.join("profiles/w1.yaml").is_file());
+        // w1 again: back from disk, with what it had learned; w2 leaves
+        p.handle(&f, &mut |_| {});
+        assert_eq!(branches(&p, "w1"), Some(learned));
+        assert!(!p.engine.knows("w2"));
+        p.publish_status(serde_json::json!({}));
+        let st = status(dir);
+        assert_eq!(st["store"]["workloadsInMemory"], 2);
+        assert_eq!(st["store"]["evictions"], 2);
+        // idle for more than a second: everything leaves memory
+        std::thread::sleep(Duration::from_millis(1_100));
+        p.evict_idle(&mut |_| {});
+        assert!(!p.engine.knows("w1") && !p.engine.knows("w3"));
+        p.handle(&f, &mut |_| {});
+        assert_eq!(branches(&p, "w1"), Some(learned));
     }
 }

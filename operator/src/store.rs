@@ -176,6 +176,16 @@ pub trait Store: Send + Sync {
     async fn save_alert(&self, alert: &AlertDocument) -> Result<(), StoreError>;
     /// Deletes an alert by object name.
     async fn delete_alert(&self, name: &str) -> Result<(), StoreError>;
+    /// Whether profiles can be read back one at a time
+    /// ([`load_profile`](Self::load_profile)), so that idle workloads may
+    /// leave memory.
+    fn reloads(&self) -> bool {
+        false
+    }
+    /// The stored profile of `workload`, if there is one.
+    async fn load_profile(&self, _workload: &str) -> Result<Option<StoredProfile>, StoreError> {
+        Ok(None)
+    }
     /// Sets aside the stored profile of `workload`, which the engine could
     /// not use, so that the fresh profile that replaces it never overwrites
     /// it. Returns where it went (None: this store keeps nothing aside).
@@ -578,6 +588,18 @@ impl Store for DirStore {
                 kestrel_api::alert_from_yaml(&text).map_err(|e| self.set_aside(&p, e.to_string()))
             })
             .collect())
+    }
+
+    fn reloads(&self) -> bool {
+        !self.read_only
+    }
+
+    async fn load_profile(&self, workload: &str) -> Result<Option<StoredProfile>, StoreError> {
+        let path = self.profile_path(workload);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        self.read_profile(&path).map(Some)
     }
 
     async fn quarantine_profile(

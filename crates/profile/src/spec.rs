@@ -390,6 +390,9 @@ fn load(
             }
             let all: Vec<OwnedSeg> = head.iter().cloned().chain(segs).collect();
             let view: Vec<Seg<'_>> = all.iter().map(OwnedSeg::as_seg).collect();
+            if p.file.over_load_budget() {
+                return Err(Error::field(field, LOAD_BUDGET));
+            }
             if let Inserted::Refused { .. } = p.file.insert_loading(&view, end)? {
                 return Err(Error::field(field, "exceeds compaction.hardChildLimit"));
             }
@@ -420,6 +423,9 @@ fn load(
             let (port, proto) = parse_port(port, &field)?;
             let all: Vec<OwnedSeg> = head.iter().cloned().chain([proto, port]).collect();
             let view: Vec<Seg<'_>> = all.iter().map(OwnedSeg::as_seg).collect();
+            if p.network.over_load_budget() {
+                return Err(Error::field(field, LOAD_BUDGET));
+            }
             if let Inserted::Refused { .. } = p.network.insert_loading(&view, End::Terminal)? {
                 return Err(Error::field(field, "exceeds compaction.hardChildLimit"));
             }
@@ -473,6 +479,9 @@ fn load_processes(
             parse_seg(&e.exe, &at("exe"))?,
         ];
         let view: Vec<Seg<'_>> = all.iter().map(OwnedSeg::as_seg).collect();
+        if p.process.over_load_budget() {
+            return Err(Error::field(at("exe"), LOAD_BUDGET));
+        }
         let node = match p.process.insert_loading(&view, End::Terminal)? {
             Inserted::Known(n) | Inserted::Added { node: n, .. } => n,
             Inserted::Refused { .. } => {
@@ -594,6 +603,10 @@ fn config_from(
     })?;
     Ok(config)
 }
+
+/// Why a stored profile too large for its node budget is refused.
+const LOAD_BUDGET: &str =
+    "the profile holds more than four times compaction.nodeBudget nodes (learning never builds one that large)";
 
 fn parse_seg(s: &str, field: &str) -> Result<OwnedSeg> {
     if s == "*" {

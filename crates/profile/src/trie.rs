@@ -557,6 +557,15 @@ impl<P: Policy> Trie<P> {
         !self.loading && self.live >= self.policy.node_budget()
     }
 
+    /// Whether loading has passed four times the node budget. Learning
+    /// stops near the budget (past it, only protected nodes up to twice the
+    /// budget, and one wildcard per collapsing node), so a stored profile
+    /// this large was made elsewhere, and is refused rather than loaded
+    /// whole.
+    pub(crate) fn over_load_budget(&self) -> bool {
+        self.live > self.policy.node_budget().saturating_mul(4)
+    }
+
     /// [`Trie::insert`] without the node budget (for loading).
     pub(crate) fn insert_loading(&mut self, segs: &[Seg<'_>], end: End) -> Result<Inserted> {
         self.loading = true;

@@ -203,3 +203,32 @@ fn status_survives_a_round_trip() {
     assert_eq!(back.status(), p.status());
     assert_eq!(back.to_yaml(Default::default()).unwrap(), yaml);
 }
+
+/// A stored profile larger than its node budget allows (four times the
+/// budget, which learning never reaches) is refused naming where it
+/// overflowed, not loaded whole.
+#[test]
+fn a_profile_past_four_times_its_node_budget_is_refused() {
+    let paths: Vec<String> = (0..200).map(|i| format!("\"/d/f{i}\"")).collect();
+    let yaml = GOOD
+        .replace(
+            "mode: Detect",
+            "mode: Detect\n  compaction: {nodeBudget: 16, childLimit: 4096}",
+        )
+        .replace(
+            "\"/proc/*/status\"]",
+            &format!("\"/proc/*/status\", {}]", paths.join(", ")),
+        );
+    let e = err(&yaml);
+    assert!(e.contains("spec.files[0].paths["), "{e}");
+    assert!(
+        e.contains("more than four times compaction.nodeBudget"),
+        "{e}"
+    );
+    // within the budget it loads
+    let small = GOOD.replace(
+        "mode: Detect",
+        "mode: Detect\n  compaction: {nodeBudget: 16}",
+    );
+    Profile::from_yaml(&small, &TestEmbedder::new(), Duration::ZERO).unwrap();
+}

@@ -6,9 +6,10 @@
 //! The load: four replicas of one workload, each looping every 20 ms over a
 //! shell per request with a changing request id, writes and reads of files
 //! whose names cycle through 500 values, `date` with changing arguments and
-//! a directory listing; every 200th round runs the miner, so the alert path
-//! (incident updates) runs all along. The workload learns, converges, then
-//! is in detection for the rest of the run.
+//! a directory listing; every 200th round runs a miner-named busybox (it
+//! recurs from the start, so learning takes it in: the run measures the
+//! learning and detection paths, not alerting). The workload learns,
+//! converges, then is in detection for the rest of the run.
 //!
 //! Writes the samples as CSV (`--out FILE`, default
 //! `docs/benchmarks/soak.csv`) and prints a summary: RSS after warm-up
