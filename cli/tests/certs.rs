@@ -65,6 +65,24 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+/// `kestrel operator` with its state under `root`, TLS in `tls` and
+/// `--agents agents`; returns it and its gRPC address (see [`listening`]).
+fn operator(root: &Path, tls: &Path, agents: &str, drain: bool) -> (Killed, String) {
+    let mut op = Command::new(env!("CARGO_BIN_EXE_kestrel"))
+        .args(["operator", "--listen", "127.0.0.1:0", "--agents", agents])
+        .arg("--state-dir")
+        .arg(root.join("state"))
+        .arg("--tls-dir")
+        .arg(tls)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start operator");
+    let stderr = op.stderr.take().unwrap();
+    let op = Killed(op);
+    (op, listening(stderr, drain))
+}
+
 /// The operator's gRPC address from its stderr; with `drain` the rest of
 /// its stderr is read (and echoed), else the pipe is closed, as a
 /// supervisor that stopped reading would leave it.
@@ -142,19 +160,7 @@ async fn issued_agents_connect_and_foreign_or_missing_certificates_are_refused_c
     let tls: PathBuf = root.join("operator-tls");
     // The operator creates its CA and server certificate; `--agents ''`
     // lets in any node whose certificate the CA signed.
-    let mut op = Command::new(env!("CARGO_BIN_EXE_kestrel"))
-        .args(["operator", "--listen", "127.0.0.1:0", "--agents", ""])
-        .arg("--state-dir")
-        .arg(root.join("state"))
-        .arg("--tls-dir")
-        .arg(&tls)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start operator");
-    let stderr = op.stderr.take().unwrap();
-    let _op = Killed(op);
-    let addr = listening(stderr, true);
+    let (_op, addr) = operator(root, &tls, "", true);
     let operator_files = snapshot(&tls);
     assert!(operator_files.iter().any(|(n, _)| n == "ca-key.pem"));
 
@@ -235,22 +241,10 @@ fn an_operator_allow_list_refuses_a_signed_node_it_does_not_name() {
     let root = dir.path();
     let tls = root.join("tls");
     TlsMaterial::ensure(&tls, &["localhost", "127.0.0.1"], &[] as &[&str]).unwrap();
-    let mut op = Command::new(env!("CARGO_BIN_EXE_kestrel"))
-        .args(["operator", "--listen", "127.0.0.1:0", "--agents", "node-1"])
-        .arg("--state-dir")
-        .arg(root.join("state"))
-        .arg("--tls-dir")
-        .arg(&tls)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start operator");
-    let stderr = op.stderr.take().unwrap();
-    let _op = Killed(op);
     // stderr closed: the refusal below is logged at warn to a closed pipe,
     // which once panicked the connection's task (the agent then read a
     // reset instead of the refusal)
-    let addr = listening(stderr, false);
+    let (_op, addr) = operator(root, &tls, "node-1", false);
     let n2 = root.join("node-2");
     issue(&tls, "node-2", &n2);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -276,6 +270,23 @@ fn agent_binary() -> PathBuf {
         .join("kestrel-agent")
 }
 
+/// `kestrel-agent run` as node-1 with `--tls-dir tls`, without `RUST_LOG`,
+/// against port 9 (discard: nothing listens there on loopback).
+fn agent_run(tls: &Path) -> Command {
+    let mut c = Command::new(agent_binary());
+    c.args([
+        "run",
+        "--node",
+        "node-1",
+        "--operator",
+        "https://127.0.0.1:9",
+    ])
+    .arg("--tls-dir")
+    .arg(tls)
+    .env_remove("RUST_LOG");
+    c
+}
+
 /// Without `RUST_LOG`: an agent with no credentials exits naming the file
 /// and the command that makes it, and generates nothing; an agent that
 /// cannot reach its operator says so.
@@ -287,17 +298,7 @@ fn the_agent_says_why_at_the_default_log_level() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let out = Command::new(agent_binary())
-        .args([
-            "run",
-            "--node",
-            "node-1",
-            "--operator",
-            "https://127.0.0.1:9",
-        ])
-        .arg("--tls-dir")
-        .arg(&empty)
-        .env_remove("RUST_LOG")
+    let out = agent_run(&empty)
         .output()
         .expect("run kestrel-agent (make test builds it)");
     assert!(!out.status.success());
@@ -316,18 +317,7 @@ fn the_agent_says_why_at_the_default_log_level() {
     TlsMaterial::ensure(&tls, &["localhost", "127.0.0.1"], &[] as &[&str]).unwrap();
     let node = dir.path().join("node");
     issue(&tls, "node-1", &node);
-    // port 9 (discard): nothing listens on loopback
-    let mut child = Command::new(agent_binary())
-        .args([
-            "run",
-            "--node",
-            "node-1",
-            "--operator",
-            "https://127.0.0.1:9",
-        ])
-        .arg("--tls-dir")
-        .arg(&node)
-        .env_remove("RUST_LOG")
+    let mut child = agent_run(&node)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

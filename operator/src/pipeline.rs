@@ -702,14 +702,18 @@ mod tests {
     use crate::clock::SystemClock;
     use crate::store::{DirStore, StatusFile};
 
-    fn pipeline(dir: &std::path::Path) -> Pipeline {
-        let parts = Parts {
+    fn parts(dir: &std::path::Path) -> Parts {
+        Parts {
             store: Arc::new(DirStore::open(dir).unwrap()),
             status: Box::new(StatusFile::in_dir(dir)),
             clock: Box::new(SystemClock),
             embedder: Arc::new(kestrel_profile::testing::TestEmbedder::new()),
             namespace: "shop".into(),
-        };
+        }
+    }
+
+    fn pipeline(dir: &std::path::Path) -> Pipeline {
+        let parts = parts(dir);
         Pipeline::build(&OperatorConfig::default(), parts, &mut |_| {}).unwrap()
     }
 
@@ -770,13 +774,7 @@ mod tests {
     }
 
     fn build_collecting(dir: &std::path::Path, lines: &mut Vec<String>) -> Pipeline {
-        let parts = Parts {
-            store: Arc::new(DirStore::open(dir).unwrap()),
-            status: Box::new(StatusFile::in_dir(dir)),
-            clock: Box::new(SystemClock),
-            embedder: Arc::new(kestrel_profile::testing::TestEmbedder::new()),
-            namespace: "shop".into(),
-        };
+        let parts = parts(dir);
         Pipeline::build(&OperatorConfig::default(), parts, &mut |l| {
             lines.push(serde_json::to_string(&l).unwrap_or_default())
         })
@@ -961,13 +959,7 @@ mod tests {
             workload_idle_secs: Some(1),
             ..OperatorConfig::default()
         };
-        let parts = Parts {
-            store: Arc::new(DirStore::open(dir).unwrap()),
-            status: Box::new(StatusFile::in_dir(dir)),
-            clock: Box::new(SystemClock),
-            embedder: Arc::new(kestrel_profile::testing::TestEmbedder::new()),
-            namespace: "shop".into(),
-        };
+        let parts = parts(dir);
         let mut p = Pipeline::build(&cfg, parts, &mut |_| {}).unwrap();
         let branches = |p: &Pipeline, w: &str| {
             p.engine
