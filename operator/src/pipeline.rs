@@ -184,15 +184,9 @@ impl Pipeline {
                         // used is kept aside, never overwritten by it.
                         let reason = e.to_string();
                         match runtime.block_on(store.quarantine_profile(&p.workload, &reason)) {
-                            Ok(Some(moved_to)) => {
-                                let from = moved_to
-                                    .to_string_lossy()
-                                    .split(".corrupt-")
-                                    .next()
-                                    .map(std::path::PathBuf::from)
-                                    .unwrap_or_default();
+                            Ok(Some((path, moved_to))) => {
                                 let e = crate::store::StoreError::Quarantined {
-                                    path: from,
+                                    path,
                                     moved_to,
                                     reason: format!("{}: {reason}", p.workload),
                                 };

@@ -188,12 +188,13 @@ pub trait Store: Send + Sync {
     }
     /// Sets aside the stored profile of `workload`, which the engine could
     /// not use, so that the fresh profile that replaces it never overwrites
-    /// it. Returns where it went (None: this store keeps nothing aside).
+    /// it. Returns where it was and where it went (None: this store keeps
+    /// nothing aside).
     async fn quarantine_profile(
         &self,
         _workload: &str,
         _reason: &str,
-    ) -> Result<Option<PathBuf>, StoreError> {
+    ) -> Result<Option<(PathBuf, PathBuf)>, StoreError> {
         Ok(None)
     }
     /// Writes whatever the store holds back (a write-behind store); the
@@ -606,13 +607,13 @@ impl Store for DirStore {
         &self,
         workload: &str,
         reason: &str,
-    ) -> Result<Option<PathBuf>, StoreError> {
+    ) -> Result<Option<(PathBuf, PathBuf)>, StoreError> {
         let path = self.profile_path(workload);
         if self.read_only || !path.is_file() {
             return Ok(None);
         }
         match quarantine(&path, reason.to_string()) {
-            StoreError::Quarantined { moved_to, .. } => Ok(Some(moved_to)),
+            StoreError::Quarantined { path, moved_to, .. } => Ok(Some((path, moved_to))),
             other => Err(other),
         }
     }
