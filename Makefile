@@ -5,7 +5,7 @@ export KESTREL_MODEL_DIR ?= /var/cache/kestrel/models
 # one profile for everything: tests, e2e and the demo reuse the same binaries
 PROFILE := --release
 
-.PHONY: deps build test lint fmt bench bench-k8s demo e2e e2e-k8s scenarios model vmlinux crds clean fuzz soak
+.PHONY: deps build test lint fmt bench bench-k8s demo e2e e2e-k8s e2e-k8s-api e2e-k8s-node scenarios model vmlinux crds clean fuzz soak images helm-lint
 
 deps:
 	@scripts/deps.sh
@@ -29,6 +29,8 @@ test: deps
 	@scripts/stage.sh cargo-test $(CARGO) test $(PROFILE) --workspace --no-fail-fast
 	@scripts/stage.sh e2e target/release/kestrel-scenarios
 	@scripts/stage.sh e2e-k8s target/release/kestrel-e2e-k8s
+	@scripts/stage.sh helm-lint scripts/validate-chart.sh
+	@scripts/stage.sh e2e-k8s-node target/release/kestrel-e2e-cluster
 
 # criterion benches of every crate, then the load harnesses (agent: root;
 # operator: its real path, learning then detection; transport alone)
@@ -57,11 +59,32 @@ e2e: build
 
 scenarios: e2e
 
-# Kestrel's custom resources and the operator on a real Kubernetes API
-# server (k8s-testenv, installed on first use, then cached):
-# docs/kubernetes.md. Part of `make test`.
-e2e-k8s: build
+# Kestrel on a real Kubernetes (k8s-testenv, installed on first use, then
+# cached; docs/kubernetes.md), both parts of `make test`:
+# - API side: the CRDs and the operator as a controller on a real API
+#   server, a test agent streaming (about 3 minutes);
+# - node side: the images built and loaded, the Helm chart installed on a
+#   real kubelet, the agent DaemonSet watching real pods, attacks with
+#   kubectl exec, restarts, upgrade and uninstall (about 4 minutes).
+e2e-k8s: e2e-k8s-api e2e-k8s-node
+
+e2e-k8s-api: build
 	target/release/kestrel-e2e-k8s
+
+e2e-k8s-node: build
+	target/release/kestrel-e2e-cluster
+
+# The operator and agent images from the release binaries (scripts/images.sh):
+# OCI archives in target/images/ (IMAGE_BUILDER=dockerfile: a rootfs and a
+# Dockerfile per image for your own builder instead).
+IMAGE_BUILDER ?= k8s-testenv
+images: build
+	scripts/images.sh --builder $(IMAGE_BUILDER)
+
+# The Helm chart: helm lint --strict, renders validated offline for
+# Kubernetes 1.20 and current, schema errors, samples against the CRDs.
+helm-lint:
+	scripts/validate-chart.sh
 
 # 1,000 workloads learning at once against the real API server: the write
 # budget in /metrics, SizeLimited, the operator's RSS (docs/BENCHMARKS.md).

@@ -27,6 +27,27 @@ pub fn tool() -> Result<PathBuf> {
     bail!("k8s-testenv not found at {} (set K8S_TESTENV)", p.display())
 }
 
+/// PASS/FAIL rows of an end-to-end run, printed as they come.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// (check, passed, what was seen).
+    pub rows: Vec<(String, bool, String)>,
+}
+
+impl Report {
+    /// Records and prints one check.
+    pub fn check(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
+        let detail = detail.into();
+        println!("{} {name}: {detail}", if ok { "PASS" } else { "FAIL" });
+        self.rows.push((name.to_string(), ok, detail));
+    }
+
+    /// How many checks failed.
+    pub fn failed(&self) -> usize {
+        self.rows.iter().filter(|r| !r.1).count()
+    }
+}
+
 /// A running control plane; brought down on drop.
 pub struct TestEnv {
     dir: PathBuf,
@@ -41,7 +62,48 @@ impl TestEnv {
     /// Installs the tool's binaries when missing (cached, minutes the
     /// first time), then starts a fresh control plane in `dir`.
     pub fn up(dir: impl Into<PathBuf>) -> Result<Self> {
-        let dir = dir.into();
+        Self::start(dir.into(), false)
+    }
+
+    /// [`up`](Self::up) with containerd and a kubelet too (`up --node`):
+    /// pods really run, on the node `testenv-node`.
+    pub fn up_node(dir: impl Into<PathBuf>) -> Result<Self> {
+        Self::start(dir.into(), true)
+    }
+
+    /// Imports an image archive into the node's containerd (`load-image`).
+    pub fn load_image(&self, tarball: &Path) -> Result<()> {
+        let st = Command::new(tool()?)
+            .arg("load-image")
+            .arg(tarball)
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .status()
+            .context("k8s-testenv load-image")?;
+        if !st.success() {
+            bail!("k8s-testenv load-image {} failed ({st})", tarball.display());
+        }
+        Ok(())
+    }
+
+    /// `helm ARGS` against this server: stdout, or an error with stderr.
+    pub fn helm(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(self.bin.join("helm"))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output()
+            .context("helm")?;
+        if !out.status.success() {
+            bail!(
+                "helm {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn start(dir: PathBuf, node: bool) -> Result<Self> {
         let t = tool()?;
         let install = Command::new(&t)
             .arg("install")
@@ -51,8 +113,12 @@ impl TestEnv {
         if !install.success() {
             bail!("k8s-testenv install failed ({install})");
         }
-        let out = Command::new(&t)
-            .arg("up")
+        let mut up = Command::new(&t);
+        up.arg("up");
+        if node {
+            up.arg("--node");
+        }
+        let out = up
             .arg(&dir)
             .stderr(Stdio::inherit())
             .output()

@@ -141,14 +141,26 @@ impl CgroupResolver {
             .map(|(id, i)| (*id, i))
     }
 
-    /// Ids of existing top-level parents whose children are all containers
-    /// (the plain `/<namespace>/<id>` parents of the rules).
+    /// Ids of existing parents whose descendants are all containers: the
+    /// plain `/<namespace>/<id>` parents of the rules, and the kubelet's
+    /// pod root wherever it is (`kubepods` with the cgroupfs driver,
+    /// `kubepods.slice` with systemd, also below a non-default
+    /// `--cgroup-root`), so that a pod's containers are watched from their
+    /// first instruction, before their `cgroup_mkdir` reaches user space.
     pub fn container_parents(&self) -> Vec<u64> {
-        self.rules
+        let mut ids: Vec<u64> = self
+            .rules
             .plain_parents
             .iter()
             .filter_map(|p| cgroup_id_of(&self.root.join(p)).ok())
-            .collect()
+            .collect();
+        ids.extend(self.by_id.iter().filter_map(|(id, info)| {
+            let last = info.path.rsplit('/').next()?;
+            matches!(last, "kubepods" | "kubepods.slice").then_some(*id)
+        }));
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 }
 
@@ -170,6 +182,22 @@ mod tests {
             r.container_parents(),
             vec![cgroup_id_of(&tmp.join("docker")).unwrap()]
         );
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn the_kubelets_pod_root_is_a_parent_below_any_cgroup_root() {
+        let tmp = std::env::temp_dir().join(format!("kestrel-cg-kube-{}", std::process::id()));
+        let cfs = tmp.join("custom/root/kubepods");
+        let sysd = tmp.join("kubepods.slice");
+        let ctr = cfs.join("besteffort/pod1234").join("b".repeat(64));
+        std::fs::create_dir_all(&ctr).unwrap();
+        std::fs::create_dir_all(sysd.join("kubepods-burstable.slice")).unwrap();
+        std::fs::create_dir_all(tmp.join("system.slice/kubepods-lookalike.service")).unwrap();
+        let r = CgroupResolver::new(tmp.clone(), ContainerPathRules::default());
+        let mut want = vec![cgroup_id_of(&cfs).unwrap(), cgroup_id_of(&sysd).unwrap()];
+        want.sort_unstable();
+        assert_eq!(r.container_parents(), want);
         std::fs::remove_dir_all(&tmp).unwrap();
     }
 

@@ -15,13 +15,41 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+/// Where a connected agent's client certificate comes from.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// Files issued by `kestrel certs issue`: `ca.pem` and this node's
+    /// certificate and key in this directory.
+    Files(PathBuf),
+    /// Enrollment in a cluster: the pod's projected ServiceAccount token
+    /// traded for a short-lived certificate, renewed at two thirds of its
+    /// life (`Enroll`; docs/kubernetes.md, "Agent identity").
+    Enroll(EnrollConfig),
+}
+
+/// How to enroll.
+#[derive(Debug, Clone)]
+pub struct EnrollConfig {
+    /// The operator's enrollment endpoint (`https://host:port`).
+    pub endpoint: String,
+    /// The projected token (re-read at each enrollment: the kubelet
+    /// rotates it).
+    pub token_file: PathBuf,
+    /// The CA that signed the operator's server certificate.
+    pub ca_file: PathBuf,
+}
+
 /// Settings of a connected agent.
 #[derive(Debug, Clone)]
 pub struct ConnectedConfig {
     /// Operator endpoint (`https://host:port`).
     pub operator: String,
-    /// TLS material directory (CA, this node's client certificate).
-    pub tls_dir: PathBuf,
+    /// Where the client certificate comes from.
+    pub credentials: Credentials,
+    /// The name to verify the operator's certificate against (default: the
+    /// endpoint's host), e.g. its Service's DNS name when connecting to an
+    /// address.
+    pub server_name: Option<String>,
     /// This node's name (must be a name of its client certificate).
     pub node_name: String,
     /// Capture settings.
@@ -75,6 +103,97 @@ pub enum ConnectedError {
     /// The async runtime could not start.
     #[error("runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    /// Stopped before the operator issued a certificate.
+    #[error("stopped before enrollment succeeded (last error: {0})")]
+    NotEnrolled(String),
+}
+
+/// A certificate from enrollment.
+struct Enrolled {
+    tls: ClientTls,
+    node: String,
+    renew_at: Instant,
+    expires_at: Instant,
+}
+
+fn read_small(path: &std::path::Path, what: &str) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    if bytes.len() > kestrel_proto::server::MAX_ENROLL_FIELD_BYTES {
+        return Err(format!(
+            "{what} {}: {} bytes, too large",
+            path.display(),
+            bytes.len()
+        ));
+    }
+    String::from_utf8(bytes)
+        .map(|s| s.trim().to_string())
+        .map_err(|_| format!("{what} {}: not UTF-8", path.display()))
+}
+
+/// One enrollment: a new key, its request, the token, the answer.
+async fn enroll_once(
+    e: &EnrollConfig,
+    node: &str,
+    server_name: Option<&str>,
+) -> Result<Enrolled, String> {
+    let ca = read_small(&e.ca_file, "CA file")?;
+    let token = read_small(&e.token_file, "token file")?;
+    let (key_pem, csr_pem) =
+        kestrel_proto::new_key_and_request(node).map_err(|e| format!("key: {e}"))?;
+    let mut trust = ClientTls::from_pem(ca.clone());
+    if let Some(n) = server_name {
+        trust = trust.with_domain(n);
+    }
+    let resp = kestrel_proto::client::enroll(
+        &e.endpoint,
+        &trust,
+        kestrel_proto::wire::EnrollRequest { token, csr_pem },
+        Duration::from_secs(10),
+    )
+    .await?;
+    let now_unix = kestrel_proto::unix_now();
+    let left = Duration::from_secs(resp.not_after_unix.saturating_sub(now_unix).max(0) as u64);
+    let now = Instant::now();
+    Ok(Enrolled {
+        tls: trust.with_identity(resp.certificate_pem, key_pem),
+        node: resp.node_name,
+        renew_at: now + left * 2 / 3,
+        expires_at: now + left,
+    })
+}
+
+/// Enrolls, retrying with back-off (1 s doubling to 30 s) until it works,
+/// `stop` is set or `deadline` passes.
+async fn enroll_until(
+    e: &EnrollConfig,
+    node: &str,
+    server_name: Option<&str>,
+    stop: &AtomicBool,
+    deadline: Option<Instant>,
+) -> Result<Enrolled, ConnectedError> {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match enroll_once(e, node, server_name).await {
+            Ok(x) => {
+                tracing::info!(node = %x.node, endpoint = %e.endpoint, "enrolled: the operator issued this node's certificate");
+                return Ok(x);
+            }
+            Err(why) => {
+                tracing::warn!(endpoint = %e.endpoint, error = %why, retry_in = ?delay, "enrollment failed");
+                let mut slept = Duration::ZERO;
+                while slept < delay {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed)
+                        || deadline.is_some_and(|d| Instant::now() >= d)
+                    {
+                        return Err(ConnectedError::NotEnrolled(why));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    slept += Duration::from_millis(100);
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
 }
 
 enum Update {
@@ -88,11 +207,51 @@ pub fn run(cfg: &ConnectedConfig, stop: &AtomicBool) -> Result<ConnectedStats, C
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let material = TlsMaterial::load_agent(&cfg.tls_dir, &cfg.node_name)?;
-    let tls = ClientTls::from_material(&material, Some(&cfg.node_name))?;
+    let server_name = cfg.server_name.as_deref();
+    let (tls, node_name, mut renewal) = match &cfg.credentials {
+        Credentials::Files(dir) => {
+            let material = TlsMaterial::load_agent(dir, &cfg.node_name)?;
+            let mut tls = ClientTls::from_material(&material, Some(&cfg.node_name))?;
+            if let Some(n) = server_name {
+                tls = tls.with_domain(n);
+            }
+            (tls, cfg.node_name.clone(), None)
+        }
+        Credentials::Enroll(e) => {
+            let got = runtime.block_on(enroll_until(e, &cfg.node_name, server_name, stop, None))?;
+            if got.node != cfg.node_name {
+                tracing::warn!(given = %cfg.node_name, certified = %got.node, "the operator certified another node name than --node; using the certified one");
+            }
+            let next = (got.renew_at, got.expires_at);
+            (got.tls, got.node, Some((e.clone(), next)))
+        }
+    };
+    let (renew_tx, renew_rx) = crossbeam_channel::unbounded::<ClientTls>();
+    if let Some((e, (mut renew_at, mut expires_at))) = renewal.take() {
+        let node = node_name.clone();
+        let server_name = cfg.server_name.clone();
+        runtime.spawn(async move {
+            let never = AtomicBool::new(false);
+            loop {
+                tokio::time::sleep_until(renew_at.into()).await;
+                match enroll_until(&e, &node, server_name.as_deref(), &never, Some(expires_at)).await {
+                    Ok(got) => {
+                        (renew_at, expires_at) = (got.renew_at, got.expires_at);
+                        if renew_tx.send(got.tls).is_err() {
+                            break;
+                        }
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "the client certificate expired before it could be renewed; still trying");
+                        (renew_at, expires_at) = (Instant::now(), Instant::now() + Duration::from_secs(3600));
+                    }
+                }
+            }
+        });
+    }
     let hello = Hello {
-        node_name: cfg.node_name.clone(),
-        agent_id: format!("{}-{}", cfg.node_name, std::process::id()),
+        node_name: node_name.clone(),
+        agent_id: format!("{}-{}", node_name, std::process::id()),
         version: env!("CARGO_PKG_VERSION").into(),
         boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .unwrap_or_default()
@@ -181,6 +340,9 @@ pub fn run(cfg: &ConnectedConfig, stop: &AtomicBool) -> Result<ConnectedStats, C
         },
         || (),
         |sensors| {
+            while let Ok(tls) = renew_rx.try_recv() {
+                client.renew_tls(tls);
+            }
             flush(&mut batch_cell.borrow_mut());
             if last_report.elapsed() >= Duration::from_secs(1) {
                 last_report = Instant::now();

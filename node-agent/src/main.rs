@@ -37,9 +37,30 @@ struct RunArgs {
         default_value = "https://127.0.0.1:7443"
     )]
     operator: String,
-    /// TLS material (CA and this node's client certificate).
-    #[arg(long, env = "KESTREL_TLS_DIR")]
-    tls_dir: std::path::PathBuf,
+    /// TLS material (CA and this node's client certificate, from `kestrel
+    /// certs issue`). Not with --enroll.
+    #[arg(
+        long,
+        env = "KESTREL_TLS_DIR",
+        required_unless_present = "enroll",
+        conflicts_with = "enroll"
+    )]
+    tls_dir: Option<std::path::PathBuf>,
+    /// In a cluster: get this node's certificate from the operator's
+    /// enrollment endpoint (`https://host:port`) for the pod's projected
+    /// ServiceAccount token, and renew it before it expires.
+    #[arg(long, env = "KESTREL_ENROLL", requires_all = ["token_file", "ca_file"])]
+    enroll: Option<String>,
+    /// The projected ServiceAccount token (audience `kestrel`), with --enroll.
+    #[arg(long, env = "KESTREL_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// The CA that signed the operator's certificate, with --enroll.
+    #[arg(long, env = "KESTREL_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
+    /// Verify the operator's certificate against this name instead of the
+    /// endpoint's host (its Service's DNS name when connecting to an IP).
+    #[arg(long, env = "KESTREL_SERVER_NAME")]
+    server_name: Option<String>,
     /// This node's name (a name of its client certificate).
     #[arg(long, env = "KESTREL_NODE_NAME", default_value = "localhost")]
     node: String,
@@ -95,6 +116,8 @@ fn main() -> anyhow::Result<()> {
         )
         // a closed stderr must not make logging panic
         .log_internal_errors(false)
+        // no colour codes in a pod's log or a file
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -164,7 +187,18 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<()> {
     let stop = stop_on_signals()?;
     let cfg = kestrel_agent::connected::ConnectedConfig {
         operator: args.operator,
-        tls_dir: args.tls_dir,
+        credentials: match (args.enroll, args.tls_dir) {
+            (Some(endpoint), _) => kestrel_agent::connected::Credentials::Enroll(
+                kestrel_agent::connected::EnrollConfig {
+                    endpoint,
+                    token_file: args.token_file.unwrap_or_default(),
+                    ca_file: args.ca_file.unwrap_or_default(),
+                },
+            ),
+            (None, Some(dir)) => kestrel_agent::connected::Credentials::Files(dir),
+            (None, None) => anyhow::bail!("give --tls-dir or --enroll"),
+        },
+        server_name: args.server_name,
         node_name: args.node,
         capture: CaptureConfig {
             sensors: SensorConfig {

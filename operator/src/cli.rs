@@ -85,6 +85,24 @@ pub struct OperatorArgs {
     /// else `default`).
     #[arg(long)]
     pub lease_namespace: Option<String>,
+    /// With `--kubernetes`: also serve agent enrollment here (TLS without
+    /// client certificates): a node agent trades its pod's projected
+    /// ServiceAccount token (audience `kestrel`) for a short-lived
+    /// certificate for the node its pod runs on. Needs the CA's key in
+    /// --tls-dir and `--agent-service-account`.
+    #[arg(long, requires = "agent_service_account")]
+    pub enroll_listen: Option<std::net::SocketAddr>,
+    /// The agents' ServiceAccount, `namespace/name`: only its tokens enroll.
+    #[arg(long, value_parser = parse_service_account)]
+    pub agent_service_account: Option<(String, String)>,
+    /// Hours an enrolled agent's certificate is valid (the agent renews it
+    /// at two thirds).
+    #[arg(long, default_value_t = 24.0)]
+    pub agent_cert_hours: f64,
+    /// More names for the server certificate when it is created (comma
+    /// separated; a cluster's Service DNS names).
+    #[arg(long, value_delimiter = ',')]
+    pub server_names: Vec<String>,
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "kestrel-operator")]
     pub lease_name: String,
@@ -179,6 +197,16 @@ pub fn init_logging() {
     }
 }
 
+/// `namespace/name` of a ServiceAccount.
+fn parse_service_account(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => Err(format!("{s:?}: expected namespace/name")),
+    }
+}
+
 /// Runs the operator until SIGINT or SIGTERM.
 pub fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
     let stop = stop_on_signals()?;
@@ -206,8 +234,28 @@ pub fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
             },
             excluded_namespaces: args.exclude_namespaces.clone(),
             lease,
+            enroll: args
+                .enroll_listen
+                .zip(args.agent_service_account.clone())
+                .map(|(listen, service_account)| {
+                    (
+                        listen,
+                        crate::k8s::EnrollSettings {
+                            service_account,
+                            lifetime: Duration::from_secs_f64(
+                                (args.agent_cert_hours * 3600.0).clamp(600.0, 30.0 * 86_400.0),
+                            ),
+                        },
+                    )
+                }),
         }),
         http_listen: args.http_listen,
+        server_names: args
+            .server_names
+            .iter()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect(),
     };
     crate::serve::run(
         &cfg,
@@ -223,6 +271,7 @@ pub fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
                 Started::Standby => serde_json::json!({ "leader": false }),
                 Started::Leading => serde_json::json!({ "leader": true }),
                 Started::Listening(a) => serde_json::json!({ "listening": a.to_string() }),
+                Started::Enrolling(a) => serde_json::json!({ "enrolling": a.to_string() }),
             };
             eprintln!("{line}");
         },

@@ -327,6 +327,38 @@ impl Health {
                 &[],
                 num(&k["foreignNode"]),
             );
+            if k["enrollments"].is_object() {
+                m.family(
+                    "enrollments_total",
+                    "counter",
+                    "Agent enrollments (a ServiceAccount token for a node certificate), by result",
+                );
+                for result in ["issued", "refused", "failed"] {
+                    m.sample(
+                        "enrollments_total",
+                        &[("result", result)],
+                        num(&k["enrollments"][result]),
+                    );
+                }
+            }
+        }
+        m.family(
+            "edge_matched_total",
+            "counter",
+            "Events the agents' edge filters matched against profile digests (never sent), by node",
+        );
+        for (node, by_workload) in status["edge"]["matchedByNode"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
+            let n: f64 = by_workload
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(_, v)| v.as_f64().unwrap_or(0.0))
+                .sum();
+            m.sample("edge_matched_total", &[("node", node)], n);
         }
         m.family("errors_total", "counter", "Errors by kind");
         for (kind, n) in &errors {

@@ -345,6 +345,9 @@ impl Pipeline {
                 }
                 Output::RelearnSuggested { workload, reason } => {
                     tracing::info!(%workload, %reason, "relearn suggested");
+                    let (store, w, r) = (Arc::clone(&self.store), workload.clone(), reason.clone());
+                    self.runtime
+                        .spawn(async move { store.note_relearn(&w, &r).await });
                     emit(&Line::Relearn { workload, reason });
                 }
                 Output::Taught {

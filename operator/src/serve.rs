@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Settings of the server.
 #[derive(Debug, Clone)]
@@ -59,6 +59,10 @@ pub struct ServeConfig {
     /// Where `/healthz`, `/readyz` and `/metrics` are served (none: not
     /// served); see [`crate::health`].
     pub http_listen: Option<SocketAddr>,
+    /// Names the server certificate gets when it is created, besides
+    /// `localhost`, `127.0.0.1` and the listen address (the Service's DNS
+    /// names in a cluster).
+    pub server_names: Vec<String>,
 }
 
 /// The operator in a cluster.
@@ -71,6 +75,10 @@ pub struct KubeSettings {
     /// Leader election (None: this process always leads); see
     /// [`crate::k8s::leader`].
     pub lease: Option<crate::k8s::LeaseSettings>,
+    /// Agent enrollment (`Enroll` for a ServiceAccount token; see
+    /// [`crate::k8s::enroll`]): the address of its listener (TLS, no client
+    /// certificate) and who may enroll. None: agents bring certificates.
+    pub enroll: Option<(SocketAddr, crate::k8s::EnrollSettings)>,
 }
 
 /// What the server has done so far; cheap relaxed atomics, read at any time.
@@ -91,7 +99,10 @@ pub struct ServeCounters {
 
 struct Handler {
     forward: Sender<Forwarded>,
-    agents: Mutex<HashMap<u64, OperatorSender>>,
+    agents: Mutex<HashMap<u64, (String, OperatorSender)>>,
+    /// Cluster mode: the target set each node's agents got last, and the
+    /// identity generation it was computed at.
+    node_targets: Mutex<(u64, HashMap<String, Vec<ContainerTarget>>)>,
     digests: Mutex<BTreeMap<String, DigestUpdate>>,
     targets: TargetSet,
     /// Node names allowed to connect (empty: any).
@@ -102,10 +113,27 @@ struct Handler {
     agent_drops: Mutex<BTreeMap<String, kestrel_proto::DropCounters>>,
     /// Cluster mode: who each container belongs to.
     identity: Option<Arc<Mutex<crate::k8s::Identity>>>,
+    /// Cluster mode: certificates for agents' ServiceAccount tokens.
+    enroller: Option<Arc<crate::k8s::Enroller>>,
 }
 
 #[tonic::async_trait]
 impl AgentHandler for Handler {
+    async fn enroll(
+        &self,
+        request: kestrel_proto::wire::EnrollRequest,
+        peer_addr: Option<SocketAddr>,
+    ) -> Result<kestrel_proto::wire::EnrollResponse, Refusal> {
+        match &self.enroller {
+            Some(e) => e.enroll(request, peer_addr).await,
+            None => Err(Refusal::new(
+                RefusalCode::Unimplemented,
+                "this operator does not enroll agents (it runs without --enroll-listen); \
+                 issue a certificate with `kestrel certs issue`",
+            )),
+        }
+    }
+
     async fn on_connect(
         &self,
         agent: &AgentIdentity,
@@ -119,7 +147,18 @@ impl AgentHandler for Handler {
                 format!("node {node:?} is not among the operator's allowed agents (--agents)"),
             ));
         }
-        let _ = outbound.try_send(&OperatorMessage::Targets(self.targets.clone()));
+        let targets = match &self.identity {
+            // this node's containers and their workloads, so the agent
+            // filters per workload at the edge as in standalone mode
+            Some(identity) => TargetSet {
+                targets: identity
+                    .lock()
+                    .map(|i| i.targets_by_node().remove(node).unwrap_or_default())
+                    .unwrap_or_default(),
+            },
+            None => self.targets.clone(),
+        };
+        let _ = outbound.try_send(&OperatorMessage::Targets(targets));
         let digests: Vec<DigestUpdate> = self
             .digests
             .lock()
@@ -129,7 +168,7 @@ impl AgentHandler for Handler {
             let _ = outbound.try_send(&OperatorMessage::Digest(d));
         }
         if let Ok(mut a) = self.agents.lock() {
-            a.insert(agent.connection, outbound);
+            a.insert(agent.connection, (node.clone(), outbound));
         }
         tracing::info!(node = %agent.hello.node_name, "agent connected");
         Ok(())
@@ -276,10 +315,45 @@ impl Handler {
             update
         };
         if let Ok(agents) = self.agents.lock() {
-            for a in agents.values() {
+            for (_, a) in agents.values() {
                 let _ = a.try_send(&OperatorMessage::Digest(update.clone()));
             }
         }
+    }
+
+    /// Cluster mode: sends each connected node's agents its new target set
+    /// when pods or owners changed since the last call (cheap otherwise).
+    fn refresh_targets(&self) {
+        let Some(identity) = &self.identity else {
+            return;
+        };
+        let Ok(mut last) = self.node_targets.lock() else {
+            return;
+        };
+        let (generation, mut by_node) = match identity.lock() {
+            Ok(i) if i.generation() != last.0 => (i.generation(), i.targets_by_node()),
+            _ => return,
+        };
+        let Ok(agents) = self.agents.lock() else {
+            return;
+        };
+        let nodes: std::collections::BTreeSet<&String> = agents.values().map(|(n, _)| n).collect();
+        let mut sent = HashMap::new();
+        for node in nodes {
+            let now = by_node.remove(node).unwrap_or_default();
+            if last.1.get(node) != Some(&now) {
+                let msg = OperatorMessage::Targets(TargetSet {
+                    targets: now.clone(),
+                });
+                for (n, a) in agents.values() {
+                    if n == node {
+                        let _ = a.try_send(&msg);
+                    }
+                }
+            }
+            sent.insert(node.clone(), now);
+        }
+        *last = (generation, sent);
     }
 }
 
@@ -382,6 +456,9 @@ pub enum Started {
     Leading,
     /// The gRPC port for agents is open there.
     Listening(SocketAddr),
+    /// The enrollment port (certificates for ServiceAccount tokens) is
+    /// open there.
+    Enrolling(SocketAddr),
 }
 
 /// Serves agents until `stop` is set; `on_started` hears each step of the
@@ -433,6 +510,7 @@ pub fn run(
     });
     let mut cluster = None;
     let mut leadership = None;
+    let mut enroll_client: Option<kube::Client> = None;
     if let Some(k) = &serve.kubernetes {
         let client = runtime
             .block_on(crate::k8s::client())
@@ -472,15 +550,17 @@ pub fn run(
             crate::k8s::watch::start(client.clone(), k.excluded_namespaces.clone())
         });
         let specs = runtime.block_on(async { crate::k8s::profiles::start(client.clone()) });
+        enroll_client = Some(client.clone());
         let verdicts = runtime.block_on(async { crate::k8s::alerts::start(client) });
         cluster = Some((store, view, specs, verdicts));
     }
     let mut pipeline = Pipeline::build(cfg, parts, &mut emit)?;
-    let server_names = [
+    let mut server_names = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
         serve.listen.ip().to_string(),
     ];
+    server_names.extend(serve.server_names.iter().cloned());
     let material = TlsMaterial::ensure(&serve.tls_dir, &server_names, &serve.agent_names)?;
     kestrel_proto::check_validity(&material.server.cert, "server certificate")?;
     let tls = ServerTls::from_material(&material, serve.mutual_tls)?;
@@ -499,6 +579,7 @@ pub fn run(
     let handler = Arc::new(Handler {
         forward: fwd_tx,
         agents: Mutex::new(HashMap::new()),
+        node_targets: Mutex::new((0, HashMap::new())),
         digests: Mutex::new(BTreeMap::new()),
         targets,
         allowed: serve.agent_names.clone(),
@@ -506,6 +587,21 @@ pub fn run(
         matched: Mutex::new(BTreeMap::new()),
         agent_drops: Mutex::new(BTreeMap::new()),
         identity: cluster.as_ref().map(|(_, v, _, _)| Arc::clone(&v.identity)),
+        enroller: match (
+            serve.kubernetes.as_ref().and_then(|k| k.enroll.as_ref()),
+            enroll_client,
+        ) {
+            (Some((_, settings)), Some(client)) => {
+                let signer = kestrel_proto::CertSigner::load(&serve.tls_dir)
+                    .context("agent enrollment needs the CA's key in --tls-dir")?;
+                Some(Arc::new(crate::k8s::Enroller::new(
+                    client,
+                    signer,
+                    settings.clone(),
+                )))
+            }
+            _ => None,
+        },
     });
     for d in pipeline.all_digests() {
         handler.publish(d);
@@ -516,11 +612,32 @@ pub fn run(
         anyhow::Ok(kestrel_proto::server::serve(listener, tls, h).await?)
     })?;
     on_started(Started::Listening(server.local_addr()));
+    let enroll_server = match serve.kubernetes.as_ref().and_then(|k| k.enroll.as_ref()) {
+        Some((addr, _)) => {
+            let s = runtime
+                .block_on(async {
+                    let listener = tokio::net::TcpListener::bind(addr).await?;
+                    let h: Arc<dyn AgentHandler> = handler.clone();
+                    let config = kestrel_proto::server::ServerConfig {
+                        enroll_only: true,
+                        max_message_bytes: 64 * 1024,
+                        ..Default::default()
+                    };
+                    let tls = ServerTls::from_material(&material, false)?;
+                    anyhow::Ok(kestrel_proto::server::serve_with(listener, tls, h, config).await?)
+                })
+                .with_context(|| format!("enrollment listener on {addr}"))?;
+            on_started(Started::Enrolling(s.local_addr()));
+            Some(s)
+        }
+        None => None,
+    };
     let listener = server.stats();
     health.running.store(true, Ordering::Relaxed);
 
     let handled = &serve.counters.handled;
     let mut lost = false;
+    let mut last_targets = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         health.beat();
         if let Some(l) = &leadership {
@@ -539,6 +656,10 @@ pub fn run(
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
         if let Some((store, view, specs, verdicts)) = &cluster {
+            if last_targets.elapsed() >= Duration::from_millis(250) {
+                last_targets = Instant::now();
+                handler.refresh_targets();
+            }
             health.synced.store(
                 view.synced.load(Ordering::Relaxed) >= crate::k8s::watch::KINDS,
                 Ordering::Relaxed,
@@ -585,6 +706,11 @@ pub fn run(
                     "watchesSynced": view.synced.load(Ordering::Relaxed),
                     "unattributed": h.counters.unattributed.load(Ordering::Relaxed),
                     "foreignNode": h.counters.foreign_node.load(Ordering::Relaxed),
+                    "enrollments": h.enroller.as_ref().map(|e| serde_json::json!({
+                        "issued": e.stats.issued.load(Ordering::Relaxed),
+                        "refused": e.stats.refused.load(Ordering::Relaxed),
+                        "failed": e.stats.failed.load(Ordering::Relaxed),
+                    })),
                 });
             }
             s
@@ -594,6 +720,9 @@ pub fn run(
         }
     }
     health.running.store(false, Ordering::Relaxed);
+    if let Some(s) = enroll_server {
+        let _ = runtime.block_on(s.shutdown());
+    }
     if let Err(e) = runtime.block_on(server.shutdown()) {
         tracing::warn!(error = %e, "server shutdown");
     }
@@ -670,6 +799,7 @@ mod tests {
         let handler = Arc::new(Handler {
             forward: fwd_tx,
             agents: Mutex::new(HashMap::new()),
+            node_targets: Mutex::new((0, HashMap::new())),
             digests: Mutex::new(BTreeMap::new()),
             targets: TargetSet::default(),
             allowed: Vec::new(),
@@ -677,6 +807,7 @@ mod tests {
             matched: Mutex::new(BTreeMap::new()),
             agent_drops: Mutex::new(BTreeMap::new()),
             identity: None,
+            enroller: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let h: Arc<dyn AgentHandler> = handler.clone();

@@ -202,6 +202,11 @@ pub trait Store: Send + Sync {
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Tells people that relearning `workload`'s profile is suggested (a
+    /// new release), where they look: in a cluster an Event on its
+    /// BehaviorProfile; standalone the operator's output line is the
+    /// notice, so the default does nothing.
+    async fn note_relearn(&self, _workload: &str, _reason: &str) {}
 }
 
 /// Where the pipeline's status goes (`status.json` next to the state, or

@@ -189,6 +189,8 @@ struct Shared {
     sent_seq: AtomicU64,
     invalid_operator_messages: AtomicU64,
     resent_batches: AtomicU64,
+    /// A renewed client certificate, used from the next connection on.
+    renewed_tls: Mutex<Option<ClientTls>>,
 }
 
 fn add_to(map: &Mutex<HashMap<String, u64>>, workload: &str, n: u64) {
@@ -308,6 +310,18 @@ impl AgentClient {
             },
             inbound_rx,
         ))
+    }
+
+    /// Uses `tls` (a renewed client certificate) from now on: the current
+    /// stream ends within a counters interval and the next one presents the
+    /// new certificate (unacknowledged batches are resent, as after any
+    /// reconnect).
+    pub fn renew_tls(&self, tls: ClientTls) {
+        *self
+            .shared
+            .renewed_tls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(tls);
     }
 
     /// Queues events for the operator; never blocks. When the queue cannot
@@ -435,6 +449,46 @@ fn endpoint(config: &ClientConfig, tls: &ClientTls) -> Result<Endpoint> {
         e = e.tls_config(c)?;
     }
     Ok(e)
+}
+
+/// Asks the operator's enrollment listener at `endpoint` for a client
+/// certificate (`Enroll`), trusting the server through `tls` (no client
+/// certificate needed). The error says in words why it failed: the
+/// operator's refusal, or what went wrong with TLS or the connection.
+pub async fn enroll(
+    endpoint_url: &str,
+    tls: &ClientTls,
+    request: wire::EnrollRequest,
+    timeout: Duration,
+) -> std::result::Result<wire::EnrollResponse, String> {
+    let config = ClientConfig {
+        connect_timeout: timeout,
+        ..ClientConfig::new(endpoint_url)
+    };
+    let e = endpoint(&config, tls).map_err(|e| e.to_string())?;
+    let call = async {
+        let channel = e.connect().await.map_err(|e| {
+            let mut why = format!("connect: {e}");
+            let mut cur = std::error::Error::source(&e);
+            while let Some(s) = cur {
+                why.push_str(&format!(": {s}"));
+                cur = s.source();
+            }
+            match explain_tls(&why) {
+                Some(plain) => format!("{plain} ({why})"),
+                None => why,
+            }
+        })?;
+        AgentServiceClient::new(channel)
+            .max_decoding_message_size(64 * 1024)
+            .enroll(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| describe(&s))
+    };
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| format!("no answer from {endpoint_url} within {timeout:?}"))?
 }
 
 fn describe(s: &tonic::Status) -> String {
@@ -580,6 +634,23 @@ impl Runner {
     async fn open(
         &mut self,
     ) -> std::result::Result<(mpsc::Sender<wire::AgentMessage>, JoinHandle<String>), String> {
+        let renewed = self
+            .shared
+            .renewed_tls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(tls) = renewed {
+            match endpoint(&self.config, &tls) {
+                Ok(e) => {
+                    self.endpoint = e;
+                    self.tls = tls;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "renewed TLS settings unusable; keeping the old ones")
+                }
+            }
+        }
         let max = self.config.max_message_bytes;
         let attempt = async {
             let channel: Channel = match self.endpoint.connect().await {
@@ -687,6 +758,17 @@ impl Runner {
                     }
                 }
                 Next::Tick => {
+                    let renewed = self
+                        .shared
+                        .renewed_tls
+                        .lock()
+                        .map(|t| t.is_some())
+                        .unwrap_or(false);
+                    if renewed {
+                        break SessionEnd::Broken(
+                            "client certificate renewed; reconnecting with it".into(),
+                        );
+                    }
                     if self.shared.counters_dirty.swap(false, Ordering::Relaxed) {
                         let c = wire::Counters::from(&self.shared.counters());
                         let m = wire::AgentMessage {

@@ -45,6 +45,7 @@ pub use messages::{
     Phase, TargetSet, WorkloadEvent,
 };
 pub use tls::{
-    certificate_names, check_validity, unix_now, CertFiles, CertInfo, ClientAuth, ClientTls,
-    ServerTls, TlsMaterial, DEFAULT_CLIENT_VALIDITY,
+    certificate_names, check_validity, new_key_and_request, unix_now, CertFiles, CertInfo,
+    CertSigner, ClientAuth, ClientTls, ServerTls, TlsMaterial, DEFAULT_CLIENT_VALIDITY,
+    ENROLLED_VALIDITY_RANGE,
 };

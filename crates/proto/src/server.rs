@@ -54,6 +54,10 @@ pub enum RefusalCode {
     Unavailable,
     /// The operator is over a limit (`RESOURCE_EXHAUSTED`).
     ResourceExhausted,
+    /// The credential was not accepted (`UNAUTHENTICATED`).
+    Unauthenticated,
+    /// This operator does not offer it (`UNIMPLEMENTED`).
+    Unimplemented,
 }
 
 /// A handler's reason to end a stream; the agent receives it as a gRPC status.
@@ -81,6 +85,8 @@ impl Refusal {
             RefusalCode::InvalidArgument => Code::InvalidArgument,
             RefusalCode::Unavailable => Code::Unavailable,
             RefusalCode::ResourceExhausted => Code::ResourceExhausted,
+            RefusalCode::Unauthenticated => Code::Unauthenticated,
+            RefusalCode::Unimplemented => Code::Unimplemented,
         };
         Status::new(code, self.message)
     }
@@ -126,7 +132,24 @@ pub trait AgentHandler: Send + Sync + 'static {
     async fn on_counters(&self, agent: &AgentIdentity, counters: Counters) -> Result<(), Refusal>;
     /// The stream ended (called once per accepted stream).
     async fn on_disconnect(&self, agent: &AgentIdentity, reason: Disconnect);
+    /// An agent asks for a client certificate, proving itself with a
+    /// token (`Enroll`; the request's sizes are already checked). The
+    /// default refuses: only the cluster operator enrolls.
+    async fn enroll(
+        &self,
+        request: crate::wire::EnrollRequest,
+        peer_addr: Option<SocketAddr>,
+    ) -> Result<crate::wire::EnrollResponse, Refusal> {
+        let _ = (request, peer_addr);
+        Err(Refusal::new(
+            RefusalCode::Unimplemented,
+            "this operator does not enroll agents; issue a certificate with `kestrel certs issue`",
+        ))
+    }
 }
+
+/// Largest token or certificate request `Enroll` takes (16 KiB each).
+pub const MAX_ENROLL_FIELD_BYTES: usize = 16 * 1024;
 
 /// The stream's far end is gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -203,6 +226,9 @@ pub struct ServerConfig {
     /// HTTP/2 streams one connection may have open at once (default 8; an
     /// agent uses one).
     pub max_concurrent_streams: u32,
+    /// Serve `Enroll` only, refusing `Connect` (the enrollment listener,
+    /// where clients have no certificate yet). Default false.
+    pub enroll_only: bool,
 }
 
 /// Default largest message: 4 MiB.
@@ -221,6 +247,7 @@ impl Default for ServerConfig {
             max_pending_handshakes: 4096,
             max_pending_handshakes_per_ip: 512,
             max_concurrent_streams: 8,
+            enroll_only: false,
         }
     }
 }
@@ -512,10 +539,23 @@ fn inbound_status(s: Status) -> (Disconnect, Status) {
 impl AgentService for Service {
     type ConnectStream = Outbound;
 
+    async fn enroll(
+        &self,
+        request: Request<wire::EnrollRequest>,
+    ) -> std::result::Result<Response<wire::EnrollResponse>, Status> {
+        self.enroll_checked(request).await
+    }
+
     async fn connect(
         &self,
         request: Request<Streaming<wire::AgentMessage>>,
     ) -> std::result::Result<Response<Outbound>, Status> {
+        if self.config.enroll_only {
+            return Err(Status::failed_precondition(
+                "this is the operator's enrollment listener: it only issues certificates \
+                 (Enroll); stream events to the operator's main port",
+            ));
+        }
         let peer_addr = request.remote_addr();
         let certs = request.peer_certs();
         let has_cert = certs.as_ref().is_some_and(|c| !c.is_empty());
@@ -548,6 +588,30 @@ impl AgentService for Service {
 }
 
 impl Service {
+    async fn enroll_checked(
+        &self,
+        request: Request<wire::EnrollRequest>,
+    ) -> std::result::Result<Response<wire::EnrollResponse>, Status> {
+        let peer_addr = request.remote_addr();
+        let r = request.into_inner();
+        for (field, v) in [("token", &r.token), ("csr_pem", &r.csr_pem)] {
+            if v.is_empty() {
+                return Err(Status::invalid_argument(format!("{field}: missing")));
+            }
+            if v.len() > MAX_ENROLL_FIELD_BYTES {
+                return Err(Status::invalid_argument(format!(
+                    "{field}: {} bytes, more than the {MAX_ENROLL_FIELD_BYTES} allowed",
+                    v.len()
+                )));
+            }
+        }
+        self.handler
+            .enroll(r, peer_addr)
+            .await
+            .map(Response::new)
+            .map_err(Refusal::into_status)
+    }
+
     /// Reads the Hello and checks who is there: the certificate's names,
     /// then the handler's `on_connect`.
     async fn admit(

@@ -517,6 +517,79 @@ impl TlsMaterial {
     }
 }
 
+/// Signs agents' certificate requests with the CA of a directory: the
+/// operator's side of enrollment (`Enroll`), where a node's certificate is
+/// issued for a key the agent made and kept.
+pub struct CertSigner {
+    issuer: Issuer<'static, KeyPair>,
+    ca_pem: String,
+}
+
+impl std::fmt::Debug for CertSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertSigner").finish_non_exhaustive()
+    }
+}
+
+/// Shortest and longest lifetime [`CertSigner::sign_client`] gives.
+pub const ENROLLED_VALIDITY_RANGE: (Duration, Duration) =
+    (Duration::from_secs(600), Duration::from_secs(30 * 86_400));
+
+impl CertSigner {
+    /// The CA in `dir` (`ca.pem`, `ca-key.pem`); only reads.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let issuer = TlsMaterial::ca(dir, false)?;
+        let ca_pem =
+            String::from_utf8_lossy(&read_pem(&dir.join("ca.pem"), "CERTIFICATE")?).into_owned();
+        Ok(CertSigner { issuer, ca_pem })
+    }
+
+    /// The CA certificate (PEM).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// A client certificate for `node` (CN and the only DNS name), valid for
+    /// `lifetime` (clamped to [`ENROLLED_VALIDITY_RANGE`]), for the public
+    /// key of `csr_pem`, whose signature is verified. The request's own
+    /// names and extensions are ignored. Returns the PEM and the expiry
+    /// (Unix seconds).
+    pub fn sign_client(
+        &self,
+        csr_pem: &str,
+        node: &str,
+        lifetime: Duration,
+    ) -> Result<(String, i64)> {
+        check_name(node)?;
+        let csr =
+            rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| Error::Pem {
+                path: PathBuf::from("<certificate request>"),
+                reason: format!("not a valid signed PKCS#10 request: {e}"),
+            })?;
+        let lifetime = lifetime.clamp(ENROLLED_VALIDITY_RANGE.0, ENROLLED_VALIDITY_RANGE.1);
+        let mut p = CertificateParams::new(vec![node.to_string()])?;
+        p.distinguished_name.push(DnType::CommonName, node);
+        p.use_authority_key_identifier_extension = true;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        validity(&mut p, lifetime);
+        let not_after = p.not_after.unix_timestamp();
+        let cert = p.signed_by(&csr.public_key, &self.issuer)?;
+        Ok((cert.pem(), not_after))
+    }
+}
+
+/// A new private key (PEM) and a certificate request for it naming `node`
+/// (PEM): what an agent sends to `Enroll`. The key never leaves the agent.
+pub fn new_key_and_request(node: &str) -> Result<(String, String)> {
+    check_name(node)?;
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(vec![node.to_string()])?;
+    p.distinguished_name.push(DnType::CommonName, node);
+    let csr = p.serialize_request(&key)?.pem()?;
+    Ok((key.serialize_pem(), csr))
+}
+
 fn pair(dir: &Path, stem: &str) -> CertFiles {
     CertFiles {
         cert: dir.join(format!("{stem}.pem")),

@@ -51,7 +51,7 @@
 //!     nothing repeating, the TTL deletes every alert.
 
 use anyhow::{bail, Context, Result};
-use kestrel_e2e::k8s::TestEnv;
+use kestrel_e2e::k8s::{Report, TestEnv};
 use kestrel_events::{
     Ancestor, Argv, ByteStr, ContainerRef, Event, EventKind, Exec, Namespaces, Runtime, Task,
 };
@@ -72,22 +72,6 @@ const CONFIG: &str = "learning:
   maxNewPerWindow: 0
 ";
 
-struct Report {
-    rows: Vec<(String, bool, String)>,
-}
-
-impl Report {
-    fn check(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
-        let detail = detail.into();
-        println!("{} {name}: {detail}", if ok { "PASS" } else { "FAIL" });
-        self.rows.push((name.to_string(), ok, detail));
-    }
-
-    fn failed(&self) -> usize {
-        self.rows.iter().filter(|r| !r.1).count()
-    }
-}
-
 fn main() -> Result<()> {
     let t0 = Instant::now();
     let operator = kestrel_e2e::sibling_binary("kestrel-operator")?;
@@ -96,7 +80,7 @@ fn main() -> Result<()> {
     println!("== control plane (k8s-testenv) ==");
     let env = TestEnv::up(work.join("kt"))?;
     println!("   up after {:.1}s", t0.elapsed().as_secs_f64());
-    let mut report = Report { rows: Vec::new() };
+    let mut report = Report::default();
 
     let t = Instant::now();
     crds(&env, &mut report)?;

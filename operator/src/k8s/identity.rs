@@ -65,6 +65,9 @@ pub struct Identity {
     containers: HashMap<String, NsName>,
     /// Pods whose ReplicaSet or Job is not seen yet.
     waiting: HashMap<NsName, Pod>,
+    /// Bumped by every change to pods or owners ([`targets_by_node`](Self::targets_by_node)
+    /// is recomputed only when it moved).
+    generation: u64,
 }
 
 /// What changed for the engine after an update.
@@ -155,6 +158,7 @@ impl Identity {
 
     /// A pod was added or changed.
     pub fn apply_pod(&mut self, pod: &Pod) -> Changes {
+        self.generation += 1;
         let Some((ns, name)) = ns_name(&pod.metadata) else {
             return Changes::default();
         };
@@ -235,6 +239,7 @@ impl Identity {
 
     /// A pod went away.
     pub fn delete_pod(&mut self, ns: &str, name: &str) -> Changes {
+        self.generation += 1;
         let mut changes = Changes::default();
         self.waiting.remove(&(ns.to_string(), name.to_string()));
         if let Some(old) = self.pods.remove(&(ns.to_string(), name.to_string())) {
@@ -256,6 +261,7 @@ impl Identity {
     /// A ReplicaSet was added or changed: pods it owns may now resolve to
     /// their Deployment, and the Deployment's rollout time may move.
     pub fn apply_replicaset(&mut self, rs: &ReplicaSet) -> Changes {
+        self.generation += 1;
         let Some(k) = ns_name(&rs.metadata) else {
             return Changes::default();
         };
@@ -269,12 +275,14 @@ impl Identity {
 
     /// A ReplicaSet went away.
     pub fn delete_replicaset(&mut self, ns: &str, name: &str) -> Changes {
+        self.generation += 1;
         self.replicasets.remove(&(ns.to_string(), name.to_string()));
         self.refresh_namespace(ns)
     }
 
     /// A Job was added or changed.
     pub fn apply_job(&mut self, job: &Job) -> Changes {
+        self.generation += 1;
         let Some(k) = ns_name(&job.metadata) else {
             return Changes::default();
         };
@@ -287,6 +295,7 @@ impl Identity {
 
     /// A Job went away.
     pub fn delete_job(&mut self, ns: &str, name: &str) -> Changes {
+        self.generation += 1;
         self.jobs.remove(&(ns.to_string(), name.to_string()));
         self.refresh_namespace(ns)
     }
@@ -425,6 +434,35 @@ impl Identity {
     /// Pods known.
     pub fn pods(&self) -> usize {
         self.pods.len()
+    }
+
+    /// A number that changes whenever pods or their owners change.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Each node's containers with their workload and image: what that
+    /// node's agent needs to filter per workload at the edge (its target
+    /// set). Sorted, so equal sets compare equal.
+    pub fn targets_by_node(&self) -> HashMap<String, Vec<kestrel_proto::ContainerTarget>> {
+        let mut out: HashMap<String, Vec<kestrel_proto::ContainerTarget>> = HashMap::new();
+        for entry in self.pods.values() {
+            if entry.node.is_empty() {
+                continue;
+            }
+            let list = out.entry(entry.node.clone()).or_default();
+            for (id, _, image) in &entry.containers {
+                list.push(kestrel_proto::ContainerTarget {
+                    container_id_glob: id.clone(),
+                    workload: entry.key.clone(),
+                    image: image.clone(),
+                });
+            }
+        }
+        for list in out.values_mut() {
+            list.sort_by(|a, b| a.container_id_glob.cmp(&b.container_id_glob));
+        }
+        out
     }
 }
 
@@ -567,6 +605,32 @@ mod tests {
             c.facts["shop/Deployment/web"].rollout_ns,
             Some(1_796_554_800_000_000_000)
         );
+    }
+
+    #[test]
+    fn each_node_gets_the_containers_of_its_own_pods() {
+        let mut id = Identity::new();
+        id.apply_replicaset(&rs("shop", "web-5d8f", "web", "2026-01-01T00:00:00Z"));
+        let g = id.generation();
+        id.apply_pod(&pod(
+            "shop",
+            "web-5d8f-a",
+            Some(("ReplicaSet", "web-5d8f")),
+            &[("web", "containerd://aaa")],
+        ));
+        id.apply_pod(&pod("shop", "db-0", None, &[("db", "containerd://bbb")]));
+        assert!(id.generation() > g);
+        let t = id.targets_by_node();
+        assert_eq!(t.len(), 1, "{t:?}");
+        let on = &t["node-1"];
+        assert_eq!(
+            on.iter()
+                .map(|c| (c.container_id_glob.as_str(), c.workload.as_str()))
+                .collect::<Vec<_>>(),
+            vec![("aaa", "shop/Deployment/web"), ("bbb", "shop/Pod/db-0")]
+        );
+        id.delete_pod("shop", "db-0");
+        assert_eq!(id.targets_by_node()["node-1"].len(), 1);
     }
 
     #[test]

@@ -9,12 +9,14 @@
 //! and rollout times through `Pipeline::set_facts`.
 
 pub mod alerts;
+pub mod enroll;
 pub mod identity;
 pub mod leader;
 pub mod profiles;
 pub mod store;
 pub mod watch;
 
+pub use enroll::{EnrollSettings, Enroller};
 pub use identity::{Identity, Resolved};
 pub use leader::{Leadership, LeaseSettings};
 pub use store::{KubeStore, KubeStoreConfig, KubeStoreStats, FIELD_MANAGER};

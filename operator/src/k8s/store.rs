@@ -1027,6 +1027,32 @@ impl Inner {
 
 #[async_trait::async_trait]
 impl Store for KubeStore {
+    /// An Event `RelearnSuggested` on the workload's BehaviorProfile
+    /// (`kubectl describe bp` shows it), outside the write budget: it comes
+    /// at most once per rollout grace period per workload.
+    async fn note_relearn(&self, workload: &str, reason: &str) {
+        let (Some(ns), rest) = kestrel_api::split_cluster_key(workload) else {
+            return;
+        };
+        let key: ObjKey = (ns.to_string(), kestrel_api::object_name(rest));
+        let involved = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(kestrel_api::API_VERSION.into()),
+            kind: Some(kestrel_api::BEHAVIOR_PROFILE_KIND.into()),
+            name: Some(key.1.clone()),
+            namespace: Some(key.0.clone()),
+            ..Default::default()
+        };
+        self.inner
+            .event(
+                &key,
+                involved,
+                "Normal",
+                "RelearnSuggested",
+                reason.to_string(),
+            )
+            .await;
+    }
+
     async fn load_profiles(&self) -> Result<Vec<Listed<StoredProfile>>, StoreError> {
         let api: Api<BehaviorProfile> = Api::all(self.inner.client.clone());
         let list = api

@@ -479,6 +479,7 @@ fn measure(args: &RunArgs, dir: &Path) -> anyhow::Result<()> {
         counters: Arc::clone(&counters),
         kubernetes: None,
         http_listen: None,
+        server_names: Vec::new(),
     };
     let sink = match &args.lines {
         Some(p) => std::fs::File::create(p).with_context(|| p.display().to_string())?,
