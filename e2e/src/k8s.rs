@@ -11,7 +11,7 @@
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where the tool is: `K8S_TESTENV` or `../shared/tools/k8s-testenv` from
 /// the repository root.
@@ -25,6 +25,20 @@ pub fn tool() -> Result<PathBuf> {
         return Ok(p);
     }
     bail!("k8s-testenv not found at {} (set K8S_TESTENV)", p.display())
+}
+
+/// Polls `f` every 500 ms until it returns `Some`, for at most `limit`.
+pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if t.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// PASS/FAIL rows of an end-to-end run, printed as they come.

@@ -200,6 +200,12 @@ struct WorkloadState {
     /// (runtime state, bounded; see `kestrel_profile::AnomalyBuckets`).
     buckets: AnomalyBuckets,
     image: String,
+    /// The `Partial` condition (reason `StartedBeforeAgent`) once a process
+    /// found by the agent's start-up `/proc` scan reached the profile while
+    /// it learned: learning never saw that process start. Stored with the
+    /// profile and taken back from it on load; cleared by relearning and by
+    /// an applied document.
+    partial: Option<kestrel_api::Condition>,
     dirty: bool,
     digest_dirty: bool,
 }
@@ -348,6 +354,11 @@ impl Engine {
             ProfileSource::Promoted => Some(self.shadow_of(workload, document, now)?),
             ProfileSource::Learned => None,
         };
+        let partial = document.status.as_ref().and_then(|s| {
+            kestrel_api::find_condition(&s.conditions, kestrel_api::Condition::PARTIAL)
+                .filter(|c| c.reason == STARTED_BEFORE_AGENT)
+                .cloned()
+        });
         self.workloads.insert(
             workload.to_string(),
             WorkloadState {
@@ -355,6 +366,7 @@ impl Engine {
                 shadow,
                 buckets: AnomalyBuckets::new(),
                 image,
+                partial,
                 dirty: false,
                 digest_dirty: true,
             },
@@ -435,6 +447,7 @@ impl Engine {
             }
             Command::Relearn { workload } => {
                 let st = self.known(&workload)?;
+                st.partial = None;
                 (workload, st.profile.relearn(now))
             }
             Command::Forget { workload } => {
@@ -555,6 +568,7 @@ impl Engine {
                     shadow: None,
                     buckets: AnomalyBuckets::new(),
                     image: image.into(),
+                    partial: None,
                     dirty: true,
                     digest_dirty: true,
                 },
@@ -591,6 +605,12 @@ impl Engine {
                 source,
             })?;
         let detecting = st.profile.phase() == Phase::Detecting;
+        if st.partial.is_none() && st.profile.phase() == Phase::Learning {
+            if let Some(c) = started_before_agent(f, now) {
+                st.partial = Some(c);
+                st.dirty = true;
+            }
+        }
         if obs.change.is_growth() {
             st.dirty = true;
             st.digest_dirty = true;
@@ -1150,7 +1170,49 @@ fn document_of(key: &str, namespace: &str, st: &WorkloadState) -> BehaviorProfil
         status.conditions.push(sh.condition());
         doc.measure_size();
     }
+    if let (Some(c), Some(status)) = (&st.partial, doc.status.as_mut()) {
+        status.conditions.push(c.clone());
+        doc.measure_size();
+    }
     doc
+}
+
+/// The reason of the `Partial` condition of a profile whose workload was
+/// running before the agent started.
+const STARTED_BEFORE_AGENT: &str = "StartedBeforeAgent";
+
+/// The `Partial` condition for `f` when it is a process the agent's start-up
+/// `/proc` scan found (it was running before the agent, so learning never
+/// saw it start: its entry point, and the files and connections of its
+/// start-up, are missing from the profile).
+fn started_before_agent(f: &Forwarded, now: Duration) -> Option<kestrel_api::Condition> {
+    let EventKind::Exec(x) = &f.event.kind else {
+        return None;
+    };
+    if !x.from_proc_scan {
+        return None;
+    }
+    let process = truncate_chars(
+        &kestrel_events::escape_bytes(x.resolved_filename().as_ref()),
+        256,
+    );
+    let pod = if f.workload.pod.is_empty() {
+        String::new()
+    } else {
+        format!(" in pod {}", f.workload.pod)
+    };
+    Some(kestrel_api::Condition::new(
+        kestrel_api::Condition::PARTIAL,
+        kestrel_api::ConditionStatus::True,
+        STARTED_BEFORE_AGENT,
+        format!(
+            "{process} (pid {}){pod} was running before the agent started: learning did not \
+             see the workload start (its entry point, and the files and connections of its \
+             start-up); relearn, then restart the workload's pods, for a whole profile",
+            x.ns_pid
+        ),
+        kestrel_api::rfc3339_ns(now.as_nanos() as u64),
+    ))
 }
 
 /// Distinct examples a `Drift` condition names.
@@ -1997,6 +2059,71 @@ pub(crate) mod tests {
             matches!(&out[..], [Output::Phase { transition, .. }] if transition.to == Phase::Learning),
             "{out:?}"
         );
+    }
+
+    /// Issue 13: a process the agent's start-up `/proc` scan found reaches
+    /// a learning profile: the profile is marked `Partial`
+    /// (`StartedBeforeAgent`, naming the process and its pod), the mark is
+    /// stored and survives a restart, relearning clears it, and a profile
+    /// that already detects is not marked.
+    #[test]
+    fn processes_older_than_the_agent_mark_a_learning_profile_partial() {
+        let scanned = |exe: &str, args: &str| {
+            let mut f = exec(exe, args);
+            f.workload.pod = "webapp-7d9f-abcde".into();
+            let EventKind::Exec(x) = &mut f.event.kind else {
+                unreachable!()
+            };
+            x.from_proc_scan = true;
+            f
+        };
+        let partial_of = |e: &Engine| {
+            let doc = e.all_documents().pop().map(|(_, d)| d).unwrap();
+            kestrel_api::find_condition(
+                &doc.status.unwrap().conditions,
+                kestrel_api::Condition::PARTIAL,
+            )
+            .cloned()
+        };
+        let mut e = engine();
+        e.handle(&exec("java", "-jar app.jar"), T).unwrap();
+        assert_eq!(partial_of(&e), None, "live events never mark a profile");
+        e.handle(&scanned("java", "-jar app.jar"), T).unwrap();
+        let c = partial_of(&e).expect("a Partial condition");
+        assert_eq!(c.status, kestrel_api::ConditionStatus::True);
+        assert_eq!(c.reason, "StartedBeforeAgent");
+        assert!(
+            c.message.starts_with(
+                "/usr/bin/java (pid 2) in pod webapp-7d9f-abcde was running before the agent started"
+            ),
+            "{}",
+            c.message
+        );
+        // a second scanned process keeps the first one's words
+        e.handle(&scanned("sh", "-c loop"), T + Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(partial_of(&e), Some(c.clone()));
+        // stored and taken back on load
+        let doc = e.all_documents().pop().unwrap().1;
+        let mut again = engine();
+        again
+            .load_profile("Deployment/webapp", &doc, T + Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(partial_of(&again), Some(c));
+        // relearning starts whole
+        again
+            .command(
+                Command::Relearn {
+                    workload: "Deployment/webapp".into(),
+                },
+                T + Duration::from_secs(6),
+            )
+            .unwrap();
+        assert_eq!(partial_of(&again), None);
+        // a detecting profile learned what it knows already
+        let mut d = detecting();
+        d.handle(&scanned("java", "-jar app.jar"), T).unwrap();
+        assert_eq!(partial_of(&d), None);
     }
 
     #[test]

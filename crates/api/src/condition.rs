@@ -65,8 +65,9 @@ impl Condition {
     pub const DRIFT: &'static str = "Drift";
     /// Profiles: the byte budget is reached; the profile stopped growing.
     pub const SIZE_LIMITED: &'static str = "SizeLimited";
-    /// Profiles: some of the learned behaviour could not be kept (refused
-    /// additions, a replica's part missing).
+    /// Profiles: the learned behaviour is incomplete: reason
+    /// `StartedBeforeAgent` when the workload's processes were running
+    /// before the agent started, so learning never saw them start.
     pub const PARTIAL: &'static str = "Partial";
     /// Profiles: `spec.baseline` of a promoted profile does not load.
     pub const BASELINE_INVALID: &'static str = "BaselineInvalid";

@@ -5,8 +5,11 @@
 
 mod common;
 
-use common::{every_kind, hello, material, next, with_workload, Record, Recorder};
-use kestrel_proto::client::{enroll, AgentClient, Backoff, ClientConfig, ConnectionState};
+use common::{
+    backoff_error, every_kind, fast_config, hello, material, next, url, with_workload, Record,
+    Recorder,
+};
+use kestrel_proto::client::{enroll, AgentClient};
 use kestrel_proto::server::{
     serve, serve_with, AgentHandler, AgentIdentity, Disconnect, OperatorSender, Refusal,
     RefusalCode, ServerConfig, ServerHandle,
@@ -106,22 +109,6 @@ async fn servers(m: &TlsMaterial) -> Servers {
     }
 }
 
-fn url(addr: SocketAddr) -> String {
-    format!("https://127.0.0.1:{}", addr.port())
-}
-
-fn fast(addr: SocketAddr) -> ClientConfig {
-    let mut c = ClientConfig::new(url(addr));
-    c.backoff = Backoff {
-        initial: Duration::from_millis(20),
-        max: Duration::from_millis(200),
-        multiplier: 2.0,
-        jitter: 0.2,
-    };
-    c.counters_interval = Duration::from_millis(50);
-    c
-}
-
 /// Enrolls `node` with `token`: the client TLS with the new identity.
 async fn enrolled(
     s: &Servers,
@@ -159,13 +146,7 @@ async fn a_token_buys_a_node_certificate_that_the_stream_listener_accepts() {
     assert!(resp.not_after_unix > kestrel_proto::unix_now() + 3000);
     assert_eq!(resp.ca_pem.as_bytes(), s.ca.as_slice());
 
-    let (client, _inbound) = AgentClient::connect_with(
-        fast(s.stream.local_addr()),
-        tls.with_domain("localhost"),
-        hello("node-e"),
-    )
-    .await
-    .unwrap();
+    let (client, _inbound) = stream_client(&s, tls, "node-e").await;
     let agent = next(&mut s.rx, |r| match r {
         Record::Connect(a) => Some(a),
         _ => None,
@@ -226,22 +207,42 @@ async fn bad_enrollments_are_refused_in_words_and_the_enrollment_port_never_stre
     // valid certificate
     let (tls, _) = enrolled(&s, "good-node-e", "node-e").await.unwrap();
     let (client, _inbound) =
-        AgentClient::connect_with(fast(s.enroll.local_addr()), tls, hello("node-e"))
+        AgentClient::connect_with(fast_config(s.enroll.local_addr()), tls, hello("node-e"))
             .await
             .unwrap();
-    let mut st = client.state();
-    let why = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let ConnectionState::Backoff { last_error, .. } = &*st.borrow() {
-                return last_error.clone();
-            }
-            st.changed().await.unwrap();
-        }
-    })
-    .await
-    .unwrap();
+    let why = backoff_error(&client, |_| true).await;
     assert!(why.contains("enrollment listener"), "{why}");
     client.close(Duration::from_secs(1)).await;
+}
+
+/// An agent client on the stream listener with an enrolled identity.
+async fn stream_client(
+    s: &Servers,
+    tls: ClientTls,
+    node: &str,
+) -> (
+    AgentClient,
+    tokio::sync::mpsc::Receiver<kestrel_proto::OperatorMessage>,
+) {
+    AgentClient::connect_with(
+        fast_config(s.stream.local_addr()),
+        tls.with_domain("localhost"),
+        hello(node),
+    )
+    .await
+    .unwrap()
+}
+
+/// Waits until `n` events arrived in batches.
+async fn receive(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Record>, n: usize) {
+    let mut got = 0;
+    while got < n {
+        got += next(rx, |r| match r {
+            Record::Batch(_, b) => Some(b.events.len()),
+            _ => None,
+        })
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,24 +251,11 @@ async fn a_renewed_certificate_takes_over_the_stream_and_nothing_is_lost() {
     let m = material(dir.path());
     let mut s = servers(&m).await;
     let (tls, _) = enrolled(&s, "good-node-e", "node-e").await.unwrap();
-    let (client, _inbound) = AgentClient::connect_with(
-        fast(s.stream.local_addr()),
-        tls.with_domain("localhost"),
-        hello("node-e"),
-    )
-    .await
-    .unwrap();
+    let (client, _inbound) = stream_client(&s, tls, "node-e").await;
     let events = with_workload("web", every_kind());
     let n = events.len();
     client.send(events.clone()).unwrap();
-    let mut got = 0;
-    while got < n {
-        got += next(&mut s.rx, |r| match r {
-            Record::Batch(_, b) => Some(b.events.len()),
-            _ => None,
-        })
-        .await;
-    }
+    receive(&mut s.rx, n).await;
     assert_eq!(client.stats().sessions, 1);
     // renewal: a new key and certificate; the stream reconnects with it
     let (renewed, _) = enrolled(&s, "good-node-e", "node-e").await.unwrap();
@@ -279,33 +267,14 @@ async fn a_renewed_certificate_takes_over_the_stream_and_nothing_is_lost() {
     .await;
     assert_eq!(again.cert_names, vec!["node-e".to_string()]);
     client.send(events).unwrap();
-    let mut got = 0;
-    while got < n {
-        got += next(&mut s.rx, |r| match r {
-            Record::Batch(_, b) => Some(b.events.len()),
-            _ => None,
-        })
-        .await;
-    }
+    receive(&mut s.rx, n).await;
     assert_eq!(client.stats().sessions, 2);
     assert_eq!(client.counters().drops.queue_dropped, 0);
     // a renewed certificate for another node is presented too: the
     // operator then refuses the Hello, which proves the new one is used
     let (other, _) = enrolled(&s, "good-node-f", "node-f").await.unwrap();
     client.renew_tls(other.with_domain("localhost"));
-    let mut st = client.state();
-    let why = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let ConnectionState::Backoff { last_error, .. } = &*st.borrow() {
-                if last_error.contains("PermissionDenied") {
-                    return last_error.clone();
-                }
-            }
-            st.changed().await.unwrap();
-        }
-    })
-    .await
-    .unwrap();
+    let why = backoff_error(&client, |e| e.contains("PermissionDenied")).await;
     assert!(
         why.contains("not a name of the client certificate"),
         "{why}"

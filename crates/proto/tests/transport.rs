@@ -2,8 +2,10 @@
 
 mod common;
 
-use common::{every_kind, hello, material, next, with_workload, Record, Recorder};
-use kestrel_proto::client::{AgentClient, Backoff, ClientConfig, ConnectionState};
+use common::{
+    every_kind, fast_config, hello, material, next, url, with_workload, Record, Recorder,
+};
+use kestrel_proto::client::{AgentClient, ConnectionState};
 use kestrel_proto::server::{serve, serve_with, Disconnect, ServerConfig, ServerHandle};
 use kestrel_proto::wire::agent_service_client::AgentServiceClient;
 use kestrel_proto::{
@@ -30,22 +32,6 @@ async fn mtls_server(
     .await
     .unwrap();
     (h, rec, rx)
-}
-
-fn url(addr: SocketAddr) -> String {
-    format!("https://127.0.0.1:{}", addr.port())
-}
-
-fn fast_config(addr: SocketAddr) -> ClientConfig {
-    let mut c = ClientConfig::new(url(addr));
-    c.backoff = Backoff {
-        initial: Duration::from_millis(20),
-        max: Duration::from_millis(200),
-        multiplier: 2.0,
-        jitter: 0.2,
-    };
-    c.counters_interval = Duration::from_millis(50);
-    c
 }
 
 async fn wait_state(client: &AgentClient, mut ok: impl FnMut(&ConnectionState) -> bool) {

@@ -18,10 +18,11 @@
 //! do not need for BPF, so the agent's capability list leaves it out.
 //!
 //! Checks (each prints PASS or FAIL with what it saw):
-//! 1. install: operator and agent Ready, CRDs Established, the agent
+//! 1. install (a Deployment in namespace `legacy` already running): operator and agent Ready, CRDs Established, the agent
 //!    enrolled for this node; `kubectl auth can-i` for each ServiceAccount:
 //!    what it needs, and not Secrets, `pods/exec`, or anything else;
-//! 2. a 3-replica busybox Deployment with changing timestamps and request
+//! 2. the `legacy` workload's profile is marked `Partial`
+//!    (`StartedBeforeAgent`: the `/proc` scan found it); a 3-replica busybox Deployment with changing timestamps and request
 //!    ids goes Learning → Detecting (`kubectl get bp`); a miner-like
 //!    command, then a reverse shell, `kubectl exec`'d into one replica make
 //!    SecurityAlerts naming that pod; `kubectl describe` reads as an
@@ -38,7 +39,7 @@
 //! 6. the agent's memory (peak RSS) and CPU through all of it.
 
 use anyhow::{bail, Context, Result};
-use kestrel_e2e::k8s::{Report, TestEnv};
+use kestrel_e2e::k8s::{poll, Report, TestEnv};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,6 +49,8 @@ use std::time::{Duration, Instant};
 
 const KNS: &str = "kestrel";
 const NS: &str = "shop";
+/// The namespace of the workload that was running before the install.
+const LEGACY: &str = "legacy";
 const NODE: &str = "testenv-node";
 const BUSYBOX: &str = "k8s-testenv.local/busybox:1.35";
 
@@ -120,6 +123,30 @@ spec:
     )
 }
 
+/// A workload that runs before Kestrel is installed: its processes are
+/// found by the agent's start-up `/proc` scan, and its profile is marked
+/// `Partial` (`StartedBeforeAgent`).
+fn legacy_deployment() -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: old, namespace: {LEGACY}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: old}}}}
+  template:
+    metadata: {{labels: {{app: old}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: old
+        image: {BUSYBOX}
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "while true; do sleep 5; done"]
+"#
+    )
+}
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -139,20 +166,6 @@ fn name(v: &Value) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
-}
-
-/// Polls `f` every 500 ms until it returns Some or `limit` passes.
-fn wait<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let t = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if t.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 /// The running, ready pods of `selector` in `ns`, by name.
@@ -462,6 +475,12 @@ fn refused_tokens(env: &TestEnv, work: &Path, r: &mut Report) -> Result<()> {
 }
 
 fn install(env: &TestEnv, work: &Path, r: &mut Report) -> Result<()> {
+    env.kubectl(&["create", "namespace", LEGACY])?;
+    env.kubectl_stdin(&["apply", "-f", "-"], Some(&legacy_deployment()))?;
+    poll(Duration::from_secs(90), || {
+        (ready_pods(env, LEGACY, "app=old").len() == 1).then_some(())
+    })
+    .context("the legacy Deployment did not become Ready before the install")?;
     let values = work.join("values-e2e.yaml");
     std::fs::write(&values, e2e_values())?;
     let chart = repo_root().join("deploy/helm/kestrel");
@@ -509,7 +528,7 @@ fn install(env: &TestEnv, work: &Path, r: &mut Report) -> Result<()> {
         crds.trim().to_string(),
     );
     // the agent enrolled with its token and the operator certified this node
-    let enrolled = wait(Duration::from_secs(60), || {
+    let enrolled = poll(Duration::from_secs(60), || {
         let log = env
             .kubectl(&[
                 "logs",
@@ -660,16 +679,47 @@ fn alert_text(a: &Value) -> String {
 }
 
 fn learn_and_detect(env: &TestEnv, _work: &Path, r: &mut Report) -> Result<()> {
+    // the workload that was running before the agent: found by the /proc
+    // scan, its profile marked Partial
+    let partial = poll(Duration::from_secs(60), || {
+        let v = json(env, &["get", "behaviorprofiles", "-n", LEGACY]).ok()?;
+        items(&v).into_iter().find_map(|p| {
+            p["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Partial")
+                .cloned()
+                .map(|c| (name(&p), c))
+        })
+    });
+    r.check(
+        "a workload running before the agent: its profile is marked Partial (StartedBeforeAgent)",
+        partial.as_ref().is_some_and(|(_, c)| {
+            c["status"] == "True"
+                && c["reason"] == "StartedBeforeAgent"
+                && c["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("in pod old-"))
+        }),
+        match &partial {
+            Some((n, c)) => format!("{LEGACY}/{n}: {}: {}", c["reason"], c["message"]),
+            None => format!(
+                "no Partial condition in namespace {LEGACY}: {}",
+                env.kubectl(&["get", "bp", "-n", LEGACY])
+                    .unwrap_or_else(|e| format!("{e:#}"))
+            ),
+        },
+    );
     env.kubectl(&["create", "namespace", NS])?;
     env.kubectl_stdin(&["apply", "-f", "-"], Some(&deployment(1)))?;
-    let pods = wait(Duration::from_secs(90), || {
+    let pods = poll(Duration::from_secs(90), || {
         let p = ready_pods(env, NS, "app=web");
         (p.len() == 3).then_some(p)
     })
     .context("the web replicas did not become Ready")?;
     let t = Instant::now();
     let mut phases: Vec<String> = Vec::new();
-    let detecting = wait(Duration::from_secs(150), || {
+    let detecting = poll(Duration::from_secs(150), || {
         let (phase, _) = profile_phase(env)?;
         if phases.last() != Some(&phase) {
             phases.push(phase.clone());
@@ -689,7 +739,7 @@ fn learn_and_detect(env: &TestEnv, _work: &Path, r: &mut Report) -> Result<()> {
     println!("{out}");
     // the node's agent got its pods' containers from the operator and
     // filters per workload at the edge: the replicas' loop stays on the node
-    let matched = wait(Duration::from_secs(30), || {
+    let matched = poll(Duration::from_secs(30), || {
         let m = metrics();
         let n = metric(
             &m,
@@ -715,7 +765,7 @@ fn learn_and_detect(env: &TestEnv, _work: &Path, r: &mut Report) -> Result<()> {
     let victim = pods[0].clone();
     let others: Vec<String> = pods[1..].to_vec();
     exec(env, &victim, MINER, Duration::from_secs(10))?;
-    let miner = wait(Duration::from_secs(60), || {
+    let miner = poll(Duration::from_secs(60), || {
         alerts(env)
             .into_iter()
             .find(|a| alert_pod(a) == victim && alert_text(a).contains("xmrig"))
@@ -738,7 +788,7 @@ fn learn_and_detect(env: &TestEnv, _work: &Path, r: &mut Report) -> Result<()> {
         },
     );
     exec(env, &victim, REVERSE_SHELL, Duration::from_secs(10))?;
-    let shell = wait(Duration::from_secs(60), || {
+    let shell = poll(Duration::from_secs(60), || {
         alerts(env).into_iter().find(|a| {
             let t = alert_text(a);
             alert_pod(a) == victim
@@ -878,7 +928,7 @@ fn rollout(env: &TestEnv, _work: &Path, r: &mut Report) -> Result<()> {
             high.join("; ")
         },
     );
-    let suggested = wait(Duration::from_secs(30), || {
+    let suggested = poll(Duration::from_secs(30), || {
         let v = json(
             env,
             &[
@@ -917,7 +967,7 @@ fn restarts(env: &TestEnv, _work: &Path, r: &mut Report) -> Result<()> {
     let first = agent.first().context("no agent pod")?;
     env.kubectl(&["delete", "pod", "-n", KNS, first, "--wait=true"])?;
     let t = Instant::now();
-    let back = wait(Duration::from_secs(90), || {
+    let back = poll(Duration::from_secs(90), || {
         let now = ready_pods(env, KNS, "app.kubernetes.io/component=agent");
         (now.len() == 1 && now != agent).then_some(now)
     });
@@ -935,7 +985,7 @@ fn restarts(env: &TestEnv, _work: &Path, r: &mut Report) -> Result<()> {
         .map(|a| (name(a), alert_count(a)))
         .collect();
     exec(env, &victim, MINER, Duration::from_secs(10))?;
-    let seen = wait(Duration::from_secs(60), || {
+    let seen = poll(Duration::from_secs(60), || {
         let now: Vec<(String, u64, String)> = alerts(env)
             .iter()
             .filter(|a| alert_text(a).contains("xmrig"))
@@ -958,7 +1008,7 @@ fn restarts(env: &TestEnv, _work: &Path, r: &mut Report) -> Result<()> {
     std::thread::sleep(Duration::from_secs(1));
     exec(env, &victim, LATE_MINER, Duration::from_secs(10))?;
     let t = Instant::now();
-    let back = wait(Duration::from_secs(120), || {
+    let back = poll(Duration::from_secs(120), || {
         let now = ready_pods(env, KNS, "app.kubernetes.io/component=operator");
         (now.len() == 1 && now != op).then_some(now)
     });
@@ -967,7 +1017,7 @@ fn restarts(env: &TestEnv, _work: &Path, r: &mut Report) -> Result<()> {
         back.is_some(),
         format!("{back:?} after {:.0}s", t.elapsed().as_secs_f64()),
     );
-    let late = wait(Duration::from_secs(90), || {
+    let late = poll(Duration::from_secs(90), || {
         alerts(env)
             .into_iter()
             .find(|a| alert_text(a).contains("kdevtmpfsi"))
@@ -1026,7 +1076,7 @@ fn upgrade_and_uninstall(env: &TestEnv, work: &Path, r: &mut Report) -> Result<(
         "--timeout",
         "3m",
     ]);
-    let rolled = wait(Duration::from_secs(60), || {
+    let rolled = poll(Duration::from_secs(60), || {
         let now = ready_pods(env, KNS, "app.kubernetes.io/component=operator");
         (now.len() == 1 && now != op).then_some(now)
     });
@@ -1052,7 +1102,7 @@ fn upgrade_and_uninstall(env: &TestEnv, work: &Path, r: &mut Report) -> Result<(
     );
     out?;
     env.helm(&["uninstall", "kestrel", "-n", KNS, "--wait"])?;
-    let gone = wait(Duration::from_secs(60), || {
+    let gone = poll(Duration::from_secs(60), || {
         let v = json(
             env,
             &[

@@ -51,7 +51,7 @@
 //!     nothing repeating, the TTL deletes every alert.
 
 use anyhow::{bail, Context, Result};
-use kestrel_e2e::k8s::{Report, TestEnv};
+use kestrel_e2e::k8s::{poll, Report, TestEnv};
 use kestrel_events::{
     Ancestor, Argv, ByteStr, ContainerRef, Event, EventKind, Exec, Namespaces, Runtime, Task,
 };
@@ -496,20 +496,6 @@ fn retention_and_flood(env: &TestEnv, operator: &Path, work: &Path, r: &mut Repo
         format!("{status:?}"),
     );
     Ok(())
-}
-
-/// Polls `f` every 500 ms until it returns `Some`, for at most `limit`.
-fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let t = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if t.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 /// Acceptance 4 and 5: two operator processes; only the Lease holder runs

@@ -6,12 +6,49 @@ use kestrel_events::{
     Argv, ByteStr, CgroupChange, ContainerRef, Endpoint, Event, EventKind, Exec, ExecFailed, Exit,
     FileOp, FileOpKind, Fork, Namespaces, NetOp, NetOpKind, Runtime, Task, TcpState,
 };
+use kestrel_proto::client::{AgentClient, Backoff, ClientConfig, ConnectionState};
 use kestrel_proto::server::{AgentHandler, AgentIdentity, Disconnect, OperatorSender, Refusal};
 use kestrel_proto::{Counters, EventBatch, Hello, OperatorMessage, TlsMaterial, WorkloadEvent};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// The operator's URL on the loopback port of `addr`.
+pub fn url(addr: SocketAddr) -> String {
+    format!("https://127.0.0.1:{}", addr.port())
+}
+
+/// A client that reconnects and reports counters quickly (tests).
+pub fn fast_config(addr: SocketAddr) -> ClientConfig {
+    let mut c = ClientConfig::new(url(addr));
+    c.backoff = Backoff {
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(200),
+        multiplier: 2.0,
+        jitter: 0.2,
+    };
+    c.counters_interval = Duration::from_millis(50);
+    c
+}
+
+/// The error of the first backoff of `client` whose error `ok` accepts
+/// (at most 10 s).
+pub async fn backoff_error(client: &AgentClient, mut ok: impl FnMut(&str) -> bool) -> String {
+    let mut st = client.state();
+    let seen = tokio::time::timeout(
+        Duration::from_secs(10),
+        st.wait_for(|s| matches!(s, ConnectionState::Backoff { last_error, .. } if ok(last_error))),
+    )
+    .await
+    .expect("timed out waiting for the connection to back off")
+    .expect("client task ended")
+    .clone();
+    match seen {
+        ConnectionState::Backoff { last_error, .. } => last_error,
+        other => unreachable!("{other:?}"),
+    }
+}
 
 pub fn task() -> Task {
     Task {
