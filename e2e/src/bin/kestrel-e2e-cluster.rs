@@ -1102,8 +1102,10 @@ fn upgrade_and_uninstall(env: &TestEnv, work: &Path, r: &mut Report) -> Result<(
     );
     out?;
     env.helm(&["uninstall", "kestrel", "-n", KNS, "--wait"])?;
-    let gone = poll(Duration::from_secs(60), || {
-        let v = json(
+    // pods leave after their grace period (the operator's 30 s while it
+    // flushes); what is still there is named in the report
+    let left = || -> Vec<String> {
+        json(
             env,
             &[
                 "get",
@@ -1114,9 +1116,26 @@ fn upgrade_and_uninstall(env: &TestEnv, work: &Path, r: &mut Report) -> Result<(
                 "app.kubernetes.io/instance=kestrel",
             ],
         )
-        .ok()?;
-        items(&v).is_empty().then_some(())
-    });
+        .map(|v| {
+            items(&v)
+                .iter()
+                .map(|o| {
+                    let deleting = if o["metadata"]["deletionTimestamp"].is_string() {
+                        " (terminating)"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "{}/{}{deleting}",
+                        o["kind"].as_str().unwrap_or("?"),
+                        name(o)
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_else(|e| vec![format!("{e:#}")])
+    };
+    let gone = poll(Duration::from_secs(150), || left().is_empty().then_some(()));
     let cluster = json(
         env,
         &[
@@ -1135,8 +1154,8 @@ fn upgrade_and_uninstall(env: &TestEnv, work: &Path, r: &mut Report) -> Result<(
             && crds.contains("behaviorprofiles.kestrel.dev")
             && !items(&kept_profiles).is_empty(),
         format!(
-            "release objects gone: {}; cluster roles left: {}; CRDs kept: {}; profiles kept: {}",
-            gone.is_some(),
+            "release objects left: {:?}; cluster roles left: {}; CRDs kept: {}; profiles kept: {}",
+            left(),
             items(&cluster).len(),
             crds.matches("kestrel.dev").count(),
             items(&kept_profiles).len()
